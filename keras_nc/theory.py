@@ -1,0 +1,134 @@
+"""Closed-form values of the information-theoretic metrics at Neural Collapse.
+
+At Neural Collapse with `C >= 3` balanced classes, the globally centred class
+means form a simplex equiangular tight frame (ETF) and the classifier rows
+align with them. Their cosine Gram is `G = C/(C-1) I - 1/(C-1) 11^T`, whence
+(see the Concepts page):
+
+- `H(G) = log(C - 1)`,
+- `HDR* = 0`,
+- `MIR* = 1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`.
+
+These functions are plain Python/NumPy (float64): they are reference values,
+not part of a computational graph.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def _check_num_classes(num_classes, minimum=3):
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise ValueError(
+            f"`num_classes` must be an integer >= {minimum}; received {num_classes!r}."
+        )
+    if num_classes < minimum:
+        raise ValueError(
+            f"`num_classes` must be >= {minimum}: with fewer classes the simplex ETF "
+            f"is degenerate (its Gram has rank <= 1 and entropy 0); received {num_classes}."
+        )
+    return int(num_classes)
+
+
+def simplex_etf(num_classes, dim=None, seed=None):
+    """Rows of a simplex equiangular tight frame.
+
+    Returns `num_classes` unit vectors in `R^dim` with pairwise cosine
+    `-1/(num_classes - 1)` that sum to zero: the geometry of the centred class
+    means (and of the classifier rows) at Neural Collapse.
+
+    Args:
+        num_classes: number of vectors `C >= 2`.
+        dim: ambient dimension, at least `C - 1`; defaults to `C`.
+        seed: if given, the frame is rotated by a random orthogonal matrix drawn
+            with this seed; otherwise a fixed orientation is used.
+
+    Returns:
+        A float64 NumPy array of shape `(num_classes, dim)`.
+
+    Example:
+
+    >>> from keras_nc import theory
+    >>> m = theory.simplex_etf(4)
+    >>> (m @ m.T).round(3)[0]
+    array([ 1.   , -0.333, -0.333, -0.333])
+    """
+    c = _check_num_classes(num_classes, minimum=2)
+    dim = c if dim is None else dim
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < c - 1:
+        raise ValueError(
+            f"`dim` must be an integer >= num_classes - 1 = {c - 1}; received {dim!r}."
+        )
+    # The centring matrix I - 11^T/C projects onto the sum-zero subspace (rank
+    # C-1). The rows of an orthonormal basis of that subspace, as a (C, C-1)
+    # matrix, are the projected basis vectors e_c - 1/C: once normalised they
+    # have pairwise cosine -1/(C-1).
+    centring = np.eye(c) - np.full((c, c), 1.0 / c)
+    u, _, _ = np.linalg.svd(centring)
+    frame = u[:, : c - 1]
+    frame = frame / np.linalg.norm(frame, axis=1, keepdims=True)
+    out = np.zeros((c, dim))
+    out[:, : c - 1] = frame
+    if seed is not None:
+        q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, dim)))
+        out = out @ (q * np.sign(np.diag(r)))
+    return out
+
+
+def entropy_at_collapse(num_classes):
+    """Matrix entropy of the simplex ETF Gram, `log(C - 1)` nats.
+
+    Args:
+        num_classes: number of classes `C >= 3`.
+
+    Returns:
+        A Python float.
+
+    Example:
+
+    >>> from keras_nc import theory
+    >>> round(theory.entropy_at_collapse(10), 4)
+    2.1972
+    """
+    c = _check_num_classes(num_classes)
+    return math.log(c - 1)
+
+
+def mir_at_collapse(num_classes):
+    """MIR at Neural Collapse: `1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`.
+
+    Args:
+        num_classes: number of classes `C >= 3`.
+
+    Returns:
+        A Python float (0.5 for C=3, 0.753953 for C=4, 0.952351 for C=10).
+
+    Example:
+
+    >>> from keras_nc import theory
+    >>> round(theory.mir_at_collapse(10), 6)
+    0.952351
+    """
+    c = _check_num_classes(num_classes)
+    return 1.0 / (c - 1) + (c - 2) * math.log(c - 2) / ((c - 1) * math.log(c - 1))
+
+
+def hdr_at_collapse(num_classes):
+    """HDR at Neural Collapse: 0 (features and head share one Gram).
+
+    Args:
+        num_classes: number of classes `C >= 3`.
+
+    Returns:
+        The Python float `0.0`.
+
+    Example:
+
+    >>> from keras_nc import theory
+    >>> theory.hdr_at_collapse(10)
+    0.0
+    """
+    _check_num_classes(num_classes)
+    return 0.0

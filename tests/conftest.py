@@ -1,0 +1,76 @@
+"""Shared test helpers: the active backend's autodiff and compilation.
+
+The suite runs once per `KERAS_BACKEND`; the few backend branches live here.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+settings.load_profile("ci")
+
+BACKEND = keras.backend.backend()
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def grad(fn, x):
+    """Gradient of the scalar `fn(x)` with respect to the array `x`, as NumPy."""
+    x = np.asarray(x, dtype=np.float32)
+    if BACKEND == "jax":
+        import jax
+
+        return np.asarray(jax.grad(fn)(jax.numpy.asarray(x)))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = fn(t)
+        return tape.gradient(y, t).numpy()
+    if BACKEND == "torch":
+        import torch
+
+        t = torch.tensor(x, requires_grad=True)
+        fn(t).backward()
+        return t.grad.detach().cpu().numpy()
+    raise NotImplementedError(BACKEND)
+
+
+def compiled(fn):
+    """`fn` compiled by XLA where the backend offers it (JAX, TensorFlow), else as is."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+def float64_supported():
+    if BACKEND == "jax":
+        import jax
+
+        return bool(jax.config.jax_enable_x64)
+    return True
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,96 @@
+"""Closed forms at Neural Collapse, and the ops reproducing them on collapsed features."""
+
+import math
+
+import numpy as np
+import pytest
+import reference as ref
+from conftest import to_numpy
+
+from keras_nc import ops as nc
+from keras_nc import theory
+
+# SPEC 2.5: MIR* for C = 3, 4, 10, 100.
+SPEC_VALUES = {3: 0.5, 4: 0.753953, 10: 0.952351, 100: 0.997813}
+
+
+@pytest.mark.parametrize("c", sorted(SPEC_VALUES))
+def test_mir_at_collapse_matches_spec_table(c):
+    assert theory.mir_at_collapse(c) == pytest.approx(SPEC_VALUES[c], abs=5e-7)
+
+
+@pytest.mark.parametrize("c", [3, 4, 5, 10, 37, 100])
+def test_closed_forms_match_eigendecomposition_of_etf_gram(c):
+    g = ref.etf_gram(c)
+    h = ref.entropy(g)
+    h_joint = ref.entropy(g * g)
+    assert theory.entropy_at_collapse(c) == pytest.approx(h, rel=1e-10)
+    assert theory.mir_at_collapse(c) == pytest.approx((2 * h - h_joint) / h, rel=1e-10)
+    assert theory.hdr_at_collapse(c) == 0.0
+    assert theory.entropy_at_collapse(c) == pytest.approx(math.log(c - 1), rel=1e-15)
+
+
+@pytest.mark.parametrize("c", [2, 3, 7])
+@pytest.mark.parametrize("dim", [None, "c-1", "c+5"])
+@pytest.mark.parametrize("seed", [None, 3])
+def test_simplex_etf_geometry(c, dim, seed):
+    dim = {None: None, "c-1": c - 1, "c+5": c + 5}[dim]
+    m = theory.simplex_etf(c, dim=dim, seed=seed)
+    assert m.shape == (c, c if dim is None else dim)
+    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(m.sum(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(m @ m.T, ref.etf_gram(c), atol=1e-12)
+
+
+@pytest.mark.parametrize("c", [3, 4, 10, 100])
+def test_ops_on_collapsed_features_reach_closed_forms(c):
+    """Sample-head pairing, balanced batch, features after a ReLU-like shift."""
+    rng = np.random.default_rng(c)
+    per_class = 3 if c < 100 else 2
+    labels = np.repeat(np.arange(c), per_class)
+    rng.shuffle(labels)
+    means = theory.simplex_etf(c, dim=c + 8, seed=1)
+    # Collapsed features: class mean times a scale, shifted by a common offset
+    # (as features after a ReLU would be); the batch mean removes the offset.
+    offset = 3.0 * np.abs(rng.normal(size=c + 8))
+    features = 5.0 * means[labels] + offset
+    # Head rows aligned with the class means, up to a global scale.
+    head = 0.7 * means
+    kz = nc.gram(features.astype("float32"), center=True)
+    kw = nc.gram(head[labels].astype("float32"))
+    assert to_numpy(nc.mir(kz, kw)) == pytest.approx(theory.mir_at_collapse(c), abs=2e-3)
+    assert to_numpy(nc.hdr(kz, kw)) == pytest.approx(0.0, abs=2e-3)
+    assert to_numpy(nc.matrix_entropy(kz)) == pytest.approx(theory.entropy_at_collapse(c), rel=1e-3)
+    assert to_numpy(nc.feature_entropy(features.astype("float32"), center=True)) == (
+        pytest.approx(theory.entropy_at_collapse(c), rel=1e-3)
+    )
+
+
+def test_uncentred_relu_features_miss_the_collapse_values():
+    """SPEC 2.5: without centring, shifted collapsed features do not reach MIR*/HDR*."""
+    c = 10
+    labels = np.repeat(np.arange(c), 3)
+    means = theory.simplex_etf(c, seed=0)
+    features = np.maximum(means[labels] + 1.0, 0.0)  # non-negative, as after a ReLU
+    kz = nc.gram(features.astype("float32"), center=False)
+    kw = nc.gram(means[labels].astype("float32"))
+    assert float(to_numpy(nc.hdr(kz, kw))) > 0.1
+    h = float(to_numpy(nc.matrix_entropy(kz)))
+    assert h < theory.entropy_at_collapse(c) - 0.2
+    # Centring the same features recovers the collapse values.
+    kc = nc.gram(features.astype("float32"), center=True)
+    assert float(to_numpy(nc.hdr(kc, kw))) < 2e-3
+
+
+@pytest.mark.parametrize("bad", [2, 1, 0, -3, 3.0, "10", True, None])
+def test_theory_rejects_bad_num_classes(bad):
+    for fn in (theory.mir_at_collapse, theory.hdr_at_collapse, theory.entropy_at_collapse):
+        with pytest.raises(ValueError, match="`num_classes`"):
+            fn(bad)
+
+
+def test_simplex_etf_rejects_small_dim():
+    with pytest.raises(ValueError, match="`dim` must be an integer >= num_classes - 1"):
+        theory.simplex_etf(5, dim=3)
+    with pytest.raises(ValueError, match="`num_classes`"):
+        theory.simplex_etf(1)
