@@ -1,0 +1,42 @@
+# keras-nc developer commands. Every target sets up .venv first (once; again when
+# pyproject.toml or the pinned constraints change).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BACKENDS ?= tensorflow jax torch
+PYTEST_ARGS ?= -q -n 2
+
+.PHONY: setup demo test test-one lint docs bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[jax,torch,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: metrics on the embedded digits data (writes outputs/demo/metrics.{csv,png}).
+demo: $(STAMP)
+	$(BIN)/python -m recipes.demo --output outputs/demo
+
+## The whole test suite, once per Keras backend.
+test: $(STAMP)
+	@set -e; for backend in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$backend ==="; \
+		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) tests; \
+	done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+## Benchmarks: print tables and write them into docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ops.py
+
+clean:
+	rm -rf $(VENV) site outputs .pytest_cache .hypothesis

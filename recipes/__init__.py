@@ -1,0 +1,1 @@
+"""Runnable recipes built on keras_nc (run each with `python -m recipes.<name>`)."""

@@ -1,0 +1,1 @@
+"""A short demonstration of the keras_nc metrics on scikit-learn's digits."""
