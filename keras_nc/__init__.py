@@ -5,8 +5,8 @@ Matrix entropy, matrix mutual information, the Matrix Mutual Information Ratio
 (CMA) loss of arXiv 2409.16767, on TensorFlow, JAX and PyTorch via `keras.ops`.
 """
 
-from keras_nc import ops, theory
+from keras_nc import losses, metrics, models, ops, theory
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ops", "theory"]
+__all__ = ["__version__", "losses", "metrics", "models", "ops", "theory"]

@@ -405,6 +405,32 @@ def mir(k1, k2, alpha=1.0):
     return _ratio_of_entropies(h1 + h2 - h12, _minimum(h1, h2), k1)
 
 
+def information_ratios(k1, k2, alpha=1.0):
+    """`(mir(k1, k2), hdr(k1, k2))` from one batched eigendecomposition.
+
+    Args:
+        k1: PSD matrices of shape `(..., n, n)`.
+        k2: PSD matrices of the same shape.
+        alpha: entropy order.
+
+    Returns:
+        A tuple of two tensors of shape `(...)`, as `mir` and `hdr` return them.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> k = nc_ops.gram(np.random.default_rng(0).normal(size=(8, 4)))
+    >>> m, h = nc_ops.information_ratios(k, k)
+    """
+    k1, k2 = _validated_pair(k1, k2)
+    h1, h2, h12 = _joint_entropies(k1, k2, alpha)
+    return (
+        _ratio_of_entropies(h1 + h2 - h12, _minimum(h1, h2), k1),
+        _ratio_of_entropies(ops.abs(h1 - h2), _maximum(h1, h2), k1),
+    )
+
+
 def hdr(k1, k2, alpha=1.0):
     """Matrix Entropy Difference Ratio `|H(k1) - H(k2)| / max(H(k1), H(k2))`.
 
@@ -432,3 +458,347 @@ def hdr(k1, k2, alpha=1.0):
     entropies = _entropy_of_psd(ops.stack([k1, k2], axis=0), alpha)
     h1, h2 = entropies[0], entropies[1]
     return _ratio_of_entropies(ops.abs(h1 - h2), _maximum(h1, h2), k1)
+
+
+# --------------------------------------------------------------------------- #
+# Class statistics and the classic Neural Collapse measures
+# --------------------------------------------------------------------------- #
+
+
+def _check_labels(labels, num_classes):
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) == 2 and labels.shape[-1] == 1:
+        labels = ops.squeeze(labels, -1)
+    if len(labels.shape) != 1:
+        raise ValueError(
+            "`labels` must be integer class indices of shape (n,); received shape "
+            f"{tuple(labels.shape)}. (One-hot labels: take their argmax first.)"
+        )
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be a positive integer; received {num_classes!r}.")
+    return ops.cast(labels, "int32")
+
+
+def class_statistics(features, labels, num_classes, sample_weight=None):
+    """Mergeable per-class sums of a batch of features.
+
+    Sums over batches (or devices) give the statistics of the concatenated
+    data, from which `class_means`, `neural_collapse_measures` and the class
+    pairing of `mir`/`hdr` are computed.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels in `[0, num_classes)`.
+        num_classes: number of classes `C`.
+        sample_weight: optional `(n,)` non-negative weights (default 1).
+
+    Returns:
+        A dict of tensors: `counts` `(C,)`, `sums` `(C, d)`, `sq_norms` `(C,)`
+        (per-class sums of `||z||^2`) and `second_moment` `(d, d)` (sum of
+        `z z^T` over all samples).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> stats = nc_ops.class_statistics(np.eye(4), np.array([0, 0, 1, 2]), 3)
+    >>> stats["counts"]  # doctest: +SKIP
+    [2., 1., 1.]
+    """
+    features = _as_float(features)
+    _check_matrix(features, "features", square=False)
+    labels = _check_labels(labels, num_classes)
+    one_hot = ops.one_hot(labels, num_classes, dtype=features.dtype)  # (n, C)
+    if sample_weight is not None:
+        one_hot = one_hot * ops.expand_dims(ops.cast(sample_weight, features.dtype), -1)
+    weights = ops.sum(one_hot, axis=-1, keepdims=True)  # (n, 1)
+    return {
+        "counts": ops.sum(one_hot, axis=0),
+        "sums": ops.matmul(ops.transpose(one_hot), features),
+        "sq_norms": ops.matmul(ops.transpose(one_hot), ops.sum(ops.square(features), axis=-1)),
+        "second_moment": ops.matmul(ops.transpose(features * weights), features),
+    }
+
+
+def class_means(counts, sums):
+    """Class means `sums / counts` and the global mean; absent classes get a zero row.
+
+    Args:
+        counts: `(C,)` per-class sample counts (or weights).
+        sums: `(C, d)` per-class feature sums.
+
+    Returns:
+        A tuple `(means, global_mean, present)`: `(C, d)`, `(d,)` and a `(C,)`
+        boolean mask of the classes with a positive count.
+    """
+    counts, sums = _as_float(counts), _as_float(sums)
+    present = counts > 0
+    safe = ops.where(present, counts, 1.0)
+    means = sums / ops.expand_dims(safe, -1)
+    means = ops.where(ops.expand_dims(present, -1), means, 0.0)
+    total = ops.sum(counts)
+    global_mean = ops.sum(sums, axis=0) / ops.where(total > 0, total, 1.0)
+    return means, global_mean, present
+
+
+def class_pairing_grams(counts, sums, head_weights, center=True):
+    """Gram matrices of the class pairing: class means against head rows.
+
+    Classes absent from the data get zero rows in both Grams, so they take no
+    part in the entropies. Means are centred by the global mean of the samples
+    when `center=True`.
+
+    Args:
+        counts: `(C,)` per-class counts.
+        sums: `(C, d)` per-class feature sums.
+        head_weights: `(C, d)` classifier rows (a `Dense` kernel transposed).
+        center: centre the class means by the global mean.
+
+    Returns:
+        `(K_M, K_W)`, two `(C, C)` Gram matrices for `mir`/`hdr`.
+    """
+    means, global_mean, present = class_means(counts, sums)
+    head = _as_float(head_weights)
+    mask = ops.expand_dims(ops.cast(present, means.dtype), -1)
+    centred = (means - global_mean) * mask if center else means
+    return gram(centred), gram(head * mask)
+
+
+def _pinv_psd(a, rtol):
+    """Pseudo-inverse of a symmetric PSD matrix via `eigh` (small eigenvalues cut)."""
+    w, v = ops.eigh(a)
+    keep = w > rtol * ops.max(w)
+    inv = ops.where(keep, 1.0 / ops.where(keep, w, 1.0), 0.0)
+    return ops.matmul(v * ops.expand_dims(inv, 0), ops.transpose(v))
+
+
+def neural_collapse_measures(statistics, head_weights=None):
+    """The classic Neural Collapse measures from `class_statistics` sums.
+
+    With `N` samples, class means `mu_c`, global mean `mu_G`, centred means
+    `M` (rows `mu_c - mu_G` of the `C'` classes present), within-class covariance
+    `Sigma_W = 1/N sum_i (z_i - mu_{y_i})(z_i - mu_{y_i})^T` and between-class
+    covariance `Sigma_B = M^T M / C'`:
+
+    - `nc1`: `tr(Sigma_W Sigma_B^+) / C'` (Papyan, Han and Donoho, 2020),
+      computed in the `C x C` space (no `d x d` pseudo-inverse);
+    - `cdnv`: class-distance normalised variance (Galanti et al., 2022),
+      the mean over pairs of classes of `(Var_c + Var_c') / (2 ||mu_c - mu_c'||^2)`;
+    - `etf_error` (NC2): `|| M M^T / ||M M^T||_F - (I - 11^T/C') / sqrt(C'-1) ||_F`;
+    - `equinorm` (NC2): coefficient of variation (std / mean) of `||mu_c - mu_G||`;
+    - `self_duality` (NC3, needs `head_weights`):
+      `|| W / ||W||_F - M / ||M||_F ||_F^2` over the classes present.
+
+    All are 0 at Neural Collapse. With fewer than two classes present the
+    measures that need two classes are 0.
+
+    Args:
+        statistics: a dict from `class_statistics` (or sums of several).
+        head_weights: optional `(C, d)` classifier rows.
+
+    Returns:
+        A dict of scalar tensors.
+    """
+    counts = _as_float(statistics["counts"])
+    sums = _as_float(statistics["sums"])
+    sq_norms = _as_float(statistics["sq_norms"])
+    second = _as_float(statistics["second_moment"])
+    means, global_mean, present = class_means(counts, sums)
+    mask = ops.cast(present, means.dtype)
+    num_present = ops.sum(mask)
+    two_or_more = num_present >= 2
+    c_safe = ops.where(two_or_more, num_present, 2.0)
+    total = ops.sum(counts)
+    total_safe = ops.where(total > 0, total, 1.0)
+    centred = (means - global_mean) * ops.expand_dims(mask, -1)  # (C, d)
+
+    # NC1 in the C x C space: tr(Sigma_W (M^T M)^+) * C' / C' with
+    # (M^T M)^+ = M^T (M M^T)^{+2} M.
+    # M Sigma_W M^T = (M S2 M^T - (M mu^T) diag(N) (mu M^T)) / N, S2 = sum z z^T.
+    m_mu = ops.matmul(centred, ops.transpose(means))  # (C, C)
+    sigma_w_proj = (
+        ops.matmul(ops.matmul(centred, second), ops.transpose(centred))
+        - ops.matmul(m_mu * ops.expand_dims(counts, 0), ops.transpose(m_mu))
+    ) / total_safe
+    gram_m = ops.matmul(centred, ops.transpose(centred))  # M M^T
+    pinv = _pinv_psd(gram_m, _EIG_RTOL[_dtype_name(gram_m)] * 100)
+    nc1 = ops.trace(ops.matmul(ops.matmul(pinv, pinv), sigma_w_proj))  # tr(Sigma_W Sigma_B^+)/C'
+    nc1 = ops.where(two_or_more, nc1, 0.0)
+
+    # CDNV over pairs of present classes.
+    safe_counts = ops.where(present, counts, 1.0)
+    variances = sq_norms / safe_counts - ops.sum(ops.square(means), axis=-1)
+    variances = ops.where(present, _maximum(variances, ops.zeros_like(variances)), 0.0)
+    sq = ops.sum(ops.square(means), axis=-1)
+    dist2 = (
+        ops.expand_dims(sq, 0)
+        + ops.expand_dims(sq, 1)
+        - 2.0 * ops.matmul(means, ops.transpose(means))
+    )
+    pair = ops.expand_dims(mask, 0) * ops.expand_dims(mask, 1) * (1.0 - ops.eye(ops.shape(mask)[0]))
+    pair = ops.cast(pair, means.dtype)
+    dist2 = _maximum(dist2, ops.zeros_like(dist2))
+    ratio = (ops.expand_dims(variances, 0) + ops.expand_dims(variances, 1)) / (
+        2.0 * ops.where(dist2 > 0, dist2, 1.0)
+    )
+    ratio = ops.where((pair > 0) & (dist2 > 0), ratio, 0.0)
+    num_pairs = ops.sum(pair)
+    cdnv = ops.where(two_or_more, ops.sum(ratio) / ops.where(num_pairs > 0, num_pairs, 1.0), 0.0)
+
+    # NC2: ETF error and equinorm.
+    frob = ops.sqrt(ops.sum(ops.square(gram_m)))
+    target = (
+        (ops.eye(ops.shape(mask)[0], dtype=means.dtype) - ops.ones_like(gram_m) / c_safe)
+        * ops.expand_dims(mask, 0)
+        * ops.expand_dims(mask, 1)
+        / ops.sqrt(c_safe - 1.0)
+    )
+    etf = ops.sqrt(ops.sum(ops.square(gram_m / ops.where(frob > 0, frob, 1.0) - target)))
+    etf = ops.where(two_or_more, etf, 0.0)
+    norms = ops.sqrt(_maximum(ops.sum(ops.square(centred), axis=-1), ops.zeros_like(mask)))
+    mean_norm = ops.sum(norms) / c_safe
+    std_norm = ops.sqrt(ops.sum(mask * ops.square(norms - mean_norm)) / c_safe)
+    equinorm = ops.where(
+        two_or_more & (mean_norm > 0), std_norm / ops.where(mean_norm > 0, mean_norm, 1.0), 0.0
+    )
+
+    result = {"nc1": nc1, "cdnv": cdnv, "etf_error": etf, "equinorm": equinorm}
+    if head_weights is not None:
+        head = _as_float(head_weights) * ops.expand_dims(mask, -1)
+        w_norm = ops.sqrt(ops.sum(ops.square(head)))
+        m_norm = ops.sqrt(ops.sum(ops.square(centred)))
+        diff = head / ops.where(w_norm > 0, w_norm, 1.0) - centred / ops.where(
+            m_norm > 0, m_norm, 1.0
+        )
+        result["self_duality"] = ops.where(two_or_more, ops.sum(ops.square(diff)), 0.0)
+    return result
+
+
+def ncc_agreement(features, logits, means, present=None):
+    """Fraction of samples whose classifier argmax equals the nearest class mean (NC4).
+
+    Args:
+        features: `(n, d)` features.
+        logits: `(n, C)` classifier outputs.
+        means: `(C, d)` class means (e.g. from `class_means`).
+        present: optional `(C,)` boolean mask; absent classes are never nearest.
+
+    Returns:
+        A scalar tensor in `[0, 1]` (1 at Neural Collapse); 0 for an empty batch.
+    """
+    features, means = _as_float(features), _as_float(means)
+    logits = _as_float(logits)
+    dist = ops.sum(ops.square(means), axis=-1) - 2.0 * ops.matmul(features, ops.transpose(means))
+    if present is not None:
+        dist = ops.where(ops.expand_dims(present, 0), dist, float("inf"))
+    agree = ops.cast(ops.argmin(dist, axis=-1) == ops.argmax(logits, axis=-1), features.dtype)
+    n = ops.cast(ops.shape(features)[0], features.dtype)
+    return ops.sum(agree) / _maximum(n, ops.ones_like(n))
+
+
+def sample_head_grams(features, labels, head_weights, center=True, mean=None):
+    """Gram matrices of the sample-head pairing.
+
+    `K_Z` is the cosine Gram of the (centred) batch features and `K_W` that of
+    the head rows picked by the labels, `w_{y_1}, ..., w_{y_n}`.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels.
+        head_weights: `(C, d)` classifier rows (a `Dense` kernel transposed).
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+
+    Returns:
+        `(K_Z, K_W)`, two `(n, n)` Gram matrices.
+    """
+    head = _as_float(head_weights)
+    _check_matrix(head, "head_weights", square=False)
+    labels = _check_labels(labels, head.shape[0] or 1)
+    return gram(features, center=center, mean=mean), gram(ops.take(head, labels, axis=0))
+
+
+def cma_entropy(features, anchors, labels, eps=1e-6):
+    """Cross-modal alignment entropy (the CMA term of SPEC 2.8).
+
+    For every class `c` present in the batch, the group
+    `G_c = {zhat_i : y_i = c} U {that_c}` of `m_c = n_c + 1` unit vectors has the
+    normalised entropy `H(Gram(G_c)) / log(m_c)`; the result is their mean over
+    the classes present. It is 0 when every class's features and its anchor point
+    the same way, and at most 1.
+
+    Jit-compatible with static shapes: the classes present are packed into
+    `P = min(C, n)` slots (all `C` when `n` is not known statically), and one
+    batched `eigh` of `P` matrices of size `n + 1` replaces a Python loop over
+    classes. Rows outside a group are replaced by identity rows, whose known
+    eigenvalues are removed from the entropy, so `eigh` never sees a matrix
+    with many zero eigenvalues.
+
+    Args:
+        features: `(n, d)` features of one modality (e.g. image embeddings).
+        anchors: `(C, d)` class anchors of the other (e.g. text embeddings of the
+            class prompts; the head rows of a CLIP zero-shot classifier).
+        labels: `(n,)` integer labels in `[0, C)`.
+        eps: row-norm floor (see `gram`).
+
+    Returns:
+        A scalar tensor in `[0, 1]`; 0 for an empty batch.
+    """
+    features = _prepare_features(features, False, None, eps)
+    anchors = _normalize_rows(_as_float(anchors), eps)
+    _check_matrix(anchors, "anchors", square=False)
+    num_classes = anchors.shape[0]
+    labels = _check_labels(labels, num_classes)
+    n = features.shape[0]
+    slots = num_classes if n is None else min(num_classes, n)
+    dtype = features.dtype
+
+    # Present classes, packed into the first slots (static shape `slots`).
+    counts = ops.sum(ops.one_hot(labels, num_classes, dtype=dtype), axis=0)  # (C,)
+    present = counts > 0
+    order = ops.cast(present, dtype) * 2.0 - ops.arange(num_classes, dtype=dtype) / num_classes
+    _, slot_class = ops.top_k(order, k=slots)  # present classes first
+    slot_valid = ops.take(ops.cast(present, dtype), slot_class)  # (P,)
+
+    # Membership of the n samples and the anchor row in each slot's group.
+    members = ops.cast(ops.expand_dims(labels, 0) == ops.expand_dims(slot_class, 1), dtype)
+    members = ops.concatenate([members, ops.ones_like(members[:, :1])], axis=1)  # (P, n+1)
+    members = members * ops.expand_dims(slot_valid, -1)
+
+    # Per slot: rows [features; anchor of the slot's class] (n+1, d), Gram masked
+    # to the group, identity elsewhere.
+    slot_anchor = ops.take(anchors, slot_class, axis=0)  # (P, d)
+    k_ff = ops.matmul(features, ops.transpose(features))  # (n, n)
+    k_fa = ops.matmul(features, ops.transpose(slot_anchor))  # (n, P)
+    k_aa = ops.sum(ops.square(slot_anchor), axis=-1)  # (P,)
+    top = ops.concatenate(
+        [
+            ops.expand_dims(k_ff, 0) * ops.ones((slots, 1, 1), dtype=dtype),
+            ops.expand_dims(ops.transpose(k_fa), -1),
+        ],
+        axis=-1,
+    )  # (P, n, n+1)
+    bottom = ops.concatenate(
+        [ops.expand_dims(ops.transpose(k_fa), 1), ops.reshape(k_aa, (-1, 1, 1))], axis=-1
+    )  # (P, 1, n+1)
+    full = ops.concatenate([top, bottom], axis=1)  # (P, n+1, n+1)
+    mask = ops.expand_dims(members, -1) * ops.expand_dims(members, 1)
+    outside = 1.0 - members  # (P, n+1)
+    size = ops.shape(full)[-1]
+    eye = ops.eye(size, dtype=dtype)
+    padded = full * mask + eye * ops.expand_dims(outside, -1)
+
+    eigenvalues, _ = ops.eigh(padded)  # (P, n+1)
+    trace = ops.sum(members * ops.diagonal(full, axis1=-2, axis2=-1), axis=-1)  # (P,)
+    raw = _entropy_from_spectrum(eigenvalues, trace, 1.0)
+    # Remove the identity rows: each adds an eigenvalue 1, i.e. p = 1 / trace.
+    has_mass = trace > 0
+    trace_safe = ops.where(has_mass, trace, 1.0)
+    num_outside = ops.sum(outside, axis=-1)
+    p_out = 1.0 / trace_safe
+    entropy = raw - num_outside * (-p_out * ops.log(p_out))
+    group_size = ops.sum(members, axis=-1)
+    log_m = ops.log(ops.where(group_size >= 2, group_size, 2.0))
+    normalized = ops.where(has_mass, entropy / log_m, 0.0) * slot_valid
+    num_valid = ops.sum(slot_valid)
+    return ops.sum(normalized) / ops.where(num_valid > 0, num_valid, 1.0)

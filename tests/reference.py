@@ -53,3 +53,58 @@ def hdr(k1, k2, alpha=1.0):
 def etf_gram(num_classes):
     c = num_classes
     return c / (c - 1) * np.eye(c) - np.ones((c, c)) / (c - 1)
+
+
+def cma(features, anchors, labels):
+    """SPEC 2.8 with a Python loop over the classes present, as the authors' code does."""
+    values = []
+    for c in np.unique(labels):
+        group = np.vstack([features[labels == c], anchors[c : c + 1]])
+        values.append(entropy(gram(group)) / np.log(len(group)))
+    return float(np.mean(values))
+
+
+def class_pairing(features, labels, head, num_classes):
+    """Class pairing Grams: globally centred means of present classes vs their head rows."""
+    present = [c for c in range(num_classes) if np.any(labels == c)]
+    means = np.stack([features[labels == c].mean(axis=0) for c in present])
+    return gram(means, mean=features.mean(axis=0)), gram(head[present])
+
+
+def neural_collapse(features, labels, head, num_classes):
+    """NC1, CDNV, ETF error, equinorm, self-duality and class means, in float64."""
+    z = np.asarray(features, np.float64)
+    present = [c for c in range(num_classes) if np.any(labels == c)]
+    c_ = len(present)
+    mu = np.stack([z[labels == c].mean(axis=0) for c in present])
+    centred = mu - z.mean(axis=0)
+    sigma_w = sum(np.outer(z[i] - mu[present.index(labels[i])], z[i] - mu[present.index(labels[i])])
+                  for i in range(len(z))) / len(z)  # fmt: skip
+    sigma_b = centred.T @ centred / c_
+    var = np.array(
+        [
+            np.mean(np.sum((z[labels == c] - m) ** 2, axis=1))
+            for c, m in zip(present, mu, strict=True)
+        ]
+    )
+    pairs = [(i, j) for i in range(c_) for j in range(c_) if i != j]
+    g = centred @ centred.T
+    norms = np.linalg.norm(centred, axis=1)
+    w = np.asarray(head, np.float64)[present]
+    return {
+        "nc1": float(np.trace(sigma_w @ np.linalg.pinv(sigma_b)) / c_),
+        "cdnv": float(
+            np.mean([(var[i] + var[j]) / (2 * np.sum((mu[i] - mu[j]) ** 2)) for i, j in pairs])
+        ),
+        "etf_error": float(
+            np.linalg.norm(
+                g / np.linalg.norm(g) - (np.eye(c_) - np.ones((c_, c_)) / c_) / np.sqrt(c_ - 1)
+            )
+        ),
+        "equinorm": float(norms.std() / norms.mean()),
+        "self_duality": float(
+            np.sum((w / np.linalg.norm(w) - centred / np.linalg.norm(centred)) ** 2)
+        ),
+        "means": mu,
+        "present": present,
+    }

@@ -1,0 +1,159 @@
+"""Losses that shape Neural Collapse: the CMA loss and the MIR/HDR regulariser.
+
+They read labels, features and classifier rows rather than `(y_true, y_pred)`:
+`keras_nc.models.CollapseClassifier` passes them when they appear in
+`compile(loss=[...])` (the list is summed); in a custom loop call
+
+```python
+loss_value = loss(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
+```
+
+The mathematics lives in `keras_nc.ops`.
+"""
+
+import keras
+from keras import ops
+
+from keras_nc import ops as nc_ops
+
+
+def _check_weight(value, name, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a number; received {value!r}.")
+    if positive and not value > 0:
+        raise ValueError(f"`{name}` must be > 0; received {value!r}.")
+    if value < 0:
+        raise ValueError(f"`{name}` must be >= 0; received {value!r}.")
+    return float(value)
+
+
+def _labels(y_true):
+    y = ops.convert_to_tensor(y_true)
+    if len(y.shape) == 2 and y.shape[-1] == 1:
+        y = ops.squeeze(y, -1)
+    return y
+
+
+class CollapseLoss(keras.losses.Loss):
+    """Base class of the losses computed from labels, features and head rows.
+
+    Subclasses implement `compute(y_true, features, head_weights)`, returning
+    a scalar. Calling the loss returns that value (already multiplied by its
+    weight); `sample_weight` is accepted and ignored (these are batch-level
+    quantities).
+    """
+
+    def compute(self, y_true, features, head_weights):
+        raise NotImplementedError
+
+    def __call__(self, y_true, features=None, head_weights=None, sample_weight=None):
+        if features is None or head_weights is None:
+            raise ValueError(
+                f"{type(self).__name__} needs `features` (n, d) and `head_weights` (C, d); "
+                "use it inside CollapseClassifier.compile(loss=[...]) or pass them explicitly."
+            )
+        return self.compute(_labels(y_true), features, head_weights)
+
+    def call(self, y_true, y_pred):
+        raise NotImplementedError(
+            f"{type(self).__name__} is computed from features and head weights: call it as "
+            "loss(y_true, features=..., head_weights=...)."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class CMALoss(CollapseLoss):
+    """Cross-Modal Alignment loss: `weight * CMA` (SPEC 2.8).
+
+    For each class `c` in the batch, the features of its samples and its anchor
+    (head row `w_c`; in a CLIP zero-shot classifier the text embedding of the
+    class prompt) form a group whose normalised matrix entropy is averaged over
+    the classes present (`keras_nc.ops.cma_entropy`). Minimising it pulls each
+    class's features and its anchor onto one direction. Add it to the
+    cross-entropy: `compile(loss=[SparseCategoricalCrossentropy(from_logits=True),
+    CMALoss(weight=0.5)])`.
+
+    Jit-compatible (static shapes): one batched eigendecomposition of
+    `min(C, n)` matrices of size `n + 1` per batch.
+
+    Args:
+        weight: multiplier `lambda > 0` (the authors' code used -1, which
+            maximises the entropy; that is a bug, so negative weights are refused).
+        name: loss name (default `"cma"`).
+
+    Example:
+
+    ```python
+    loss = CMALoss(weight=0.5)
+    value = loss(labels, features=image_embeddings, head_weights=text_embeddings)
+    ```
+    """
+
+    def __init__(self, weight=1.0, name="cma", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.weight = _check_weight(weight, "weight", positive=True)
+
+    def compute(self, y_true, features, head_weights):
+        return self.weight * nc_ops.cma_entropy(features, head_weights, y_true)
+
+    def get_config(self):
+        return {"name": self.name, "weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class InformationRegularizer(CollapseLoss):
+    """MIR/HDR regulariser: `-mir_weight * MIR(K_Z, K_W) + hdr_weight * HDR(K_Z, K_W)`.
+
+    Sample-head pairing per batch (SPEC 2.7): the cosine Gram of the
+    (batch-centred) features against that of the head rows picked by the
+    labels. Gradients reach the backbone and the head. Summed with the
+    cross-entropy it rewards information shared between features and head
+    (MIR up) and balanced entropies (HDR down).
+
+    The defaults (0.1 each) are provisional: the paper's weights are not known
+    and the supervised recipe's ablation will set them.
+
+    Args:
+        mir_weight: weight of the MIR reward, `>= 0`.
+        hdr_weight: weight of the HDR penalty, `>= 0`.
+        center: centre the features by the batch mean (default `True`).
+        alpha: entropy order (2 avoids eigendecompositions for the entropies
+            alone; the mutual information still needs them).
+        name: loss name (default `"information_regularizer"`).
+
+    Example:
+
+    ```python
+    model.compile(loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        InformationRegularizer(mir_weight=0.1, hdr_weight=0.1)])
+    ```
+    """
+
+    def __init__(
+        self,
+        mir_weight=0.1,
+        hdr_weight=0.1,
+        center=True,
+        alpha=1.0,
+        name="information_regularizer",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.mir_weight = _check_weight(mir_weight, "mir_weight")
+        self.hdr_weight = _check_weight(hdr_weight, "hdr_weight")
+        self.center = bool(center)
+        self.alpha = nc_ops._check_alpha(alpha)
+
+    def compute(self, y_true, features, head_weights):
+        k_z, k_w = nc_ops.sample_head_grams(features, y_true, head_weights, center=self.center)
+        mir, hdr = nc_ops.information_ratios(k_z, k_w, alpha=self.alpha)
+        return self.hdr_weight * hdr - self.mir_weight * mir
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "mir_weight": self.mir_weight,
+            "hdr_weight": self.hdr_weight,
+            "center": self.center,
+            "alpha": self.alpha,
+        }

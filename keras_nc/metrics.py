@@ -1,0 +1,551 @@
+"""Keras metrics of Neural Collapse: matrix entropy, MIR, HDR and the classic NC measures.
+
+Every metric here is a `keras.metrics.Metric` whose state is Keras metric
+variables only, so it works in `model.fit` on every backend (JAX's stateless
+trainer included) and in custom loops. They need features and head weights, not
+only predictions: `keras_nc.models.CollapseClassifier` feeds them
+automatically; in a custom loop call
+
+```python
+metric.update_state(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
+```
+
+The mathematics lives in `keras_nc.ops`.
+"""
+
+import keras
+from keras import ops
+
+from keras_nc import ops as nc_ops
+
+_PAIRINGS = ("sample", "class")
+
+
+class CollapseMetric(keras.metrics.Metric):
+    """Base class of the metrics that read labels, features and head weights.
+
+    Subclasses implement `update_state(y_true, features, head_weights=None,
+    logits=None, sample_weight=None)`. `CollapseClassifier` recognises them by
+    this base class and passes its features, head rows and logits.
+    """
+
+    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+        raise NotImplementedError
+
+    def build_for(self, num_classes, feature_dim):
+        """Creates size-dependent state (no-op unless the metric accumulates per class)."""
+
+
+def _labels(y_true):
+    y = ops.convert_to_tensor(y_true)
+    if len(y.shape) == 2 and y.shape[-1] == 1:
+        y = ops.squeeze(y, -1)
+    if len(y.shape) != 1:
+        raise ValueError(
+            "`y_true` must hold integer class indices of shape (n,) or (n, 1); received "
+            f"shape {tuple(y.shape)}. For one-hot labels pass their argmax."
+        )
+    return ops.cast(y, "int32")
+
+
+def _head(head_weights, name):
+    if head_weights is None:
+        raise ValueError(
+            f"`{name}` needs `head_weights`, the (num_classes, d) classifier rows "
+            "(a Dense kernel transposed)."
+        )
+    return ops.convert_to_tensor(head_weights)
+
+
+def _batch_size(features, sample_weight):
+    if sample_weight is not None:
+        return ops.sum(ops.cast(sample_weight, "float32"))
+    return ops.cast(ops.shape(features)[0], "float32")
+
+
+class _BatchMean(CollapseMetric):
+    """A per-batch value averaged over batches, weighted by batch size."""
+
+    def __init__(self, name, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def _accumulate(self, value, weight):
+        value = ops.cast(value, self.dtype)
+        weight = ops.cast(weight, self.dtype)
+        self.total.assign_add(value * weight)
+        self.count.assign_add(weight)
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class MatrixEntropy(_BatchMean):
+    """Matrix entropy of the batch features (or of the classifier head).
+
+    `of="features"`: `H(K_Z)` of the cosine Gram of each batch's features
+    (centred by the batch mean by default), computed on the `min(n, d)` side and
+    averaged over the epoch's batches weighted by their size. `of="head"`:
+    `H(Gram(W))` of the head rows, averaged over batches. At Neural Collapse
+    both tend to `log(C - 1)` (`keras_nc.theory.entropy_at_collapse`).
+
+    Args:
+        of: `"features"` or `"head"`.
+        center: centre the features by the batch mean (default `True`).
+        alpha: entropy order (1: von Neumann; see `keras_nc.ops.matrix_entropy`).
+        normalize: divide by `log n` (by `log C` for the head).
+        name: metric name (default `"matrix_entropy"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model = keras_nc.models.CollapseClassifier(backbone, num_classes=10)
+    model.compile(metrics=["accuracy", keras_nc.metrics.MatrixEntropy()])
+    ```
+    """
+
+    def __init__(
+        self,
+        of="features",
+        center=True,
+        alpha=1.0,
+        normalize=False,
+        name="matrix_entropy",
+        dtype=None,
+    ):
+        if of not in ("features", "head"):
+            raise ValueError(f'`of` must be "features" or "head"; received {of!r}.')
+        super().__init__(name=name, dtype=dtype)
+        self.of, self.center, self.alpha, self.normalize = of, bool(center), alpha, normalize
+        nc_ops._check_alpha(alpha)
+
+    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+        if self.of == "head":
+            head = _head(head_weights, "MatrixEntropy(of='head')")
+            value = nc_ops.matrix_entropy(
+                nc_ops.gram(head), alpha=self.alpha, normalize=self.normalize
+            )
+            self._accumulate(value, 1.0)
+            return
+        value = nc_ops.feature_entropy(
+            features, center=self.center, alpha=self.alpha, normalize=self.normalize
+        )
+        self._accumulate(value, _batch_size(features, sample_weight))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "of": self.of,
+            "center": self.center,
+            "alpha": self.alpha,
+            "normalize": self.normalize,
+        }
+
+
+class _ClassStatistics(CollapseMetric):
+    """Accumulates mergeable per-class sums (counts, sums, squared norms, z z^T).
+
+    Variables are created by `build_for(num_classes, feature_dim)`, which
+    `CollapseClassifier.compile` calls; in a custom loop they are created on the
+    first `update_state` (eagerly) unless `num_classes`/`feature_dim` are given.
+    """
+
+    _needs_second_moment = False
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.num_classes, self.feature_dim = num_classes, feature_dim
+        self._built_for = False
+        if num_classes is not None and feature_dim is not None:
+            self.build_for(num_classes, feature_dim)
+
+    def build_for(self, num_classes, feature_dim):
+        if self._built_for:
+            if (num_classes, feature_dim) != (self.num_classes, self.feature_dim):
+                raise ValueError(
+                    f"{self.name} was built for num_classes={self.num_classes}, "
+                    f"feature_dim={self.feature_dim}; received {num_classes}, {feature_dim}."
+                )
+            return
+        self.num_classes, self.feature_dim = int(num_classes), int(feature_dim)
+        c, d = self.num_classes, self.feature_dim
+        self.counts = self.add_variable(shape=(c,), initializer="zeros", name="counts")
+        self.sums = self.add_variable(shape=(c, d), initializer="zeros", name="sums")
+        self.sq_norms = self.add_variable(shape=(c,), initializer="zeros", name="sq_norms")
+        if self._needs_second_moment:
+            self.second_moment = self.add_variable(
+                shape=(d, d), initializer="zeros", name="second_moment"
+            )
+        self.head = self.add_variable(shape=(c, d), initializer="zeros", name="head")
+        self._built_for = True
+
+    def _accumulate_stats(self, y_true, features, head_weights, sample_weight):
+        features = ops.convert_to_tensor(features)
+        if not self._built_for:
+            head = ops.convert_to_tensor(head_weights) if head_weights is not None else None
+            num_classes = self.num_classes or (head.shape[0] if head is not None else None)
+            if num_classes is None:
+                raise ValueError(
+                    f"{self.name} needs `num_classes` (or `head_weights`) to size its state."
+                )
+            self.build_for(num_classes, features.shape[-1])
+        stats = nc_ops.class_statistics(
+            features, _labels(y_true), self.num_classes, sample_weight=sample_weight
+        )
+        self.counts.assign_add(ops.cast(stats["counts"], self.dtype))
+        self.sums.assign_add(ops.cast(stats["sums"], self.dtype))
+        self.sq_norms.assign_add(ops.cast(stats["sq_norms"], self.dtype))
+        if self._needs_second_moment:
+            self.second_moment.assign_add(ops.cast(stats["second_moment"], self.dtype))
+        if head_weights is not None:
+            self.head.assign(ops.cast(head_weights, self.dtype))
+
+    def _statistics(self):
+        stats = {"counts": self.counts, "sums": self.sums, "sq_norms": self.sq_norms}
+        if self._needs_second_moment:
+            stats["second_moment"] = self.second_moment
+        else:
+            d = self.feature_dim
+            stats["second_moment"] = ops.zeros((d, d), dtype=self.dtype)
+        return stats
+
+    def reset_state(self):
+        if not self._built_for:
+            return
+        for v in self.variables:
+            v.assign(ops.zeros(v.shape, dtype=v.dtype))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "feature_dim": self.feature_dim,
+        }
+
+
+class _InformationRatio(CollapseMetric):
+    """Shared machinery of `MIR` and `HDR` (both pairings)."""
+
+    _ratio = None  # the keras_nc.ops function
+
+    def __init__(
+        self,
+        pairing="sample",
+        center=True,
+        alpha=1.0,
+        num_classes=None,
+        feature_dim=None,
+        name=None,
+        dtype=None,
+    ):
+        if pairing not in _PAIRINGS:
+            raise ValueError(f'`pairing` must be "sample" or "class"; received {pairing!r}.')
+        super().__init__(name=name, dtype=dtype)
+        nc_ops._check_alpha(alpha)
+        self.pairing, self.center, self.alpha = pairing, bool(center), alpha
+        if pairing == "sample":
+            self._mean = _BatchMean(name=f"{name}_mean", dtype=dtype)
+            self._stats = None
+        else:
+            self._mean = None
+            self._stats = _ClassStatistics(num_classes, feature_dim, name=f"{name}_stats")
+
+    @property
+    def num_classes(self):
+        return self._stats.num_classes if self._stats is not None else None
+
+    def build_for(self, num_classes, feature_dim):
+        if self._stats is not None:
+            self._stats.build_for(num_classes, feature_dim)
+
+    @property
+    def variables(self):
+        inner = self._mean if self._mean is not None else self._stats
+        return list(inner.variables)
+
+    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+        head = _head(head_weights, type(self).__name__)
+        if self.pairing == "sample":
+            k_z, k_w = nc_ops.sample_head_grams(features, _labels(y_true), head, center=self.center)
+            value = type(self)._ratio(k_z, k_w, alpha=self.alpha)
+            self._mean._accumulate(value, _batch_size(features, sample_weight))
+        else:
+            self._stats._accumulate_stats(y_true, features, head, sample_weight)
+
+    def result(self):
+        if self.pairing == "sample":
+            return self._mean.result()
+        if not self._stats._built_for:
+            return ops.convert_to_tensor(0.0)
+        k_m, k_w = nc_ops.class_pairing_grams(
+            self._stats.counts, self._stats.sums, self._stats.head, center=self.center
+        )
+        return ops.cast(type(self)._ratio(k_m, k_w, alpha=self.alpha), self.dtype)
+
+    def reset_state(self):
+        (self._mean or self._stats).reset_state()
+
+    def get_config(self):
+        config = {
+            **super().get_config(),
+            "pairing": self.pairing,
+            "center": self.center,
+            "alpha": self.alpha,
+        }
+        if self._stats is not None:
+            config["num_classes"] = self._stats.num_classes
+            config["feature_dim"] = self._stats.feature_dim
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class MIR(_InformationRatio):
+    """Matrix Mutual Information Ratio between features and classifier head.
+
+    `pairing="sample"` (default, what the paper tracks): for each batch, the
+    cosine Gram of the (batch-centred) features against that of the head rows
+    picked by the labels; averaged over batches weighted by size.
+    `pairing="class"`: per-class sums are accumulated over the epoch (mergeable
+    across batches and devices) and the globally centred class means are
+    compared with the head rows at `result()`.
+
+    Rises towards `keras_nc.theory.mir_at_collapse(C)` at Neural Collapse.
+    A batch of a single class gives 0 (see `keras_nc.ops.mir`).
+
+    Args:
+        pairing: `"sample"` or `"class"`.
+        center: centre features (batch mean, or global mean for the class
+            pairing); `False` reproduces the authors' code.
+        alpha: entropy order.
+        num_classes: optional, class pairing: size of the state (otherwise set
+            by `CollapseClassifier.compile` or the first update).
+        feature_dim: optional, class pairing: feature width.
+        name: metric name (default `"mir"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=["accuracy", MIR(), MIR(pairing="class", name="mir_class")])
+    # custom loop
+    mir = MIR()
+    mir.update_state(labels, features=z, head_weights=model.head.kernel.T)
+    mir.result()
+    ```
+    """
+
+    _ratio = staticmethod(nc_ops.mir)
+
+    def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
+                 feature_dim=None, name="mir", dtype=None):  # fmt: skip
+        super().__init__(pairing, center, alpha, num_classes, feature_dim, name, dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class HDR(_InformationRatio):
+    """Matrix Entropy Difference Ratio between features and classifier head.
+
+    Same pairings and arguments as `MIR`; falls towards 0 at Neural Collapse.
+    Two rank-1 Grams (a collapsed single-class batch) give 0.
+
+    Args:
+        pairing: `"sample"` or `"class"`.
+        center: centre the features (see `MIR`).
+        alpha: entropy order.
+        num_classes: optional, class pairing state size.
+        feature_dim: optional, class pairing feature width.
+        name: metric name (default `"hdr"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[HDR(), HDR(pairing="class", name="hdr_class")])
+    ```
+    """
+
+    _ratio = staticmethod(nc_ops.hdr)
+
+    def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
+                 feature_dim=None, name="hdr", dtype=None):  # fmt: skip
+        super().__init__(pairing, center, alpha, num_classes, feature_dim, name, dtype)
+
+
+class _NeuralCollapseMeasure(_ClassStatistics):
+    """One classic NC measure from the epoch's mergeable class statistics."""
+
+    _key = None
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(num_classes, feature_dim, name=name or self._key, dtype=dtype)
+
+    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+        self._accumulate_stats(y_true, features, head_weights, sample_weight)
+
+    def result(self):
+        if not self._built_for:
+            return ops.convert_to_tensor(0.0)
+        head = self.head if self._key == "self_duality" else None
+        value = nc_ops.neural_collapse_measures(self._statistics(), head)[self._key]
+        return ops.cast(value, self.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class NC1(_NeuralCollapseMeasure):
+    """NC1, within-class variability collapse: `tr(Sigma_W Sigma_B^+) / C`.
+
+    Accumulates per-class sums and the `d x d` second moment over the epoch;
+    the value is computed in the `C x C` space (see
+    `keras_nc.ops.neural_collapse_measures`). Tends to 0 at collapse.
+
+    Args:
+        num_classes: optional state size (set by `CollapseClassifier.compile`).
+        feature_dim: optional feature width.
+        name: metric name (default `"nc1"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.NC1()])
+    ```
+    """
+
+    _key = "nc1"
+    _needs_second_moment = True
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class CDNV(_NeuralCollapseMeasure):
+    """Class-distance normalised variance (Galanti et al., 2022); 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"cdnv"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.CDNV()])
+    ```
+    """
+
+    _key = "cdnv"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class ETFError(_NeuralCollapseMeasure):
+    """NC2: distance of the centred class-mean Gram from a simplex ETF; 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"etf_error"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.ETFError()])
+    ```
+    """
+
+    _key = "etf_error"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class Equinorm(_NeuralCollapseMeasure):
+    """NC2: coefficient of variation of the centred class-mean norms; 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"equinorm"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.Equinorm()])
+    ```
+    """
+
+    _key = "equinorm"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class SelfDuality(_NeuralCollapseMeasure):
+    """NC3: `||W/||W||_F - M/||M||_F||_F^2` between head rows and centred means.
+
+    Uses the head weights of the last update. 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"self_duality"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.SelfDuality()])
+    ```
+    """
+
+    _key = "self_duality"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class NCCAgreement(_ClassStatistics):
+    """NC4: agreement of the classifier with the nearest-class-mean rule.
+
+    One pass: each batch is compared with the class means accumulated so far in
+    the epoch (its own samples included), so early batches use rougher means
+    than late ones; `keras_nc.callbacks.CollapseMonitor` computes the exact
+    two-pass value. Tends to 1 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"ncc_agreement"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.NCCAgreement()])
+    ```
+    """
+
+    def __init__(self, num_classes=None, feature_dim=None, name="ncc_agreement", dtype=None):
+        super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        self.agree = self.add_variable(shape=(), initializer="zeros", name="agree")
+        self.seen = self.add_variable(shape=(), initializer="zeros", name="seen")
+
+    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+        if logits is None:
+            head = _head(head_weights, "NCCAgreement")
+            logits = ops.matmul(ops.convert_to_tensor(features), ops.transpose(head))
+        self._accumulate_stats(y_true, features, head_weights, sample_weight)
+        means, _, present = nc_ops.class_means(self.counts, self.sums)
+        value = nc_ops.ncc_agreement(features, logits, means, present)
+        n = ops.cast(ops.shape(features)[0], self.dtype)
+        self.agree.assign_add(ops.cast(value, self.dtype) * n)
+        self.seen.assign_add(n)
+
+    def result(self):
+        return ops.divide_no_nan(self.agree, self.seen)
+
+    def reset_state(self):
+        super().reset_state()
+        self.agree.assign(0.0)
+        self.seen.assign(0.0)

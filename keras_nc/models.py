@@ -1,0 +1,343 @@
+"""`CollapseClassifier`: a classifier whose training feeds features and head to collapse metrics."""
+
+import keras
+from keras import ops
+
+from keras_nc.losses import CollapseLoss
+from keras_nc.metrics import CollapseMetric
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class CollapseClassifier(keras.Model):
+    """A backbone and a linear head, trained and evaluated with collapse metrics.
+
+    `call` and `predict` return logits, like any Keras classifier. During
+    `fit` and `evaluate` the forward pass also hands the penultimate features
+    and the head rows to the metrics and losses that need them (subclasses of
+    `keras_nc.metrics.CollapseMetric` and `keras_nc.losses.CollapseLoss`), with
+    one forward pass per step; ordinary Keras metrics and losses receive the
+    logits as usual.
+
+    Args:
+        backbone: a Keras model or layer mapping inputs to features `(n, d)`, or
+            to feature maps `(n, ..., d)` which are globally average-pooled.
+        num_classes: number of classes `C`.
+        head: optional `keras.layers.Dense(num_classes)` to use as the head
+            (default: a new one, named `"head"`, with a bias).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Attributes:
+        backbone: the feature extractor.
+        head: the `Dense` head; `head.kernel` is `(d, C)`, its transpose the
+            head rows `W` of the mathematics.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_nc.metrics import MIR, HDR, MatrixEntropy
+    from keras_nc.losses import CMALoss
+
+    inputs = keras.Input((64,))
+    features = keras.layers.Dense(32, activation="relu")(inputs)
+    backbone = keras.Model(inputs, features)
+    model = keras_nc.models.CollapseClassifier(backbone, num_classes=10)
+    model.compile(
+        optimizer="sgd",
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(weight=0.5)],
+        metrics=["accuracy", MIR(), HDR(), MatrixEntropy()],
+    )
+    model.fit(x, y, epochs=10)  # logs accuracy, mir, hdr, matrix_entropy
+    ```
+    """
+
+    def __init__(self, backbone, num_classes, head=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
+        if head is None:
+            head = keras.layers.Dense(num_classes, name="head")
+        if not isinstance(head, keras.layers.Dense) or head.units != num_classes:
+            raise ValueError(
+                f"`head` must be a keras.layers.Dense with num_classes={num_classes} units; "
+                f"received {head!r}."
+            )
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.head = head
+        # Plain (untracked) attributes: Keras' tracker must not collect these.
+        object.__setattr__(self, "_collapse_outputs", False)
+        object.__setattr__(self, "_collapse_metrics", [])
+        object.__setattr__(self, "_collapse_losses", [])
+        inputs = getattr(backbone, "inputs", None)
+        if inputs:
+            self.build(tuple(inputs[0].shape) if len(inputs) == 1 else None)
+
+    # ------------------------------------------------------------------ #
+    # Forward pass
+    # ------------------------------------------------------------------ #
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        if input_shape is not None and not getattr(self.backbone, "built", True):
+            self.backbone.build(input_shape)
+        if not self.head.built:
+            self.head.build(self._feature_shape(input_shape))
+        self.built = True
+
+    def _feature_shape(self, input_shape):
+        outputs = getattr(self.backbone, "outputs", None)
+        if outputs:
+            shape = tuple(outputs[0].shape)
+        else:
+            shape = tuple(self.backbone.compute_output_shape(input_shape))
+        return (shape[0], shape[-1])
+
+    @property
+    def feature_dim(self):
+        """Width `d` of the (pooled) features."""
+        return int(self.head.kernel.shape[0])
+
+    def extract_features(self, inputs, training=False):
+        """Pooled backbone features `(n, d)` of a batch of inputs."""
+        features = self.backbone(inputs, training=training)
+        if len(features.shape) > 2:
+            features = ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
+        return features
+
+    def call(self, inputs, training=None):
+        features = self.extract_features(inputs, training=training)
+        logits = self.head(features)
+        if self._collapse_outputs:
+            return {
+                "logits": logits,
+                "features": features,
+                "head_weights": ops.transpose(self.head.kernel),
+            }
+        return logits
+
+    def compute_output_spec(self, inputs, training=None):
+        # Symbolic builds (Keras' `_symbolic_build`) see logits only.
+        previous = self._collapse_outputs
+        object.__setattr__(self, "_collapse_outputs", False)
+        try:
+            return super().compute_output_spec(inputs, training=training)
+        finally:
+            object.__setattr__(self, "_collapse_outputs", previous)
+
+    def _with_collapse_outputs(self, step, *args, **kwargs):
+        # The flag is read while the step is traced (or run eagerly): y_pred then
+        # carries logits, features and head rows out of the differentiated forward
+        # pass, which is what JAX's stateless trainer needs for compute_metrics.
+        previous = self._collapse_outputs
+        object.__setattr__(self, "_collapse_outputs", True)
+        try:
+            return step(*args, **kwargs)
+        finally:
+            object.__setattr__(self, "_collapse_outputs", previous)
+
+    def train_step(self, *args, **kwargs):
+        return self._with_collapse_outputs(super().train_step, *args, **kwargs)
+
+    def test_step(self, *args, **kwargs):
+        return self._with_collapse_outputs(super().test_step, *args, **kwargs)
+
+    # ------------------------------------------------------------------ #
+    # Compilation: split collapse metrics/losses from ordinary ones
+    # ------------------------------------------------------------------ #
+
+    def compile(self, optimizer="sgd", loss="auto", metrics="auto", **kwargs):
+        """Configures the model for training; collapse metrics and losses welcome.
+
+        Args:
+            optimizer: as `keras.Model.compile`.
+            loss: a loss, or a list whose terms are summed. `"auto"` (default):
+                sparse categorical cross-entropy from logits. Ordinary Keras
+                losses get `(y, logits)`; `keras_nc.losses.CollapseLoss`
+                instances (`CMALoss`, `InformationRegularizer`) get labels,
+                features and head rows.
+            metrics: a list mixing ordinary metrics (fed logits) and
+                `keras_nc.metrics.CollapseMetric` instances (fed labels,
+                features, head rows and logits). `"auto"`: accuracy.
+            **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
+        """
+        original = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
+        if kwargs.get("jit_compile", "auto") == "auto" and _tensorflow_on_cpu():
+            # XLA's CPU eigh is 30-60x slower than LAPACK's (docs/performance.md):
+            # TensorFlow on CPU runs collapse terms in graph mode unless asked.
+            kwargs["jit_compile"] = False
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if metrics == "auto":
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
+        collapse_losses = [item for item in losses if isinstance(item, CollapseLoss)]
+        plain_losses = [item for item in losses if not isinstance(item, CollapseLoss)]
+        if any(item is None for item in plain_losses):
+            raise ValueError("`loss` entries must be losses; received None.")
+        metrics = list(metrics or [])
+        collapse_metrics = [item for item in metrics if isinstance(item, CollapseMetric)]
+        plain_metrics = [item for item in metrics if not isinstance(item, CollapseMetric)]
+
+        if len(plain_losses) > 1:
+            plain_loss = _SumOfLosses(plain_losses)
+        else:
+            plain_loss = plain_losses[0] if plain_losses else None
+        super().compile(optimizer=optimizer, loss=plain_loss, metrics=plain_metrics, **kwargs)
+        # Keep what the user passed, so that a saved model recompiles identically.
+        self._compile_config.config.update(loss=original["loss"], metrics=original["metrics"])
+
+        for metric in collapse_metrics:
+            metric.build_for(self.num_classes, self.feature_dim)
+        object.__setattr__(self, "_collapse_metrics", collapse_metrics)
+        object.__setattr__(self, "_collapse_losses", collapse_losses)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if hasattr(self, "optimizer") and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        return super().metrics + list(getattr(self, "_collapse_metrics", []))
+
+    def _split(self, y_pred):
+        if isinstance(y_pred, dict):
+            return y_pred["logits"], y_pred["features"], y_pred["head_weights"]
+        return y_pred, None, None
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        logits, features, head_weights = self._split(y_pred)
+        if self._compile_loss is None and self._collapse_losses:
+            # Only collapse losses: Keras would refuse an empty plain loss.
+            extra = [self._aggregate_additional_loss(loss) for loss in self.losses]
+            total = ops.sum(extra) if extra else None
+        else:
+            total = super().compute_loss(x, y, logits, sample_weight, training=training)
+        if self._collapse_losses and features is not None:
+            terms = [
+                loss(y, features=features, head_weights=head_weights, sample_weight=sample_weight)
+                for loss in self._collapse_losses
+            ]
+            extra = terms[0]
+            for term in terms[1:]:
+                extra = extra + term
+            total = extra if total is None else total + ops.cast(extra, total.dtype)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logits, features, head_weights = self._split(y_pred)
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
+        if features is not None:
+            for metric in self._collapse_metrics:
+                metric.update_state(
+                    y,
+                    features=features,
+                    head_weights=head_weights,
+                    logits=logits,
+                    sample_weight=sample_weight,
+                )
+        return self.get_metrics_result()
+
+    # ------------------------------------------------------------------ #
+    # Construction helpers and serialisation
+    # ------------------------------------------------------------------ #
+
+    @classmethod
+    def from_model(cls, model, features_layer=None, head_layer=None, **kwargs):
+        """Wraps an existing functional classifier, splitting it at its head.
+
+        Args:
+            model: a functional `keras.Model` ending in a `Dense` layer that
+                outputs logits (no softmax).
+            features_layer: optional name of the layer whose output are the
+                features (default: the input of the head).
+            head_layer: optional name of the `Dense` head (default: the last
+                `Dense` layer of the model).
+            **kwargs: passed to the constructor (e.g. `name`).
+
+        Returns:
+            A `CollapseClassifier` sharing the layers (and weights) of `model`.
+
+        Example:
+
+        ```python
+        clf = CollapseClassifier.from_model(keras_model)
+        clf.compile(metrics=["accuracy", MIR()])
+        ```
+        """
+        if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
+            raise ValueError("`model` must be a functional keras.Model.")
+        if head_layer is None:
+            dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+            if not dense:
+                raise ValueError("`model` has no Dense layer to use as the head.")
+            head = dense[-1]
+        else:
+            head = model.get_layer(head_layer)
+        if not isinstance(head, keras.layers.Dense):
+            raise ValueError(f"`head_layer` {head.name!r} must be a keras.layers.Dense layer.")
+        if head.activation not in (keras.activations.linear, None):
+            raise ValueError(
+                f"The head {head.name!r} has activation {head.activation.__name__!r}; a "
+                "CollapseClassifier head must output logits (activation=None)."
+            )
+        feature_tensor = (
+            model.get_layer(features_layer).output if features_layer is not None else head.input
+        )
+        backbone = keras.Model(model.inputs, feature_tensor, name=f"{model.name}_backbone")
+        return cls(backbone, head.units, head=head, **kwargs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+            "head": keras.saving.serialize_keras_object(self.head),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        return cls(**config)
+
+
+def _tensorflow_on_cpu():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class _SumOfLosses(keras.losses.Loss):
+    """Sum of ordinary Keras losses on the same `(y, logits)`."""
+
+    def __init__(self, losses, name="sum_of_losses", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.losses = [keras.losses.get(item) for item in losses]
+
+    def call(self, y_true, y_pred):
+        total = None
+        for loss in self.losses:
+            value = loss(y_true, y_pred)
+            total = value if total is None else total + value
+        return total
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "losses": [keras.saving.serialize_keras_object(item) for item in self.losses],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["losses"] = [keras.saving.deserialize_keras_object(c) for c in config["losses"]]
+        return cls(**config)

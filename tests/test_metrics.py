@@ -1,0 +1,227 @@
+"""Metrics and losses in a custom loop, against keras_nc.ops and the float64 NumPy reference."""
+
+import keras
+import numpy as np
+import pytest
+import reference as ref
+from conftest import grad, to_numpy
+
+from keras_nc import losses, metrics
+from keras_nc import ops as nc
+
+C, D = 6, 9
+
+
+def _batches(rng, sizes=(20, 17, 25), num_classes=C, absent=(4,)):
+    """Labelled feature batches with class structure; some classes never appear."""
+    centres = 2.0 * rng.normal(size=(num_classes, D))
+    allowed = [c for c in range(num_classes) if c not in absent]
+    out = []
+    for n in sizes:
+        y = rng.choice(allowed, size=n).astype("int32")
+        z = centres[y] + rng.normal(size=(n, D))
+        out.append((z.astype("float32"), y))
+    return out
+
+
+@pytest.fixture
+def head(rng):
+    return rng.normal(size=(C, D)).astype("float32")
+
+
+def test_one_batch_values_equal_ops(rng, head):
+    z, y = _batches(rng, sizes=(30,))[0]
+    k_z, k_w = nc.gram(z, center=True), nc.gram(head[y])
+    expected = {
+        "mir": to_numpy(nc.mir(k_z, k_w)),
+        "hdr": to_numpy(nc.hdr(k_z, k_w)),
+        "matrix_entropy": to_numpy(nc.matrix_entropy(k_z)),
+    }
+    for metric in (metrics.MIR(), metrics.HDR(), metrics.MatrixEntropy()):
+        metric.update_state(y, features=z, head_weights=head)
+        np.testing.assert_allclose(to_numpy(metric.result()), expected[metric.name], atol=1e-5)
+    # And the reference, in float64.
+    kz, kw = ref.gram(z, center=True), ref.gram(head[y])
+    np.testing.assert_allclose(expected["mir"], ref.mir(kz, kw), atol=1e-4)
+    head_entropy = metrics.MatrixEntropy(of="head", name="head_entropy")
+    head_entropy.update_state(y, features=z, head_weights=head)
+    np.testing.assert_allclose(
+        to_numpy(head_entropy.result()), ref.entropy(ref.gram(head)), rtol=1e-4
+    )
+
+
+def test_sample_pairing_averages_batches_by_size(rng, head):
+    batches = _batches(rng)
+    metric = metrics.MIR(center=False)
+    values, sizes = [], []
+    for z, y in batches:
+        metric.update_state(y, features=z, head_weights=head)
+        values.append(ref.mir(ref.gram(z), ref.gram(head[y])))
+        sizes.append(len(y))
+    np.testing.assert_allclose(
+        to_numpy(metric.result()), np.average(values, weights=sizes), atol=1e-4
+    )
+    metric.reset_state()
+    assert float(to_numpy(metric.result())) == 0.0
+
+
+@pytest.mark.parametrize("ratio", ["mir", "hdr"])
+def test_class_pairing_accumulates_like_concatenated_data(ratio, rng, head):
+    batches = _batches(rng)
+    metric = (metrics.MIR if ratio == "mir" else metrics.HDR)(pairing="class", num_classes=C)
+    for z, y in batches:
+        metric.update_state(y, features=z, head_weights=head)
+    z = np.concatenate([b[0] for b in batches]).astype(np.float64)
+    y = np.concatenate([b[1] for b in batches])
+    k_m, k_w = ref.class_pairing(z, y, head, C)
+    expected = ref.mir(k_m, k_w) if ratio == "mir" else ref.hdr(k_m, k_w)
+    np.testing.assert_allclose(to_numpy(metric.result()), expected, atol=2e-4)
+
+
+@pytest.mark.parametrize(
+    "cls, key, rtol",
+    [
+        (metrics.NC1, "nc1", 2e-3),
+        (metrics.CDNV, "cdnv", 1e-4),
+        (metrics.ETFError, "etf_error", 1e-4),
+        (metrics.Equinorm, "equinorm", 1e-4),
+        (metrics.SelfDuality, "self_duality", 1e-4),
+    ],
+)
+def test_nc_measures_accumulate_like_concatenated_data(cls, key, rtol, rng, head):
+    batches = _batches(rng)
+    metric = cls()  # sized on the first update from head_weights
+    for z, y in batches:
+        metric.update_state(y, features=z, head_weights=head)
+    z = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    expected = ref.neural_collapse(z, y, head, C)[key]
+    np.testing.assert_allclose(to_numpy(metric.result()), expected, rtol=rtol, atol=1e-6)
+
+
+def test_ncc_agreement_with_final_means_on_one_batch(rng, head):
+    z, y = _batches(rng, sizes=(40,))[0]
+    logits = z @ head.T
+    metric = metrics.NCCAgreement(num_classes=C, feature_dim=D)
+    metric.update_state(y, features=z, head_weights=head, logits=logits)
+    stats = ref.neural_collapse(z, y, head, C)
+    present = stats["present"]
+    dist = ((z[:, None, :] - stats["means"][None]) ** 2).sum(-1)
+    nearest = np.asarray(present)[dist.argmin(axis=1)]
+    expected = np.mean(nearest == logits.argmax(axis=1))
+    np.testing.assert_allclose(to_numpy(metric.result()), expected, atol=1e-6)
+
+
+def test_collapsed_features_give_collapse_values(rng):
+    from keras_nc import theory
+
+    c = 5
+    means = theory.simplex_etf(c, dim=8, seed=0)
+    y = np.repeat(np.arange(c), 4).astype("int32")
+    z = (3.0 * means[y] + 1.0).astype("float32")  # collapsed, shifted like ReLU features
+    w = means.astype("float32")
+    logits = z @ w.T
+    values = {}
+    for metric in (
+        metrics.MIR(),
+        metrics.HDR(),
+        metrics.MIR(pairing="class", name="mir_class"),
+        metrics.NC1(),
+        metrics.ETFError(),
+        metrics.Equinorm(),
+        metrics.SelfDuality(),
+        metrics.NCCAgreement(),
+    ):
+        metric.update_state(y, features=z, head_weights=w, logits=logits)
+        values[metric.name] = float(to_numpy(metric.result()))
+    assert values["mir"] == pytest.approx(theory.mir_at_collapse(c), abs=2e-3)
+    assert values["mir_class"] == pytest.approx(theory.mir_at_collapse(c), abs=2e-3)
+    assert values["hdr"] == pytest.approx(0.0, abs=2e-3)
+    for key in ("nc1", "etf_error", "equinorm", "self_duality"):
+        assert values[key] == pytest.approx(0.0, abs=1e-3), key
+    assert values["ncc_agreement"] == 1.0
+
+
+def test_metric_errors_are_clear(rng, head):
+    z, y = _batches(rng, sizes=(10,))[0]
+    with pytest.raises(ValueError, match="needs `head_weights`"):
+        metrics.MIR().update_state(y, features=z)
+    with pytest.raises(ValueError, match="`pairing` must be"):
+        metrics.MIR(pairing="batch")
+    with pytest.raises(ValueError, match="`of` must be"):
+        metrics.MatrixEntropy(of="logits")
+    with pytest.raises(ValueError, match="`y_true` must hold integer class indices"):
+        metrics.MIR().update_state(np.eye(C)[y], features=z, head_weights=head)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        metrics.MIR(pairing="class", num_classes=C, feature_dim=D, center=False),
+        metrics.HDR(alpha=2.0),
+        metrics.MatrixEntropy(of="head", normalize=True),
+        metrics.NC1(num_classes=C, feature_dim=D),
+        metrics.NCCAgreement(),
+    ],
+)
+def test_metric_config_round_trip(metric):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert type(restored) is type(metric)
+    assert restored.get_config() == metric.get_config()
+
+
+# --------------------------------------------------------------------------- #
+# Losses
+# --------------------------------------------------------------------------- #
+
+
+def test_cma_loss_matches_reference_with_absent_and_single_sample_classes(rng):
+    num_classes = 7
+    anchors = rng.normal(size=(num_classes, D)).astype("float32")
+    # Class 2 has one sample; classes 0, 4, 6 are absent from the batch.
+    y = np.array([1, 1, 1, 2, 3, 3, 5, 5, 5, 5], dtype="int32")
+    z = (anchors[y] + 0.5 * rng.normal(size=(len(y), D))).astype("float32")
+    loss = losses.CMALoss(weight=0.5)
+    value = to_numpy(loss(y, features=z, head_weights=anchors))
+    np.testing.assert_allclose(value, 0.5 * ref.cma(z, anchors, y), rtol=1e-4)
+
+
+def test_cma_is_zero_when_groups_are_aligned(rng):
+    anchors = rng.normal(size=(4, D)).astype("float32")
+    y = np.array([0, 0, 2, 2, 2], dtype="int32")
+    z = (anchors[y] * rng.uniform(0.5, 2.0, size=(5, 1))).astype("float32")
+    np.testing.assert_allclose(to_numpy(nc.cma_entropy(z, anchors, y)), 0.0, atol=1e-4)
+
+
+def test_cma_gradients_are_finite_and_reach_features(rng):
+    anchors = rng.normal(size=(5, D)).astype("float32")
+    y = np.array([0, 0, 1, 3, 3, 3], dtype="int32")
+    z = rng.normal(size=(6, D)).astype("float32")
+    z[4] = 0.0  # a zero feature row
+    g = grad(lambda x: nc.cma_entropy(x, anchors, y), z)
+    assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-6
+    g_anchor = grad(lambda a: nc.cma_entropy(z, a, y), anchors)
+    assert np.all(np.isfinite(g_anchor))
+    np.testing.assert_allclose(g_anchor[[2, 4]], 0.0)  # absent classes get no gradient
+    assert np.abs(g_anchor[[0, 1, 3]]).max() > 1e-6
+
+
+def test_information_regularizer_value_and_gradients(rng, head):
+    z, y = _batches(rng, sizes=(16,))[0]
+    reg = losses.InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
+    kz, kw = ref.gram(z, center=True), ref.gram(head[y])
+    expected = 0.2 * ref.hdr(kz, kw) - 0.3 * ref.mir(kz, kw)
+    np.testing.assert_allclose(to_numpy(reg(y, features=z, head_weights=head)), expected, atol=1e-4)
+    g_z = grad(lambda x: reg(y, features=x, head_weights=head), z)
+    g_w = grad(lambda w: reg(y, features=z, head_weights=w), head)
+    for g in (g_z, g_w):
+        assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-6
+
+
+def test_loss_arguments_are_checked():
+    with pytest.raises(ValueError, match="`weight` must be > 0"):
+        losses.CMALoss(weight=-1.0)
+    with pytest.raises(ValueError, match="`mir_weight` must be >= 0"):
+        losses.InformationRegularizer(mir_weight=-0.1)
+    with pytest.raises(ValueError, match="needs `features`"):
+        losses.CMALoss()(np.zeros(3, "int32"))
