@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 setup: $(STAMP)
 
-## The main job: metrics on the embedded digits data (writes outputs/demo/metrics.{csv,png}).
+## The main job: collapse metrics on the embedded digits data (writes outputs/demo/).
 demo: $(STAMP)
 	$(BIN)/python -m recipes.demo --output outputs/demo
 
@@ -37,6 +37,7 @@ docs: $(STAMP)
 ## Benchmarks: print tables and write them into docs/performance.md.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ops.py
+	$(BIN)/python benchmarks/overhead.py
 
 clean:
 	rm -rf $(VENV) site outputs .pytest_cache .hypothesis

@@ -161,12 +161,12 @@ class CollapseClassifier(keras.Model):
                 `keras_nc.metrics.CollapseMetric` instances (fed labels,
                 features, head rows and logits). `"auto"`: accuracy.
             **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
+                With collapse terms on TensorFlow without a GPU,
+                `jit_compile="auto"` means `False`: XLA's CPU `eigh` is 30 to
+                60 times slower than LAPACK's (see the Performance page). Pass
+                `jit_compile=True` to force XLA.
         """
         original = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
-        if kwargs.get("jit_compile", "auto") == "auto" and _tensorflow_on_cpu():
-            # XLA's CPU eigh is 30-60x slower than LAPACK's (docs/performance.md):
-            # TensorFlow on CPU runs collapse terms in graph mode unless asked.
-            kwargs["jit_compile"] = False
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics == "auto":
@@ -180,6 +180,11 @@ class CollapseClassifier(keras.Model):
         collapse_metrics = [item for item in metrics if isinstance(item, CollapseMetric)]
         plain_metrics = [item for item in metrics if not isinstance(item, CollapseMetric)]
 
+        collapse_terms = collapse_losses or collapse_metrics
+        if collapse_terms and kwargs.get("jit_compile", "auto") == "auto" and _tensorflow_on_cpu():
+            # XLA's CPU eigh is 30-60x slower than LAPACK's (docs/performance.md):
+            # TensorFlow on CPU runs collapse terms in graph mode unless asked.
+            kwargs["jit_compile"] = False
         if len(plain_losses) > 1:
             plain_loss = _SumOfLosses(plain_losses)
         else:

@@ -177,14 +177,32 @@ def _trace(k):
     return ops.trace(k, axis1=-2, axis2=-1)
 
 
+def _eigenvalues(k):
+    """Eigenvalues of a batch of symmetric matrices `(..., m, m)`.
+
+    On JAX the batch is split into separate 2-D `eigh` calls. jaxlib's CPU
+    kernel for a *batched* `eigh` farms the batch out to XLA's intra-op thread
+    pool and blocks until it is done; two such calls running side by side in
+    one XLA program (two collapse metrics in a train step) can then occupy every
+    pool thread and wait for each other forever (seen with jax 0.10.2 on 2
+    cores). Unbatched calls run inline and cannot deadlock.
+    """
+    shape = tuple(k.shape)
+    if keras.backend.backend() != "jax" or len(shape) == 2:
+        return ops.eigh(k)[0]
+    batch = math.prod(shape[:-2])
+    flat = ops.reshape(k, (batch, *shape[-2:]))
+    values = [ops.eigh(flat[i])[0] for i in range(batch)]
+    return ops.reshape(ops.stack(values, axis=0), (*shape[:-1],))
+
+
 def _entropy_of_psd(k, alpha, trace=None):
     """Entropy of a batch of PSD matrices (..., m, m) with the given traces."""
     if trace is None:
         trace = _trace(k)
     if alpha == 2.0:
         return _renyi2_entropy(k, trace)
-    eigenvalues, _ = ops.eigh(k)
-    return _entropy_from_spectrum(eigenvalues, trace, alpha)
+    return _entropy_from_spectrum(_eigenvalues(k), trace, alpha)
 
 
 # --------------------------------------------------------------------------- #
@@ -566,7 +584,7 @@ def class_pairing_grams(counts, sums, head_weights, center=True):
 
 def _pinv_psd(a, rtol):
     """Pseudo-inverse of a symmetric PSD matrix via `eigh` (small eigenvalues cut)."""
-    w, v = ops.eigh(a)
+    w, v = ops.eigh(a)  # 2-D: no batched kernel (see _eigenvalues)
     keep = w > rtol * ops.max(w)
     inv = ops.where(keep, 1.0 / ops.where(keep, w, 1.0), 0.0)
     return ops.matmul(v * ops.expand_dims(inv, 0), ops.transpose(v))
@@ -788,7 +806,7 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     eye = ops.eye(size, dtype=dtype)
     padded = full * mask + eye * ops.expand_dims(outside, -1)
 
-    eigenvalues, _ = ops.eigh(padded)  # (P, n+1)
+    eigenvalues = _eigenvalues(padded)  # (P, n+1)
     trace = ops.sum(members * ops.diagonal(full, axis1=-2, axis2=-1), axis=-1)  # (P,)
     raw = _entropy_from_spectrum(eigenvalues, trace, 1.0)
     # Remove the identity rows: each adds an eigenvalue 1, i.e. p = 1 / trace.

@@ -40,7 +40,8 @@ def grad(fn, x):
         with tf.GradientTape() as tape:
             tape.watch(t)
             y = fn(t)
-        return tape.gradient(y, t).numpy()
+        # Gradients through gathers come back as IndexedSlices: densify.
+        return tf.convert_to_tensor(tape.gradient(y, t)).numpy()
     if BACKEND == "torch":
         import torch
 

@@ -1,0 +1,159 @@
+"""Benchmark: training-step overhead of the collapse metrics and losses.
+
+A CIFAR-shaped conv net (32x32x3 inputs, three 3x3 conv layers, global average
+pooling, 10 classes) in a `CollapseClassifier`, batch 128, random data. Variants:
+
+- `plain`: cross-entropy, accuracy;
+- `metrics`: + `[MIR(), HDR(), MatrixEntropy()]`;
+- `cma`: + `CMALoss(0.5)` in the loss list;
+- `regularizer`: + `InformationRegularizer(0.1, 0.1)`.
+
+Each backend runs in its own process. After a warm-up epoch (compilation), the
+variants' epochs are timed interleaved (plain, metrics, cma, regularizer, plain,
+...) so that machine noise hits all alike; the table reports the median step
+time and its ratio to `plain`. JAX compiles with XLA, TensorFlow runs
+`tf.function` graphs without XLA (the CPU default of `CollapseClassifier` with
+collapse terms; XLA's CPU eigh is slow), torch runs eagerly.
+
+    python benchmarks/overhead.py [--backends jax torch] [--steps 10] [--repeats 3]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "performance.md")
+START, END = "<!-- overhead-benchmark:start -->", "<!-- overhead-benchmark:end -->"
+VARIANTS = ("plain", "metrics", "cma", "regularizer")
+
+
+def conv_backbone(width):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(4 * width, 3, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(inputs, x, name="convnet")  # feature maps: pooled by the classifier
+
+
+def build(variant, width, jit_compile):
+    import keras
+
+    import keras_nc
+    from keras_nc.losses import CMALoss, InformationRegularizer
+    from keras_nc.metrics import HDR, MIR, MatrixEntropy
+
+    keras.utils.set_random_seed(0)
+    model = keras_nc.models.CollapseClassifier(conv_backbone(width), num_classes=10)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss, metrics = [ce], ["accuracy"]
+    if variant == "metrics":
+        metrics += [MIR(), HDR(), MatrixEntropy()]
+    elif variant == "cma":
+        loss.append(CMALoss(0.5))
+    elif variant == "regularizer":
+        loss.append(InformationRegularizer(0.1, 0.1))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def worker(steps, repeats, batch, width):
+    import keras
+    import numpy as np
+
+    backend = keras.backend.backend()
+    jit = {"jax": True, "tensorflow": False, "torch": False}[backend]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(steps * batch, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=steps * batch).astype("int32")
+    models = {variant: build(variant, width, jit) for variant in VARIANTS}
+    for model in models.values():  # warm-up: compile
+        model.fit(x[: 2 * batch], y[: 2 * batch], batch_size=batch, epochs=1, verbose=0)
+    times = {variant: [] for variant in VARIANTS}
+    for _ in range(repeats):
+        for variant, model in models.items():
+            start = time.perf_counter()
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+            times[variant].append((time.perf_counter() - start) / steps)
+            print(f"[{backend}] {variant}: {1e3 * times[variant][-1]:.1f} ms/step", file=sys.stderr)
+    medians = {variant: statistics.median(t) for variant, t in times.items()}
+    print(json.dumps({"backend": backend, "jit_compile": jit, "step_s": medians}))
+
+
+def run_backend(backend, args):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps)]
+    cmd += ["--repeats", str(args.repeats), "--batch", str(args.batch), "--width", str(args.width)]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(results):
+    header = "| backend (jit_compile) | " + " | ".join(VARIANTS) + " |"
+    lines = [header, "|---|" + "---:|" * len(VARIANTS)]
+    for result in results:
+        steps = result["step_s"]
+        cells = [f"{1e3 * steps['plain']:.0f} ms"]
+        cells += [
+            f"{1e3 * steps[v]:.0f} ms ({steps[v] / steps['plain']:.2f}x)" for v in VARIANTS[1:]
+        ]
+        lines.append(
+            f"| {result['backend']} ({result['jit_compile']}) | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(text, command, args):
+    section = (
+        f"{START}\n"
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU "
+        f"cores: batch {args.batch}, conv widths {args.width}/{2 * args.width}/{4 * args.width}, "
+        f"median of {args.repeats} interleaved epochs of {args.steps} steps.\n"
+        f"Command: `{command}`\n\n{text}\n{END}"
+    )
+    with open(DOC) as f:
+        doc = f.read()
+    if START in doc and END in doc:
+        head, rest = doc.split(START, 1)
+        doc = head + section + rest.split(END, 1)[1]
+    else:
+        doc = doc.rstrip() + "\n\n" + section + "\n"
+    with open(DOC, "w") as f:
+        f.write(doc)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.steps, args.repeats, args.batch, args.width)
+        return
+    results = [run_backend(backend, args) for backend in args.backends]
+    text = table(results)
+    print(text)
+    if not args.no_write:
+        write_doc(text, "python " + " ".join(["benchmarks/overhead.py", *sys.argv[1:]]), args)
+        print(f"\nwritten to {os.path.relpath(DOC, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
