@@ -266,9 +266,12 @@ class _InformationRatio(CollapseMetric):
             self._stats.build_for(num_classes, feature_dim)
 
     @property
+    def _inner(self):
+        return self._mean if self._mean is not None else self._stats
+
+    @property
     def variables(self):
-        inner = self._mean if self._mean is not None else self._stats
-        return list(inner.variables)
+        return list(self._inner.variables)
 
     def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
         head = _head(head_weights, type(self).__name__)
@@ -290,7 +293,7 @@ class _InformationRatio(CollapseMetric):
         return ops.cast(type(self)._ratio(k_m, k_w, alpha=self.alpha), self.dtype)
 
     def reset_state(self):
-        (self._mean or self._stats).reset_state()
+        self._inner.reset_state()
 
     def get_config(self):
         config = {
