@@ -21,16 +21,14 @@ The table is printed and written into docs/performance.md.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "performance.md")
-START, END = "<!-- ops-benchmark:start -->", "<!-- ops-benchmark:end -->"
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _docs import write_section  # noqa: E402
 
 MODES = {"tensorflow": ["graph", "xla"], "jax": ["jit"], "torch": ["eager"]}
 
@@ -125,24 +123,6 @@ def table(results):
     return "\n".join(lines)
 
 
-def write_doc(text, command):
-    section = (
-        f"{START}\n"
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, float32, median of the timed repeats.\n"
-        f"Command: `{command}`\n\n{text}\n{END}"
-    )
-    with open(DOC) as f:
-        doc = f.read()
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        doc = head + section + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip() + "\n\n" + section + "\n"
-    with open(DOC, "w") as f:
-        f.write(doc)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
@@ -162,8 +142,8 @@ def main():
     text = table(results)
     print(text)
     if not args.no_write:
-        write_doc(text, "python " + " ".join(["benchmarks/ops.py", *sys.argv[1:]]))
-        print(f"\nwritten to {os.path.relpath(DOC, ROOT)}")
+        command = "python " + " ".join(["benchmarks/ops.py", *sys.argv[1:]])
+        write_section("ops-benchmark", "float32, median of the timed repeats.", command, text)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,15 @@ collapse terms; XLA's CPU eigh is slow), torch runs eagerly.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "performance.md")
-START, END = "<!-- overhead-benchmark:start -->", "<!-- overhead-benchmark:end -->"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _docs import write_section  # noqa: E402
+
 VARIANTS = ("plain", "metrics", "cma", "regularizer")
 
 
@@ -115,25 +115,6 @@ def table(results):
     return "\n".join(lines)
 
 
-def write_doc(text, command, args):
-    section = (
-        f"{START}\n"
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPU "
-        f"cores: batch {args.batch}, conv widths {args.width}/{2 * args.width}/{4 * args.width}, "
-        f"median of {args.repeats} interleaved epochs of {args.steps} steps.\n"
-        f"Command: `{command}`\n\n{text}\n{END}"
-    )
-    with open(DOC) as f:
-        doc = f.read()
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        doc = head + section + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip() + "\n\n" + section + "\n"
-    with open(DOC, "w") as f:
-        f.write(doc)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
@@ -151,8 +132,12 @@ def main():
     text = table(results)
     print(text)
     if not args.no_write:
-        write_doc(text, "python " + " ".join(["benchmarks/overhead.py", *sys.argv[1:]]), args)
-        print(f"\nwritten to {os.path.relpath(DOC, ROOT)}")
+        command = "python " + " ".join(["benchmarks/overhead.py", *sys.argv[1:]])
+        header = (
+            f"batch {args.batch}, conv widths {args.width}/{2 * args.width}/{4 * args.width}, "
+            f"median of {args.repeats} interleaved epochs of {args.steps} steps."
+        )
+        write_section("overhead-benchmark", header, command, text)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ The mathematics lives in `keras_nc.ops`.
 """
 
 import keras
-from keras import ops
 
 from keras_nc import ops as nc_ops
 
@@ -25,13 +24,6 @@ def _check_weight(value, name, positive=False):
     if value < 0:
         raise ValueError(f"`{name}` must be >= 0; received {value!r}.")
     return float(value)
-
-
-def _labels(y_true):
-    y = ops.convert_to_tensor(y_true)
-    if len(y.shape) == 2 and y.shape[-1] == 1:
-        y = ops.squeeze(y, -1)
-    return y
 
 
 class CollapseLoss(keras.losses.Loss):
@@ -52,7 +44,7 @@ class CollapseLoss(keras.losses.Loss):
                 f"{type(self).__name__} needs `features` (n, d) and `head_weights` (C, d); "
                 "use it inside CollapseClassifier.compile(loss=[...]) or pass them explicitly."
             )
-        return self.compute(_labels(y_true), features, head_weights)
+        return self.compute(nc_ops._label_vector(y_true, "y_true"), features, head_weights)
 
     def call(self, y_true, y_pred):
         raise NotImplementedError(

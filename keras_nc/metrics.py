@@ -37,15 +37,7 @@ class CollapseMetric(keras.metrics.Metric):
 
 
 def _labels(y_true):
-    y = ops.convert_to_tensor(y_true)
-    if len(y.shape) == 2 and y.shape[-1] == 1:
-        y = ops.squeeze(y, -1)
-    if len(y.shape) != 1:
-        raise ValueError(
-            "`y_true` must hold integer class indices of shape (n,) or (n, 1); received "
-            f"shape {tuple(y.shape)}. For one-hot labels pass their argmax."
-        )
-    return ops.cast(y, "int32")
+    return nc_ops._label_vector(y_true, "y_true")
 
 
 def _head(head_weights, name):

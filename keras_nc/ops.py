@@ -483,18 +483,24 @@ def hdr(k1, k2, alpha=1.0):
 # --------------------------------------------------------------------------- #
 
 
-def _check_labels(labels, num_classes):
+def _label_vector(labels, name="labels"):
+    """Integer class indices of shape (n,) from (n,) or (n, 1) input; clear error otherwise."""
     labels = ops.convert_to_tensor(labels)
     if len(labels.shape) == 2 and labels.shape[-1] == 1:
         labels = ops.squeeze(labels, -1)
     if len(labels.shape) != 1:
         raise ValueError(
-            "`labels` must be integer class indices of shape (n,); received shape "
-            f"{tuple(labels.shape)}. (One-hot labels: take their argmax first.)"
+            f"`{name}` must hold integer class indices of shape (n,) or (n, 1); received "
+            f"shape {tuple(labels.shape)}. For one-hot labels pass their argmax."
         )
+    return ops.cast(labels, "int32")
+
+
+def _check_labels(labels, num_classes):
+    labels = _label_vector(labels)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive integer; received {num_classes!r}.")
-    return ops.cast(labels, "int32")
+    return labels
 
 
 def class_statistics(features, labels, num_classes, sample_weight=None):
