@@ -37,7 +37,7 @@ def _raw_features(kind, rng, n, d):
 KINDS = ["random", "rank_deficient", "duplicated_rows", "zero_rows", "near_collinear", "wide"]
 
 
-def _close(actual, expected, rtol=RTOL, atol=1e-6):
+def assert_close(actual, expected, rtol=RTOL, atol=1e-6):
     np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
 
 
@@ -89,7 +89,7 @@ def test_matrix_entropy_matches_reference(kind, alpha, rng):
     # orders alpha < 1 weigh tiny eigenvalues heavily, so the float32 rounding
     # noise of a rank-deficient Gram must count as zero, as it does here.
     h = nc.matrix_entropy(nc.gram(z), alpha=alpha)
-    _close(h, ref.entropy(ref.gram(z), alpha))
+    assert_close(h, ref.entropy(ref.gram(z), alpha))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -99,23 +99,23 @@ def test_feature_entropy_equals_gram_path(kind, center, alpha, rng):
     z = _features(kind, rng)
     fast = nc.feature_entropy(z, center=center, alpha=alpha)
     slow = nc.matrix_entropy(nc.gram(z, center=center), alpha=alpha)
-    _close(fast, to_numpy(slow))
-    _close(fast, ref.entropy(ref.gram(z, center=center), alpha))
+    assert_close(fast, to_numpy(slow))
+    assert_close(fast, ref.entropy(ref.gram(z, center=center), alpha))
 
 
 def test_feature_entropy_normalize_and_mean(rng):
     z = rng.normal(size=(40, 8)) + 1.0
     mean = z.mean(axis=0)
     h = nc.feature_entropy(z.astype("float32"), mean=mean.astype("float32"), normalize=True)
-    _close(h, ref.entropy(ref.gram(z, mean=mean)) / np.log(40))
+    assert_close(h, ref.entropy(ref.gram(z, mean=mean)) / np.log(40))
 
 
 def test_normalized_entropy_bounds():
     n = 6
-    _close(nc.matrix_entropy(np.eye(n, dtype="float32"), normalize=True), 1.0)
-    _close(nc.matrix_entropy(np.ones((n, n), dtype="float32"), normalize=True), 0.0)
-    _close(nc.matrix_entropy(np.eye(n, dtype="float32")), np.log(n))
-    _close(nc.effective_rank(np.diag([2.0, 2.0, 2.0, 0.0]).astype("float32")), 3.0)
+    assert_close(nc.matrix_entropy(np.eye(n, dtype="float32"), normalize=True), 1.0)
+    assert_close(nc.matrix_entropy(np.ones((n, n), dtype="float32"), normalize=True), 0.0)
+    assert_close(nc.matrix_entropy(np.eye(n, dtype="float32")), np.log(n))
+    assert_close(nc.effective_rank(np.diag([2.0, 2.0, 2.0, 0.0]).astype("float32")), 3.0)
 
 
 def test_entropy_is_batched(rng):
@@ -148,9 +148,11 @@ def test_mi_mir_hdr_match_reference(kind, rng):
     # MI, MIR and HDR are differences of entropies: their float32 error is
     # relative to the entropies, not to the (possibly tiny) difference.
     scale = ref.entropy(k1) + ref.entropy(k2)
-    _close(nc.matrix_mutual_information(a, b), ref.mutual_information(k1, k2), atol=RTOL * scale)
-    _close(nc.mir(a, b), ref.mir(k1, k2), atol=RTOL * scale / ref.entropy(k1))
-    _close(nc.hdr(a, b), ref.hdr(k1, k2), atol=RTOL * scale / ref.entropy(k1))
+    assert_close(
+        nc.matrix_mutual_information(a, b), ref.mutual_information(k1, k2), atol=RTOL * scale
+    )
+    assert_close(nc.mir(a, b), ref.mir(k1, k2), atol=RTOL * scale / ref.entropy(k1))
+    assert_close(nc.hdr(a, b), ref.hdr(k1, k2), atol=RTOL * scale / ref.entropy(k1))
 
 
 @pytest.mark.parametrize("alpha", [2.0, 0.5, 3.0])
@@ -161,16 +163,16 @@ def test_renyi_mir_hdr_match_reference(alpha, rng):
     z2 = (z1 @ rng.normal(size=(16, 20)) + rng.normal(size=(12, 20))).astype("float32")
     a, b = nc.gram(z1), nc.gram(z2)
     k1, k2 = ref.gram(z1), ref.gram(z2)
-    _close(nc.mir(a, b, alpha=alpha), ref.mir(k1, k2, alpha=alpha), atol=1e-5)
-    _close(nc.hdr(a, b, alpha=alpha), ref.hdr(k1, k2, alpha=alpha), atol=1e-5)
+    assert_close(nc.mir(a, b, alpha=alpha), ref.mir(k1, k2, alpha=alpha), atol=1e-5)
+    assert_close(nc.hdr(a, b, alpha=alpha), ref.hdr(k1, k2, alpha=alpha), atol=1e-5)
 
 
 def test_identical_grams_give_full_information(rng):
     k = ref.gram(rng.normal(size=(10, 10))).astype("float32")
     h = to_numpy(nc.matrix_entropy(k))
     hkk = ref.entropy(k.astype(np.float64) ** 2)
-    _close(nc.matrix_mutual_information(k, k), 2 * h - hkk, atol=1e-5)
-    _close(nc.hdr(k, k), 0.0)
+    assert_close(nc.matrix_mutual_information(k, k), 2 * h - hkk, atol=1e-5)
+    assert_close(nc.hdr(k, k), 0.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -181,18 +183,18 @@ def test_identical_grams_give_full_information(rng):
 def test_rank_one_grams_define_mir_and_hdr_as_zero():
     ones = np.ones((5, 5), dtype="float32")  # one-class batch: every row identical
     other = ref.gram(np.random.default_rng(0).normal(size=(5, 3))).astype("float32")
-    _close(nc.matrix_entropy(ones), 0.0)
-    _close(nc.mir(ones, ones), 0.0)
-    _close(nc.hdr(ones, ones), 0.0)
+    assert_close(nc.matrix_entropy(ones), 0.0)
+    assert_close(nc.mir(ones, ones), 0.0)
+    assert_close(nc.hdr(ones, ones), 0.0)
     # One rank-1 side: I = 0 and min(H) = 0, MIR defined as 0; HDR is 1.
-    _close(nc.mir(ones, other), 0.0)
-    _close(nc.hdr(ones, other), 1.0)
+    assert_close(nc.mir(ones, other), 0.0)
+    assert_close(nc.hdr(ones, other), 1.0)
 
 
 def test_all_zero_features_give_zero_entropy():
     z = np.zeros((6, 4), dtype="float32")
     k = nc.gram(z)
-    _close(k, np.zeros((6, 6)))
+    assert_close(k, np.zeros((6, 6)))
     for value in (
         nc.matrix_entropy(k),
         nc.matrix_entropy(k, alpha=2.0),
@@ -201,14 +203,14 @@ def test_all_zero_features_give_zero_entropy():
         nc.hdr(k, k),
         nc.matrix_mutual_information(k, k),
     ):
-        _close(value, 0.0)
-    _close(nc.effective_rank(k), 1.0)
+        assert_close(value, 0.0)
+    assert_close(nc.effective_rank(k), 1.0)
 
 
 def test_single_sample_batch():
     z = np.ones((1, 4), dtype="float32")
-    _close(nc.feature_entropy(z), 0.0)
-    _close(nc.mir(nc.gram(z), nc.gram(z)), 0.0)
+    assert_close(nc.feature_entropy(z), 0.0)
+    assert_close(nc.mir(nc.gram(z), nc.gram(z)), 0.0)
 
 
 # --------------------------------------------------------------------------- #
@@ -225,7 +227,7 @@ def test_half_precision_is_computed_in_float32(dtype, rng):
     zq = to_numpy(keras.ops.cast(zh, "float32")).astype(np.float64)
     h = nc.feature_entropy(zh)
     assert keras.backend.standardize_dtype(h.dtype) == "float32"
-    _close(h, ref.entropy(ref.gram(zq)))
+    assert_close(h, ref.entropy(ref.gram(zq)))
     k = nc.gram(zh)
     assert keras.backend.standardize_dtype(k.dtype) == "float32"
 
@@ -254,9 +256,9 @@ def test_ops_compile_with_xla(rng):
 
     got = compiled(step)(z, w)
     kz, kw = ref.gram(z, center=True), ref.gram(w)
-    _close(got[0], ref.mir(kz, kw), atol=1e-5)
-    _close(got[1], ref.hdr(kz, kw), atol=1e-5)
-    _close(got[2], ref.entropy(kz))
+    assert_close(got[0], ref.mir(kz, kw), atol=1e-5)
+    assert_close(got[1], ref.hdr(kz, kw), atol=1e-5)
+    assert_close(got[2], ref.entropy(kz))
 
 
 # --------------------------------------------------------------------------- #
@@ -321,7 +323,7 @@ def test_eigh_handles_many_zero_rows(rng):
     assert np.isfinite(to_numpy(nc.matrix_entropy(k)))
     g = grad(lambda x: nc.matrix_entropy(nc.gram(x)), z)
     assert np.all(np.isfinite(g))
-    _close(nc.matrix_entropy(k), ref.entropy(ref.gram(z)))
+    assert_close(nc.matrix_entropy(k), ref.entropy(ref.gram(z)))
 
 
 # --------------------------------------------------------------------------- #
