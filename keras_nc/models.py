@@ -166,7 +166,7 @@ class CollapseClassifier(keras.Model):
                 60 times slower than LAPACK's (see the Performance page). Pass
                 `jit_compile=True` to force XLA.
         """
-        original = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
+        user_loss, user_metrics = loss, metrics
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics == "auto":
@@ -191,7 +191,7 @@ class CollapseClassifier(keras.Model):
             plain_loss = plain_losses[0] if plain_losses else None
         super().compile(optimizer=optimizer, loss=plain_loss, metrics=plain_metrics, **kwargs)
         # Keep what the user passed, so that a saved model recompiles identically.
-        self._compile_config.config.update(loss=original["loss"], metrics=original["metrics"])
+        self._compile_config.config.update(loss=user_loss, metrics=user_metrics)
 
         for metric in collapse_metrics:
             metric.build_for(self.num_classes, self.feature_dim)
@@ -322,7 +322,11 @@ def _tensorflow_on_cpu():
 
 @keras.saving.register_keras_serializable(package="keras_nc")
 class _SumOfLosses(keras.losses.Loss):
-    """Sum of ordinary Keras losses on the same `(y, logits)`."""
+    """Sum of ordinary Keras losses on the same `(y, logits)`.
+
+    Sums the per-sample values of the terms, so sample weights and the
+    reduction apply once, to the sum.
+    """
 
     def __init__(self, losses, name="sum_of_losses", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -331,7 +335,8 @@ class _SumOfLosses(keras.losses.Loss):
     def call(self, y_true, y_pred):
         total = None
         for loss in self.losses:
-            value = loss(y_true, y_pred)
+            per_sample = loss.call if isinstance(loss, keras.losses.Loss) else loss
+            value = per_sample(y_true, y_pred)
             total = value if total is None else total + value
         return total
 

@@ -83,6 +83,25 @@ def test_spec_usage_with_cma_loss_list(digits):
     np.testing.assert_allclose(result["mir"], ref.mir(kz, kw), atol=1e-4)
 
 
+def test_plain_losses_in_a_list_are_summed(digits):
+    x, y = digits
+    x, y = x[:96], y[:96]
+    weights = np.linspace(0.5, 1.5, len(y)).astype("float32")
+    model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=[ce, "sparse_categorical_crossentropy", ce], metrics=[MIR()])
+    result = model.evaluate(x, y, sample_weight=weights, batch_size=96, verbose=0)
+    logits = to_numpy(model(x)).astype(np.float64)
+    log_probs = logits - logits.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    ce_per_sample = -log_probs[np.arange(len(y)), y]
+    # The string loss reads the logits as probabilities: use Keras' own function
+    # for its per-sample values, and the float64 log-softmax for the other two.
+    as_probs = to_numpy(keras.losses.sparse_categorical_crossentropy(y, logits.astype("float32")))
+    expected = np.mean(weights * (2 * ce_per_sample + as_probs))
+    np.testing.assert_allclose(result[0], expected, rtol=1e-4)
+
+
 def test_cma_lowers_within_class_entropy(digits):
     """Same seed, same data: CE + CMA ends with lower per-class group entropy than CE."""
     x, y = digits
