@@ -21,15 +21,49 @@ from keras_nc import ops as nc_ops
 _PAIRINGS = ("sample", "class")
 
 
+class CollapseStep:
+    """The quantities of one training step that several collapse metrics share.
+
+    `CollapseClassifier` builds one per step and passes it to every collapse
+    metric as `step=`, so that, e.g., `MIR()` and `HDR()` in one `compile` share
+    one eigendecomposition of the sample-head Grams instead of computing it
+    twice. Values are memoised per `(center, alpha)` for the current step only.
+
+    Args:
+        y_true: `(n,)` integer labels.
+        features: `(n, d)` features.
+        head_weights: `(C, d)` head rows.
+    """
+
+    def __init__(self, y_true, features, head_weights):
+        self.y_true, self.features, self.head_weights = y_true, features, head_weights
+        self._ratios = {}
+
+    def sample_ratios(self, center, alpha):
+        """`(MIR, HDR)` of the sample-head pairing, computed once per setting."""
+        key = (bool(center), float(alpha))
+        if key not in self._ratios:
+            head = _head(self.head_weights, "MIR/HDR")
+            k_z, k_w = nc_ops.sample_head_grams(
+                self.features, _labels(self.y_true), head, center=center
+            )
+            self._ratios[key] = nc_ops.information_ratios(k_z, k_w, alpha=alpha)
+        return self._ratios[key]
+
+
 class CollapseMetric(keras.metrics.Metric):
     """Base class of the metrics that read labels, features and head weights.
 
     Subclasses implement `update_state(y_true, features, head_weights=None,
-    logits=None, sample_weight=None)`. `CollapseClassifier` recognises them by
-    this base class and passes its features, head rows and logits.
+    logits=None, sample_weight=None, step=None)`; `step` is an optional
+    `CollapseStep` shared by the metrics of one training step. `CollapseClassifier`
+    recognises them by this base class and passes its features, head rows and
+    logits.
     """
 
-    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+    def update_state(
+        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
+    ):
         raise NotImplementedError
 
     def build_for(self, num_classes, feature_dim):
@@ -118,7 +152,9 @@ class MatrixEntropy(_BatchMean):
         self.of, self.center, self.alpha, self.normalize = of, bool(center), alpha, normalize
         nc_ops._check_alpha(alpha)
 
-    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+    def update_state(
+        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
+    ):
         if self.of == "head":
             head = _head(head_weights, "MatrixEntropy(of='head')")
             value = nc_ops.matrix_entropy(
@@ -225,7 +261,7 @@ class _ClassStatistics(CollapseMetric):
 class _InformationRatio(CollapseMetric):
     """Shared machinery of `MIR` and `HDR` (both pairings)."""
 
-    _ratio = None  # the keras_nc.ops function
+    _index = None  # 0: MIR, 1: HDR, in the pair keras_nc.ops.information_ratios returns
 
     def __init__(
         self,
@@ -265,11 +301,13 @@ class _InformationRatio(CollapseMetric):
     def variables(self):
         return list(self._inner.variables)
 
-    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+    def update_state(
+        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
+    ):
         head = _head(head_weights, type(self).__name__)
         if self.pairing == "sample":
-            k_z, k_w = nc_ops.sample_head_grams(features, _labels(y_true), head, center=self.center)
-            value = type(self)._ratio(k_z, k_w, alpha=self.alpha)
+            step = step if step is not None else CollapseStep(y_true, features, head)
+            value = step.sample_ratios(self.center, self.alpha)[self._index]
             self._mean._accumulate(value, _batch_size(features, sample_weight))
         else:
             self._stats._accumulate_stats(y_true, features, head, sample_weight)
@@ -282,7 +320,8 @@ class _InformationRatio(CollapseMetric):
         k_m, k_w = nc_ops.class_pairing_grams(
             self._stats.counts, self._stats.sums, self._stats.head, center=self.center
         )
-        return ops.cast(type(self)._ratio(k_m, k_w, alpha=self.alpha), self.dtype)
+        value = nc_ops.information_ratios(k_m, k_w, alpha=self.alpha)[self._index]
+        return ops.cast(value, self.dtype)
 
     def reset_state(self):
         self._inner.reset_state()
@@ -336,7 +375,7 @@ class MIR(_InformationRatio):
     ```
     """
 
-    _ratio = staticmethod(nc_ops.mir)
+    _index = 0
 
     def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
                  feature_dim=None, name="mir", dtype=None):  # fmt: skip
@@ -366,7 +405,7 @@ class HDR(_InformationRatio):
     ```
     """
 
-    _ratio = staticmethod(nc_ops.hdr)
+    _index = 1
 
     def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
                  feature_dim=None, name="hdr", dtype=None):  # fmt: skip
@@ -381,7 +420,9 @@ class _NeuralCollapseMeasure(_ClassStatistics):
     def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
         super().__init__(num_classes, feature_dim, name=name or self._key, dtype=dtype)
 
-    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+    def update_state(
+        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
+    ):
         self._accumulate_stats(y_true, features, head_weights, sample_weight)
 
     def result(self):
@@ -526,7 +567,9 @@ class NCCAgreement(_ClassStatistics):
         self.agree = self.add_variable(shape=(), initializer="zeros", name="agree")
         self.seen = self.add_variable(shape=(), initializer="zeros", name="seen")
 
-    def update_state(self, y_true, features, head_weights=None, logits=None, sample_weight=None):
+    def update_state(
+        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
+    ):
         if logits is None:
             head = _head(head_weights, "NCCAgreement")
             logits = ops.matmul(ops.convert_to_tensor(features), ops.transpose(head))

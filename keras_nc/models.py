@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_nc.losses import CollapseLoss
-from keras_nc.metrics import CollapseMetric
+from keras_nc.metrics import CollapseMetric, CollapseStep
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -236,7 +236,8 @@ class CollapseClassifier(keras.Model):
         logits, features, head_weights = self._split(y_pred)
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
-        if features is not None:
+        if features is not None and self._collapse_metrics:
+            step = CollapseStep(y, features, head_weights)  # shared by the metrics
             for metric in self._collapse_metrics:
                 metric.update_state(
                     y,
@@ -244,6 +245,7 @@ class CollapseClassifier(keras.Model):
                     head_weights=head_weights,
                     logits=logits,
                     sample_weight=sample_weight,
+                    step=step,
                 )
         return self.get_metrics_result()
 

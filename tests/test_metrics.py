@@ -225,3 +225,20 @@ def test_loss_arguments_are_checked():
         losses.InformationRegularizer(mir_weight=-0.1)
     with pytest.raises(ValueError, match="needs `features`"):
         losses.CMALoss()(np.zeros(3, "int32"))
+
+
+def test_mir_and_hdr_share_one_step_computation(rng, head):
+    z, y = _batches(rng, sizes=(24,))[0]
+    step = metrics.CollapseStep(y, z, head)
+    first = step.sample_ratios(True, 1.0)
+    assert step.sample_ratios(True, 1.0) is first  # memoised: one eigendecomposition
+    shared = {m.name: m for m in (metrics.MIR(), metrics.HDR())}
+    alone = {m.name: m for m in (metrics.MIR(), metrics.HDR())}
+    for name in shared:
+        shared[name].update_state(y, features=z, head_weights=head, step=step)
+        alone[name].update_state(y, features=z, head_weights=head)
+        np.testing.assert_allclose(
+            to_numpy(shared[name].result()), to_numpy(alone[name].result()), atol=1e-6
+        )
+    kz, kw = ref.gram(z, center=True), ref.gram(head[y])
+    np.testing.assert_allclose(to_numpy(shared["hdr"].result()), ref.hdr(kz, kw), atol=1e-4)
