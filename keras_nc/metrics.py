@@ -35,9 +35,11 @@ class CollapseStep:
         head_weights: `(C, d)` head rows.
     """
 
-    def __init__(self, y_true, features, head_weights):
+    def __init__(self, y_true, features, head_weights, sample_weight=None):
         self.y_true, self.features, self.head_weights = y_true, features, head_weights
+        self.sample_weight = sample_weight
         self._ratios = {}
+        self._class_statistics = {}
 
     def sample_ratios(self, center, alpha):
         """`(MIR, HDR)` of the sample-head pairing, computed once per setting."""
@@ -49,6 +51,19 @@ class CollapseStep:
             )
             self._ratios[key] = nc_ops.information_ratios(k_z, k_w, alpha=alpha)
         return self._ratios[key]
+
+    def class_statistics(self, num_classes, second_moment):
+        """`keras_nc.ops.class_statistics` of the step, computed once per setting."""
+        key = (int(num_classes), bool(second_moment))
+        if key not in self._class_statistics:
+            self._class_statistics[key] = nc_ops.class_statistics(
+                self.features,
+                _labels(self.y_true),
+                num_classes,
+                sample_weight=self.sample_weight,
+                second_moment=second_moment,
+            )
+        return self._class_statistics[key]
 
 
 class CollapseMetric(keras.metrics.Metric):
@@ -214,7 +229,7 @@ class _ClassStatistics(CollapseMetric):
         self.head = self.add_variable(shape=(c, d), initializer="zeros", name="head")
         self._built_for = True
 
-    def _accumulate_stats(self, y_true, features, head_weights, sample_weight):
+    def _accumulate_stats(self, y_true, features, head_weights, sample_weight, step=None):
         features = ops.convert_to_tensor(features)
         if not self._built_for:
             head = ops.convert_to_tensor(head_weights) if head_weights is not None else None
@@ -224,9 +239,9 @@ class _ClassStatistics(CollapseMetric):
                     f"{self.name} needs `num_classes` (or `head_weights`) to size its state."
                 )
             self.build_for(num_classes, features.shape[-1])
-        stats = nc_ops.class_statistics(
-            features, _labels(y_true), self.num_classes, sample_weight=sample_weight
-        )
+        if step is None:
+            step = CollapseStep(y_true, features, head_weights, sample_weight)
+        stats = step.class_statistics(self.num_classes, self._needs_second_moment)
         self.counts.assign_add(ops.cast(stats["counts"], self.dtype))
         self.sums.assign_add(ops.cast(stats["sums"], self.dtype))
         self.sq_norms.assign_add(ops.cast(stats["sq_norms"], self.dtype))
@@ -239,9 +254,6 @@ class _ClassStatistics(CollapseMetric):
         stats = {"counts": self.counts, "sums": self.sums, "sq_norms": self.sq_norms}
         if self._needs_second_moment:
             stats["second_moment"] = self.second_moment
-        else:
-            d = self.feature_dim
-            stats["second_moment"] = ops.zeros((d, d), dtype=self.dtype)
         return stats
 
     def reset_state(self):
@@ -310,7 +322,7 @@ class _InformationRatio(CollapseMetric):
             value = step.sample_ratios(self.center, self.alpha)[self._index]
             self._mean._accumulate(value, _batch_size(features, sample_weight))
         else:
-            self._stats._accumulate_stats(y_true, features, head, sample_weight)
+            self._stats._accumulate_stats(y_true, features, head, sample_weight, step)
 
     def result(self):
         if self.pairing == "sample":
@@ -423,7 +435,7 @@ class _NeuralCollapseMeasure(_ClassStatistics):
     def update_state(
         self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
     ):
-        self._accumulate_stats(y_true, features, head_weights, sample_weight)
+        self._accumulate_stats(y_true, features, head_weights, sample_weight, step)
 
     def result(self):
         if not self._built_for:
@@ -573,7 +585,7 @@ class NCCAgreement(_ClassStatistics):
         if logits is None:
             head = _head(head_weights, "NCCAgreement")
             logits = ops.matmul(ops.convert_to_tensor(features), ops.transpose(head))
-        self._accumulate_stats(y_true, features, head_weights, sample_weight)
+        self._accumulate_stats(y_true, features, head_weights, sample_weight, step)
         means, _, present = nc_ops.class_means(self.counts, self.sums)
         value = nc_ops.ncc_agreement(features, logits, means, present)
         n = ops.cast(ops.shape(features)[0], self.dtype)

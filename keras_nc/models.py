@@ -237,7 +237,7 @@ class CollapseClassifier(keras.Model):
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
         if features is not None and self._collapse_metrics:
-            step = CollapseStep(y, features, head_weights)  # shared by the metrics
+            step = CollapseStep(y, features, head_weights, sample_weight)  # shared by metrics
             for metric in self._collapse_metrics:
                 metric.update_state(
                     y,

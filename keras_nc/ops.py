@@ -503,7 +503,7 @@ def _check_labels(labels, num_classes):
     return labels
 
 
-def class_statistics(features, labels, num_classes, sample_weight=None):
+def class_statistics(features, labels, num_classes, sample_weight=None, second_moment=True):
     """Mergeable per-class sums of a batch of features.
 
     Sums over batches (or devices) give the statistics of the concatenated
@@ -515,11 +515,13 @@ def class_statistics(features, labels, num_classes, sample_weight=None):
         labels: `(n,)` integer labels in `[0, num_classes)`.
         num_classes: number of classes `C`.
         sample_weight: optional `(n,)` non-negative weights (default 1).
+        second_moment: also return the `(d, d)` second moment (only NC1 needs
+            it; it costs `n d^2`).
 
     Returns:
         A dict of tensors: `counts` `(C,)`, `sums` `(C, d)`, `sq_norms` `(C,)`
-        (per-class sums of `||z||^2`) and `second_moment` `(d, d)` (sum of
-        `z z^T` over all samples).
+        (per-class sums of `||z||^2`) and, when asked, `second_moment` `(d, d)`
+        (sum of `z z^T` over all samples).
 
     Example:
 
@@ -535,13 +537,15 @@ def class_statistics(features, labels, num_classes, sample_weight=None):
     one_hot = ops.one_hot(labels, num_classes, dtype=features.dtype)  # (n, C)
     if sample_weight is not None:
         one_hot = one_hot * ops.expand_dims(ops.cast(sample_weight, features.dtype), -1)
-    weights = ops.sum(one_hot, axis=-1, keepdims=True)  # (n, 1)
-    return {
+    stats = {
         "counts": ops.sum(one_hot, axis=0),
         "sums": ops.matmul(ops.transpose(one_hot), features),
         "sq_norms": ops.matmul(ops.transpose(one_hot), ops.sum(ops.square(features), axis=-1)),
-        "second_moment": ops.matmul(ops.transpose(features * weights), features),
     }
+    if second_moment:
+        weights = ops.sum(one_hot, axis=-1, keepdims=True)  # (n, 1)
+        stats["second_moment"] = ops.matmul(ops.transpose(features * weights), features)
+    return stats
 
 
 def class_means(counts, sums):
@@ -605,7 +609,8 @@ def neural_collapse_measures(statistics, head_weights=None):
     covariance `Sigma_B = M^T M / C'`:
 
     - `nc1`: `tr(Sigma_W Sigma_B^+) / C'` (Papyan, Han and Donoho, 2020),
-      computed in the `C x C` space (no `d x d` pseudo-inverse);
+      computed in the `C x C` space (no `d x d` pseudo-inverse); only when the
+      statistics hold `second_moment`;
     - `cdnv`: class-distance normalised variance (Galanti et al., 2022),
       the mean over pairs of classes of `(Var_c + Var_c') / (2 ||mu_c - mu_c'||^2)`;
     - `etf_error` (NC2): `|| M M^T / ||M M^T||_F - (I - 11^T/C') / sqrt(C'-1) ||_F`;
@@ -626,7 +631,6 @@ def neural_collapse_measures(statistics, head_weights=None):
     counts = _as_float(statistics["counts"])
     sums = _as_float(statistics["sums"])
     sq_norms = _as_float(statistics["sq_norms"])
-    second = _as_float(statistics["second_moment"])
     means, global_mean, present = class_means(counts, sums)
     mask = ops.cast(present, means.dtype)
     num_present = ops.sum(mask)
@@ -636,18 +640,21 @@ def neural_collapse_measures(statistics, head_weights=None):
     total_safe = ops.where(total > 0, total, 1.0)
     centred = (means - global_mean) * ops.expand_dims(mask, -1)  # (C, d)
 
-    # NC1 in the C x C space: tr(Sigma_W (M^T M)^+) * C' / C' with
-    # (M^T M)^+ = M^T (M M^T)^{+2} M.
-    # M Sigma_W M^T = (M S2 M^T - (M mu^T) diag(N) (mu M^T)) / N, S2 = sum z z^T.
-    m_mu = ops.matmul(centred, ops.transpose(means))  # (C, C)
-    sigma_w_proj = (
-        ops.matmul(ops.matmul(centred, second), ops.transpose(centred))
-        - ops.matmul(m_mu * ops.expand_dims(counts, 0), ops.transpose(m_mu))
-    ) / total_safe
     gram_m = ops.matmul(centred, ops.transpose(centred))  # M M^T
-    pinv = _pinv_psd(gram_m, _EIG_RTOL[_dtype_name(gram_m)] * 100)
-    nc1 = ops.trace(ops.matmul(ops.matmul(pinv, pinv), sigma_w_proj))  # tr(Sigma_W Sigma_B^+)/C'
-    nc1 = ops.where(two_or_more, nc1, 0.0)
+    result = {}
+    if "second_moment" in statistics:
+        # NC1 in the C x C space: tr(Sigma_W (M^T M)^+) with
+        # (M^T M)^+ = M^T (M M^T)^{+2} M and
+        # M Sigma_W M^T = (M S2 M^T - (M mu^T) diag(N) (mu M^T)) / N, S2 = sum z z^T.
+        second = _as_float(statistics["second_moment"])
+        m_mu = ops.matmul(centred, ops.transpose(means))  # (C, C)
+        sigma_w_proj = (
+            ops.matmul(ops.matmul(centred, second), ops.transpose(centred))
+            - ops.matmul(m_mu * ops.expand_dims(counts, 0), ops.transpose(m_mu))
+        ) / total_safe
+        pinv = _pinv_psd(gram_m, _EIG_RTOL[_dtype_name(gram_m)] * 100)
+        nc1 = ops.trace(ops.matmul(ops.matmul(pinv, pinv), sigma_w_proj))
+        result["nc1"] = ops.where(two_or_more, nc1, 0.0)
 
     # CDNV over pairs of present classes.
     safe_counts = ops.where(present, counts, 1.0)
@@ -686,7 +693,7 @@ def neural_collapse_measures(statistics, head_weights=None):
         two_or_more & (mean_norm > 0), std_norm / ops.where(mean_norm > 0, mean_norm, 1.0), 0.0
     )
 
-    result = {"nc1": nc1, "cdnv": cdnv, "etf_error": etf, "equinorm": equinorm}
+    result.update(cdnv=cdnv, etf_error=etf, equinorm=equinorm)
     if head_weights is not None:
         head = _as_float(head_weights) * ops.expand_dims(mask, -1)
         w_norm = ops.sqrt(ops.sum(ops.square(head)))
