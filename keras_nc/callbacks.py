@@ -64,6 +64,38 @@ def collapse_report(features, labels, head_weights, logits, num_classes, center=
     return {key: float(keras.ops.convert_to_numpy(values[key])) for key in MEASURES}
 
 
+def collapse_panels(num_classes):
+    """The panels of `plot_collapse_history`: `(title, keys, reference, reference_label)`.
+
+    `reference` is the value at Neural Collapse drawn as a dotted line (`None`:
+    no line); MIR* and log(C-1) are drawn only when `num_classes >= 3`.
+    """
+    reference = num_classes >= 3
+    return [
+        ("MIR (class pairing)", ["mir"], theory.mir_at_collapse(num_classes) if reference else None,
+         "MIR*"),
+        ("HDR (class pairing)", ["hdr"], 0.0, "HDR* = 0"),
+        ("Matrix entropy (nats)", ["feature_entropy", "head_entropy"],
+         theory.entropy_at_collapse(num_classes) if reference else None, "log(C-1)"),
+        ("NC1 and CDNV (log scale)", ["nc1", "cdnv"], None, None),
+        ("NC2 / NC3", ["etf_error", "equinorm", "self_duality"], 0.0, "0 at collapse"),
+        ("NC4: NCC agreement", ["ncc_agreement"], 1.0, "1 at collapse"),
+    ]  # fmt: skip
+
+
+def draw_panel(ax, title, curves, reference=None, reference_label=None, log_scale=False):
+    """Draws `curves` (`{label: (epochs, values)}`) and a reference line on `ax`."""
+    for label, (epochs, values) in curves.items():
+        ax.plot(epochs, values, marker=".", label=label)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=1, ls=":", label=reference_label)
+    values = [v for _, vs in curves.values() for v in vs]
+    if log_scale and values and all(v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel="epoch")
+    ax.legend(fontsize=8)
+
+
 def plot_collapse_history(rows, num_classes, path, title=None):
     """Plots `CollapseMonitor` rows with the Neural Collapse reference values; writes a PNG.
 
@@ -79,27 +111,11 @@ def plot_collapse_history(rows, num_classes, path, title=None):
     import matplotlib.pyplot as plt
 
     epochs = [row["epoch"] for row in rows]
-    reference = num_classes >= 3
-    panels = [
-        ("MIR (class pairing)", ["mir"], theory.mir_at_collapse(num_classes) if reference else None,
-         "MIR*"),
-        ("HDR (class pairing)", ["hdr"], 0.0, "HDR* = 0"),
-        ("Matrix entropy (nats)", ["feature_entropy", "head_entropy"],
-         theory.entropy_at_collapse(num_classes) if reference else None, "log(C-1)"),
-        ("NC1 and CDNV (log scale)", ["nc1", "cdnv"], None, None),
-        ("NC2 / NC3", ["etf_error", "equinorm", "self_duality"], 0.0, "0 at collapse"),
-        ("NC4: NCC agreement", ["ncc_agreement"], 1.0, "1 at collapse"),
-    ]  # fmt: skip
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    panels = collapse_panels(num_classes)
     for ax, (name, keys, ref, ref_label) in zip(axes.flat, panels, strict=True):
-        for key in keys:
-            ax.plot(epochs, [row[key] for row in rows], marker=".", label=key)
-        if ref is not None:
-            ax.axhline(ref, color="k", lw=1, ls=":", label=ref_label)
-        if keys[0] == "nc1" and all(row[k] > 0 for row in rows for k in keys):
-            ax.set_yscale("log")
-        ax.set(title=name, xlabel="epoch")
-        ax.legend(fontsize=8)
+        curves = {key: (epochs, [row[key] for row in rows]) for key in keys}
+        draw_panel(ax, name, curves, ref, ref_label, log_scale=keys[0] == "nc1")
     fig.suptitle(title or f"Neural Collapse measures ({keras.backend.backend()})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -123,7 +139,8 @@ class CollapseMonitor(keras.callbacks.Callback):
     Args:
         x: inputs (array), or a dataset / iterable of `(x, y)` batches.
         y: integer labels when `x` is an array.
-        every: evaluate every `every` epochs (and after the first).
+        every: evaluate every `every` epochs (and after the first and the
+            last epoch of `fit`).
         output_dir: folder for `collapse.csv`, `collapse.png` and TensorBoard
             logs; `None` keeps results in `logs` and `history` only.
         tensorboard: write TensorBoard scalars under `output_dir/tensorboard`.
@@ -203,7 +220,8 @@ class CollapseMonitor(keras.callbacks.Callback):
         return row
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch != 0 and (epoch + 1) % self.every:
+        last = (self.params or {}).get("epochs") == epoch + 1
+        if epoch != 0 and (epoch + 1) % self.every and not last:
             return
         row = self.evaluate(epoch)
         if logs is not None:

@@ -1,0 +1,1 @@
+"""Supervised CIFAR recipe: backbones, training program and report."""

@@ -1,0 +1,126 @@
+"""recipes.cifar: backbones (shapes, parameter counts) and the training program."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from recipes.cifar import train
+from recipes.cifar.backbones import build_backbone
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+# Trainable parameters with a linear head, as published for the PyTorch reference
+# implementations (kuangliu/pytorch-cifar ResNets; Zagoruyko and Komodakis' WRNs).
+@pytest.mark.parametrize(
+    "name, feature_dim, cifar10, cifar100",
+    [
+        ("resnet18", 512, 11_173_962, 11_220_132),
+        ("resnet34", 512, 21_282_122, 21_328_292),
+        ("resnet50", 2048, 23_520_842, 23_705_252),
+        ("wrn28_10", 640, 36_479_194, 36_536_884),
+        ("wrn28_2", 128, 1_467_610, 1_479_220),
+    ],
+)
+def test_parameter_counts_match_the_usual_ones(name, feature_dim, cifar10, cifar100):
+    backbone = build_backbone(name, input_shape=(32, 32, 3))
+    assert backbone.output.shape[-1] == feature_dim
+    for classes, expected in [(10, cifar10), (100, cifar100)]:
+        assert _trainable(backbone) + feature_dim * classes + classes == expected
+
+
+@pytest.mark.parametrize(
+    "name, input_shape, width, feature_dim",
+    [
+        ("resnet18", (28, 28, 1), 0.125, 64),
+        ("resnet34", (8, 8, 1), 0.0625, 32),
+        ("resnet50", (16, 20, 3), 0.0625, 128),
+        ("wrn28_2", (28, 28, 1), 0.25, 32),
+    ],
+)
+def test_narrow_backbones_on_any_input(name, input_shape, width, feature_dim):
+    backbone = build_backbone(name, input_shape=input_shape, width=width)
+    x = np.random.default_rng(0).normal(size=(3, *input_shape)).astype("float32")
+    features = to_numpy(backbone(x, training=False))
+    assert features.shape == (3, feature_dim)
+    assert np.all(np.isfinite(features))
+    # Readable layer names; the CIFAR stem keeps the resolution (stride 1, no pooling).
+    stem = backbone.get_layer("stem_conv")
+    assert stem.strides == (1, 1) and stem.kernel_size == (3, 3)
+    assert tuple(stem.output.shape[1:3]) == input_shape[:2]
+
+
+def test_backbone_argument_errors():
+    with pytest.raises(ValueError, match="`name` must be one of resnet18"):
+        build_backbone("resnet19")
+    with pytest.raises(ValueError, match="`width` must be a positive number"):
+        build_backbone("resnet18", width=0)
+    with pytest.raises(ValueError, match="`depth` must be 6n"):
+        build_backbone("wrn27_2")
+
+
+def test_weight_decay_is_coupled_l2_on_every_kernel():
+    regularizer = keras.regularizers.L2(0.5)
+    backbone = build_backbone("resnet18", (8, 8, 1), 0.0625, kernel_regularizer=regularizer)
+    kernels = [w for w in backbone.trainable_weights if w.path.endswith("kernel")]
+    assert len(kernels) == 20  # 17 convolutions + 3 projection shortcuts
+    expected = 0.5 * sum(float(np.sum(to_numpy(w) ** 2)) for w in kernels)
+    backbone(np.zeros((1, 8, 8, 1), "float32"))
+    total = float(sum(to_numpy(loss) for loss in backbone.losses))
+    np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
+def _run(tmp_path, *extra):
+    out = str(tmp_path / "run")
+    argv = [
+        "--samples-per-class", "6", "--epochs", "2", "--batch-size", "20", "--width", "0.0625",
+        "--monitor-per-class", "4", "--verbose", "0", "--output", out, *extra,
+    ]  # fmt: skip
+    return out, train.main(argv)
+
+
+def test_program_writes_history_report_and_model(tmp_path):
+    out, summary = _run(tmp_path, "--mir-weight", "0.1", "--hdr-weight", "0.05")
+    for name in ("history.csv", "report.png", "collapse.png", "collapse.csv", "model.keras"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    with open(os.path.join(out, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert summary["final_train_accuracy"] == pytest.approx(float(rows[-1]["accuracy"]))
+    for column in ("accuracy", "loss", "mir", "hdr", "matrix_entropy", "val_mir"):
+        assert column in rows[0], column
+    for column in ("collapse_mir", "collapse_hdr", "collapse_nc1", "collapse_ncc_agreement"):
+        assert column in rows[0] and np.isfinite(float(rows[-1][column])), column
+    with open(os.path.join(out, "report.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    table = {row["measure"]: row for row in results["table"]}
+    assert table["MIR, class pairing (monitor)"]["at_collapse"] == pytest.approx(0.952351, 1e-5)
+    assert table["MIR, class pairing (monitor)"]["value"] == pytest.approx(
+        float(rows[-1]["collapse_mir"]), rel=1e-5
+    )
+    assert results["settings"]["epochs"] == 2 and results["settings"]["lr"] == 0.05
+    # The regulariser is in the loss; the saved model loads in safe mode and predicts the same.
+    model = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
+    names = [type(loss).__name__ for loss in model._compile_config.config["loss"]]
+    assert "InformationRegularizer" in names
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
+    assert model.predict(x, verbose=0).shape == (4, 10)
+
+
+def test_program_argument_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--epochs must be >= 1"):
+        train.main(["--epochs", "0", "--output", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--mir-weight and --hdr-weight must be >= 0"):
+        train.main(["--mir-weight", "-1", "--output", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        train.main(["--dataset", "mnist"])
+    assert "invalid choice: 'mnist'" in capsys.readouterr().err
