@@ -221,6 +221,11 @@ def unavailable_message(name, reason):
     )
 
 
+def _brief(error, limit=160):
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _digits():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -264,7 +269,7 @@ def _fashion_mnist(directory):
                 unavailable_message(
                     "fashion_mnist",
                     f"no idx files in {directory} (apt-get install dataset-fashion-mnist) "
-                    f"and the keras.datasets download failed ({type(error).__name__})",
+                    f"and the keras.datasets download failed ({_brief(error)})",
                 )
             ) from None
         arrays = {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
@@ -285,7 +290,7 @@ def _cifar(name):
     try:
         (x_tr, y_tr), (x_te, y_te) = module.load_data()
     except Exception as error:
-        reason = f"the keras.datasets download needs internet and failed ({type(error).__name__})"
+        reason = f"the keras.datasets download needs internet and failed ({_brief(error)})"
         raise DatasetUnavailableError(unavailable_message(name, reason)) from None
     names = CIFAR10_CLASSES if name == "cifar10" else tuple(f"class_{c}" for c in range(100))
     return ImageData(

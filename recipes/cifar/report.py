@@ -41,7 +41,7 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def plot_report(history, monitor_rows, num_classes, path, title=None):
+def plot_report(history, monitor_rows, num_classes, path, title=None, validation_every=1):
     """Writes `report.png`: training curves and every collapse measure over epochs.
 
     Args:
@@ -50,6 +50,8 @@ def plot_report(history, monitor_rows, num_classes, path, title=None):
         num_classes: `C`, for the reference lines MIR*, HDR* = 0, log(C-1).
         path: output PNG path.
         title: figure title.
+        validation_every: `fit`'s `validation_freq`: `val_*` values exist for
+            every k-th epoch only.
     """
     import matplotlib
 
@@ -59,8 +61,14 @@ def plot_report(history, monitor_rows, num_classes, path, title=None):
     epochs = list(range(1, len(history["loss"]) + 1))
     checks = [row["epoch"] for row in monitor_rows]
 
+    validated = epochs[validation_every - 1 :: validation_every]
+
     def logged(*keys):
-        return {key: (epochs, history[key]) for key in keys if key in history}
+        return {
+            key: (validated if key.startswith("val_") else epochs, history[key])
+            for key in keys
+            if key in history
+        }
 
     def monitored(*keys, prefix="monitor "):
         return {prefix + key: (checks, [row[key] for row in monitor_rows]) for key in keys}

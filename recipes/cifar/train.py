@@ -120,6 +120,12 @@ def build_parser():
         "defined) or the test set",
     )
     out.add_argument("--monitor-every", type=int, default=1, help="monitor every k epochs")
+    out.add_argument(
+        "--validation-every",
+        type=int,
+        default=1,
+        help="evaluate on the test set every k epochs during training (always at the end)",
+    )
     out.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     out.add_argument("--output", help="output directory (default: outputs/<dataset>-<model>)")
     out.add_argument(
@@ -136,7 +142,7 @@ def resolve(args):
             setattr(args, key, value)
     if args.output is None:
         args.output = os.path.join("outputs", f"{args.dataset}-{args.model}")
-    positive = ("epochs", "batch_size", "monitor_per_class", "monitor_every")
+    positive = ("epochs", "batch_size", "monitor_per_class", "monitor_every", "validation_every")
     for key in positive:
         if getattr(args, key) < 1:
             raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
@@ -228,6 +234,7 @@ def main(argv=None):
         train,
         epochs=args.epochs,
         validation_data=test,
+        validation_freq=args.validation_every,
         callbacks=callbacks,
         verbose=args.verbose,
         shuffle=False,  # the tf.data pipeline reshuffles every epoch
@@ -244,6 +251,7 @@ def main(argv=None):
         images.num_classes,
         os.path.join(args.output, "report.png"),
         title=title,
+        validation_every=args.validation_every,
     )
     print(f"\n{title}: {args.epochs} epochs in {elapsed:.0f} s")
     print(report.format_table(rows))
