@@ -39,7 +39,7 @@ def test_parameter_counts_match_the_usual_ones(name, feature_dim, cifar10, cifar
 @pytest.mark.parametrize(
     "name, input_shape, width, feature_dim",
     [
-        ("resnet18", (28, 28, 1), 0.125, 64),
+        ("resnet18", (12, 12, 1), 0.125, 64),
         ("resnet34", (8, 8, 1), 0.0625, 32),
         ("resnet50", (16, 20, 3), 0.0625, 128),
         ("wrn28_2", (28, 28, 1), 0.25, 32),
@@ -124,3 +124,29 @@ def test_program_argument_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--dataset", "mnist"])
     assert "invalid choice: 'mnist'" in capsys.readouterr().err
+
+
+def test_schedule_is_linear_warmup_then_cosine_and_decay_is_coupled():
+    from recipes.data import ImageData
+
+    args = train.resolve(
+        train.build_parser().parse_args(
+            ["--epochs", "5", "--warmup-epochs", "1", "--batch-size", "10", "--lr", "0.2",
+             "--width", "0.0625", "--weight-decay", "1e-3", "--nesterov"]
+        )
+    )  # fmt: skip
+    x = np.zeros((40, 8, 8, 1), "float32")
+    images = ImageData("toy", x, np.arange(40) % 4, x[:4], np.arange(4), ("a", "b", "c", "d"))
+    model = train.build_model(args, images)
+    schedule = model.optimizer._learning_rate
+    steps, warmup = 4 * 5, 4  # 4 steps per epoch
+    expected = [
+        0.2 * (s + 1) / warmup if s < warmup
+        else 0.1 * (1 + np.cos(np.pi * (s - warmup) / (steps - warmup)))
+        for s in range(steps + 1)
+    ]  # fmt: skip
+    got = [float(to_numpy(schedule(s))) for s in range(steps + 1)]
+    np.testing.assert_allclose(got[warmup:], expected[warmup:], rtol=1e-5, atol=1e-7)
+    assert got[0] < got[1] < got[warmup] and got[warmup] == pytest.approx(0.2)
+    assert model.optimizer.nesterov and model.optimizer.momentum == 0.9
+    assert model.head.kernel_regularizer.l2 == pytest.approx(5e-4)
