@@ -40,6 +40,15 @@ DEFAULTS = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows `(default: ...)` unless the help text already says it or there is none."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m recipes.cifar",
@@ -47,7 +56,7 @@ def build_parser():
         "MIR, HDR, matrix entropies and NC1-NC4 against their Neural Collapse values. "
         "Without arguments: digits (bundled, offline) on a quarter-width ResNet-18, 30 epochs. "
         "The backend follows KERAS_BACKEND (tensorflow, jax, torch).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -56,18 +65,23 @@ def build_parser():
         choices=data_lib.DATASETS,
         help="dataset; offline: digits, fashion_mnist (Debian's dataset-fashion-mnist), folder",
     )
-    data.add_argument("--data-dir", help="image folder for --dataset folder")
+    data.add_argument("--data-dir", metavar="DIR", help="image folder for --dataset folder")
     data.add_argument(
         "--samples-per-class",
         type=int,
+        metavar="N",
         help="class-balanced training subset of this many images per class (default: all)",
     )
     data.add_argument(
-        "--image-size", type=int, help="resize images to this size (default: native size)"
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="resize images to this size (default: native size)",
     )
     data.add_argument(
         "--crop-padding",
         type=int,
+        metavar="N",
         help="random-crop padding in pixels, 0 to disable (default: image size / 8, at least 1)",
     )
     data.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
@@ -95,13 +109,24 @@ def build_parser():
         help="L2 weight decay of all kernels, as PyTorch's SGD weight_decay",
     )
     train.add_argument(
-        "--warmup-epochs", type=int, help="linear warm-up epochs (default: 2 digits, else 5)"
+        "--warmup-epochs",
+        type=int,
+        metavar="N",
+        help="linear warm-up epochs (default: 2 digits, else 5)",
     )
     train.add_argument(
-        "--mir-weight", type=float, default=0.0, help="weight of the MIR reward in the loss"
+        "--mir-weight",
+        type=float,
+        metavar="W",
+        default=0.0,
+        help="weight of the MIR reward in the loss",
     )
     train.add_argument(
-        "--hdr-weight", type=float, default=0.0, help="weight of the HDR penalty in the loss"
+        "--hdr-weight",
+        type=float,
+        metavar="W",
+        default=0.0,
+        help="weight of the HDR penalty in the loss",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed")
 
@@ -109,6 +134,7 @@ def build_parser():
     out.add_argument(
         "--monitor-per-class",
         type=int,
+        metavar="N",
         default=50,
         help="images per class of the CollapseMonitor's class-balanced subset",
     )
@@ -119,15 +145,21 @@ def build_parser():
         help="draw the monitored subset from the training set (where Neural Collapse is "
         "defined) or the test set",
     )
-    out.add_argument("--monitor-every", type=int, default=1, help="monitor every k epochs")
+    out.add_argument(
+        "--monitor-every", type=int, metavar="K", default=1, help="monitor every k epochs"
+    )
     out.add_argument(
         "--validation-every",
         type=int,
+        metavar="K",
         default=1,
-        help="evaluate on the test set every k epochs during training (always at the end)",
+        help="evaluate on the test set every k epochs during training (the final test "
+        "evaluation always runs)",
     )
     out.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
-    out.add_argument("--output", help="output directory (default: outputs/<dataset>-<model>)")
+    out.add_argument(
+        "--output", metavar="DIR", help="output directory (default: outputs/<dataset>-<model>)"
+    )
     out.add_argument(
         "--verbose", type=int, default=1, choices=(0, 1, 2), help="fit verbosity: 1 progress bar"
     )
