@@ -75,7 +75,7 @@ def dynamics(seed):
     lines = [
         "| measure | final | at collapse |",
         "|---|---:|---:|",
-        f"| training accuracy (last epoch, augmented batches) | {accuracy[-1]:.4f} | 1 |",
+        f"| training accuracy (last epoch) | {accuracy[-1]:.4f} | 1 |",
     ]
     for row in summary["table"]:
         target = "" if np.isnan(row["at_collapse"]) else f"{row['at_collapse']:.4f}"
