@@ -14,6 +14,7 @@ one run after another, with outputs under `outputs/experiments/`.
 """
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -62,15 +63,12 @@ def dynamics(seed):
     args = [*DYNAMICS, "--seed", str(seed), "--output", out]
     keras.backend.clear_session()
     summary = train.main(args)
-    shutil.copy(os.path.join(out, "report.png"), os.path.join(ROOT, "docs", "images"))
-    os.replace(
-        os.path.join(ROOT, "docs", "images", "report.png"),
+    shutil.copy(
+        os.path.join(out, "report.png"),
         os.path.join(ROOT, "docs", "images", "fashion_mnist_dynamics.png"),
     )
     with open(os.path.join(out, "history.csv")) as f:
-        header = f.readline().strip().split(",")
-        rows = [line.strip().split(",") for line in f]
-    accuracy = [float(row[header.index("accuracy")]) for row in rows]
+        accuracy = [float(row["accuracy"]) for row in csv.DictReader(f)]
     first_perfect = next((i + 1 for i, a in enumerate(accuracy) if a >= 1.0), None)
     lines = [
         "| measure | final | at collapse |",

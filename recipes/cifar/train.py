@@ -238,10 +238,10 @@ def main(argv=None):
         seed=args.seed,
     )
     test = data_lib.evaluation_dataset(images.x_test, images.y_test, 256)
-    source_x, source_y = (
-        (images.x_train, images.y_train) if args.monitor_on == "train" else (
-            images.x_test, images.y_test)
-    )  # fmt: skip
+    if args.monitor_on == "train":
+        source_x, source_y = images.x_train, images.y_train
+    else:
+        source_x, source_y = images.x_test, images.y_test
     subset = data_lib.balanced_subset(source_y, args.monitor_per_class, args.seed)
     monitor = CollapseMonitor(
         source_x[subset],
