@@ -44,7 +44,13 @@ class CollapseLoss(keras.losses.Loss):
                 f"{type(self).__name__} needs `features` (n, d) and `head_weights` (C, d); "
                 "use it inside CollapseClassifier.compile(loss=[...]) or pass them explicitly."
             )
-        return self.compute(nc_ops._label_vector(y_true, "y_true"), features, head_weights)
+        features = keras.ops.convert_to_tensor(features)
+        head_weights = keras.ops.convert_to_tensor(head_weights)
+        if len(features.shape) == 2 and len(head_weights.shape) == 2 and head_weights.shape[0]:
+            nc_ops._check_labels(
+                y_true, head_weights.shape[0], name="y_true", num_samples=features.shape[0]
+            )
+        return self.compute(y_true, features, head_weights)
 
     def call(self, y_true, y_pred):
         raise NotImplementedError(

@@ -46,9 +46,8 @@ class CollapseStep:
         key = (bool(center), float(alpha))
         if key not in self._ratios:
             head = _head(self.head_weights, "MIR/HDR")
-            k_z, k_w = nc_ops.sample_head_grams(
-                self.features, _labels(self.y_true), head, center=center
-            )
+            _check_y_true(self.y_true, head.shape[0], self.features)
+            k_z, k_w = nc_ops.sample_head_grams(self.features, self.y_true, head, center=center)
             self._ratios[key] = nc_ops.information_ratios(k_z, k_w, alpha=alpha)
         return self._ratios[key]
 
@@ -56,9 +55,10 @@ class CollapseStep:
         """`keras_nc.ops.class_statistics` of the step, computed once per setting."""
         key = (int(num_classes), bool(second_moment))
         if key not in self._class_statistics:
+            _check_y_true(self.y_true, num_classes, self.features)
             self._class_statistics[key] = nc_ops.class_statistics(
                 self.features,
-                _labels(self.y_true),
+                self.y_true,
                 num_classes,
                 sample_weight=self.sample_weight,
                 second_moment=second_moment,
@@ -85,8 +85,16 @@ class CollapseMetric(keras.metrics.Metric):
         """Creates size-dependent state (no-op unless the metric accumulates per class)."""
 
 
-def _labels(y_true):
-    return nc_ops._label_vector(y_true, "y_true")
+def _check_y_true(y_true, num_classes, features):
+    """Clear errors that name `y_true` (the ops, called next, name it `labels`)."""
+    features = _features(features)
+    nc_ops._check_labels(y_true, num_classes, name="y_true", num_samples=features.shape[0])
+
+
+def _features(features):
+    features = ops.convert_to_tensor(features)
+    nc_ops._check_rank(features, "features", 2, "(n, d)")
+    return features
 
 
 def _head(head_weights, name):
@@ -177,6 +185,7 @@ class MatrixEntropy(_BatchMean):
             )
             self._accumulate(value, 1.0)
             return
+        features = _features(features)
         value = nc_ops.feature_entropy(
             features, center=self.center, alpha=self.alpha, normalize=self.normalize
         )
@@ -230,7 +239,7 @@ class _ClassStatistics(CollapseMetric):
         self._built_for = True
 
     def _accumulate_stats(self, y_true, features, head_weights, sample_weight, step=None):
-        features = ops.convert_to_tensor(features)
+        features = _features(features)
         if not self._built_for:
             head = ops.convert_to_tensor(head_weights) if head_weights is not None else None
             num_classes = self.num_classes or (head.shape[0] if head is not None else None)

@@ -15,6 +15,14 @@ Numerics, in one place:
 - Rows are normalised by `max(||z||, eps)`: zero rows stay zero and keep finite
   gradients.
 - Degenerate denominators return documented, finite values (see `mir`, `hdr`).
+- Bad input: shapes, ranks and dtypes are checked whenever a function is
+  called. Values (NaN or infinite entries, labels outside `[0, C)`, fractional
+  float labels) raise a `ValueError` naming the argument in eager calls. Inside
+  a compiled function (`jax.jit`, `tf.function`, the train step of `fit` on
+  TensorFlow and JAX) no data-dependent error can be raised: there the results
+  that depend on the bad values are NaN, the same signal a diverged loss gives
+  (`keras.callbacks.TerminateOnNaN` stops on it), and the inputs are sanitised
+  first so that no backend kernel fails on them.
 """
 
 import math
@@ -98,6 +106,69 @@ def _check_alpha(alpha):
     return float(alpha)
 
 
+def _is_concrete(x):
+    """Whether the values of `x` are known now, so a data-dependent check can raise.
+
+    False while a function is traced for compilation (`jax.jit`, `tf.function`,
+    `torch.compile`) and for symbolic `keras.KerasTensor`s.
+    """
+    if isinstance(x, keras.KerasTensor):
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return True
+
+
+def _check_finite(x, name):
+    """Raises a `ValueError` naming `name` when eager `x` holds NaN or inf values."""
+    if not _is_concrete(x):
+        return
+    bad = int(ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "int32")))
+    if bad:
+        raise ValueError(
+            f"`{name}` must hold finite numbers; received {bad} NaN or infinite value(s) "
+            f"in a tensor of shape {tuple(x.shape)}. Non-finite features usually mean "
+            "that training diverged (check the learning rate and the loss)."
+        )
+
+
+def _all_finite(x, axis=None):
+    return ops.all(ops.isfinite(x), axis=axis)
+
+
+def _nan_where_not(ok, value):
+    """`value` where `ok`, NaN elsewhere (the compiled-mode signal of bad input)."""
+    return ops.where(ok, value, float("nan"))
+
+
+def _check_rank(x, name, rank, layout):
+    shape = tuple(x.shape)
+    if len(shape) != rank:
+        raise ValueError(f"`{name}` must have shape {layout}; received shape {shape}.")
+    return shape
+
+
+def _check_width(x, name, width, other):
+    """Static check that the last dimension of `x` equals `width` (that of `other`)."""
+    d = x.shape[-1]
+    if d is not None and width is not None and d != width:
+        raise ValueError(
+            f"`{name}` must have {width} columns, the width of `{other}`; "
+            f"received shape {tuple(x.shape)}."
+        )
+
+
 def _log_n(n, name):
     """`log(n)` for normalisation; `n` is a static int or a scalar tensor."""
     if isinstance(n, int):
@@ -120,7 +191,8 @@ def _ratio_of_entropies(numerator, denominator, k):
     log_n = math.log(max(n, 2)) if isinstance(n, int) else ops.log(ops.cast(n, k.dtype))
     floor = _ENTROPY_FLOOR[_dtype_name(k)] * log_n
     ok = denominator > floor
-    return ops.where(ok, numerator / ops.where(ok, denominator, 1.0), 0.0)
+    value = ops.where(ok, numerator / ops.where(ok, denominator, 1.0), 0.0)
+    return _nan_where_not(ops.logical_not(ops.isnan(numerator) | ops.isnan(denominator)), value)
 
 
 def _normalize_rows(x, eps):
@@ -129,9 +201,10 @@ def _normalize_rows(x, eps):
     return x * ops.rsqrt(_maximum(sq, eps * eps))
 
 
-def _prepare_features(x, center, mean, eps):
+def _prepare_features(x, center, mean, eps, name="x"):
     x = _as_float(x)
-    _check_matrix(x, "x", square=False)
+    _check_matrix(x, name, square=False)
+    _check_finite(x, name)
     if mean is not None:
         mean = ops.cast(ops.convert_to_tensor(mean), x.dtype)
         x = x - ops.expand_dims(mean, -2)
@@ -197,12 +270,24 @@ def _eigenvalues(k):
 
 
 def _entropy_of_psd(k, alpha, trace=None):
-    """Entropy of a batch of PSD matrices (..., m, m) with the given traces."""
+    """Entropy of a batch of PSD matrices (..., m, m) with the given traces.
+
+    Empty matrices (m = 0) have entropy 0. Matrices with non-finite entries
+    (or a non-finite trace) get NaN; they are replaced by zeros before `eigh`,
+    which fails or hangs on them in some backends.
+    """
     if trace is None:
         trace = _trace(k)
+    if k.shape[-1] == 0:
+        return ops.zeros(tuple(k.shape)[:-2], dtype=k.dtype)
+    finite = _all_finite(k, axis=(-2, -1)) & ops.isfinite(trace)
+    k = ops.where(ops.expand_dims(ops.expand_dims(finite, -1), -1), k, 0.0)
+    trace = ops.where(finite, trace, 0.0)
     if alpha == 2.0:
-        return _renyi2_entropy(k, trace)
-    return _entropy_from_spectrum(_eigenvalues(k), trace, alpha)
+        entropy = _renyi2_entropy(k, trace)
+    else:
+        entropy = _entropy_from_spectrum(_eigenvalues(k), trace, alpha)
+    return _nan_where_not(finite, entropy)
 
 
 # --------------------------------------------------------------------------- #
@@ -255,9 +340,11 @@ def matrix_entropy(k, alpha=1.0, normalize=False):
 
     `0 <= H <= log n`; `H = log n` iff `k` is proportional to the identity and
     `H = 0` iff `k` has rank 1. Defined values for edge cases: an all-zero
-    matrix has entropy 0; eigenvalues below `1.2e-7 * max eigenvalue` (float32
-    machine epsilon; `2e-15` in float64) count as zeros, so rank-deficient
-    matrices give finite values and finite gradients. Orders `alpha < 1` weigh
+    matrix and an empty `0 x 0` one have entropy 0; eigenvalues below
+    `1.2e-7 * max eigenvalue` (float32 machine epsilon; `2e-15` in float64)
+    count as zeros, so rank-deficient matrices give finite values and finite
+    gradients. Non-finite entries raise a `ValueError` in eager calls and give
+    NaN inside compiled functions (see the module notes). Orders `alpha < 1` weigh
     tiny eigenvalues heavily and are the most sensitive to this round-off.
 
     Args:
@@ -279,6 +366,7 @@ def matrix_entropy(k, alpha=1.0, normalize=False):
     alpha = _check_alpha(alpha)
     k = _as_float(k)
     shape = _check_matrix(k, "k", square=True)
+    _check_finite(k, "k")
     entropy = _entropy_of_psd(k, alpha)
     if normalize:
         n = shape[-1] if shape[-1] is not None else ops.shape(k)[-1]
@@ -352,6 +440,8 @@ def _validated_pair(k1, k2):
     _check_matrix(k1, "k1", square=True)
     _check_matrix(k2, "k2", square=True)
     _check_same_shape(k1, k2)
+    _check_finite(k1, "k1")
+    _check_finite(k2, "k2")
     if _dtype_name(k1) != _dtype_name(k2):
         k1, k2 = ops.cast(k1, "float64"), ops.cast(k2, "float64")
     return k1, k2
@@ -483,24 +573,82 @@ def hdr(k1, k2, alpha=1.0):
 # --------------------------------------------------------------------------- #
 
 
-def _label_vector(labels, name="labels"):
-    """Integer class indices of shape (n,) from (n,) or (n, 1) input; clear error otherwise."""
-    labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) == 2 and labels.shape[-1] == 1:
-        labels = ops.squeeze(labels, -1)
-    if len(labels.shape) != 1:
-        raise ValueError(
-            f"`{name}` must hold integer class indices of shape (n,) or (n, 1); received "
-            f"shape {tuple(labels.shape)}. For one-hot labels pass their argmax."
-        )
-    return ops.cast(labels, "int32")
+def _check_labels(labels, num_classes, name="labels", num_samples=None):
+    """Validated integer class indices `(n,)` and a scalar "all valid" flag.
 
-
-def _check_labels(labels, num_classes):
-    labels = _label_vector(labels)
+    Accepts integer (or integral float) indices of shape `(n,)` or `(n, 1)`, and
+    one-hot or soft labels of shape `(n, num_classes)` (reduced to their argmax).
+    Shapes are checked always; values (outside `[0, num_classes)`, fractional)
+    raise in eager calls. Returns the indices clipped into range, so that no
+    gather or one-hot fails inside a compiled function, and a boolean flag that
+    is False when some value was invalid (callers then return NaN).
+    """
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive integer; received {num_classes!r}.")
-    return labels
+    try:
+        labels = ops.convert_to_tensor(labels)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`{name}` must be a tensor of integer class indices; received {type(labels).__name__} "
+            f"that does not convert to a numeric tensor ({error})."
+        ) from error
+    shape = tuple(labels.shape)
+    if len(shape) == 2 and shape[-1] == 1:
+        labels = ops.squeeze(labels, -1)
+    elif len(shape) == 2 and shape[-1] == num_classes:
+        labels = ops.argmax(labels, axis=-1)  # one-hot or soft labels
+    if len(labels.shape) != 1:
+        raise ValueError(
+            f"`{name}` must hold integer class indices of shape (n,) or (n, 1), or one-hot "
+            f"rows of shape (n, {num_classes}); received shape {shape}."
+        )
+    if num_samples is not None and labels.shape[0] is not None and labels.shape[0] != num_samples:
+        raise ValueError(
+            f"`{name}` must hold one label per row of the features ({num_samples}); "
+            f"received {labels.shape[0]} labels."
+        )
+    dtype = _dtype_name(labels)
+    if dtype == "bool":
+        labels = ops.cast(labels, "int32")
+    elif "float" in dtype:
+        labels = ops.cast(labels, "float32")
+        integral = ops.all(ops.floor(labels) == labels)
+        if _is_concrete(labels) and not bool(integral):
+            raise ValueError(
+                f"`{name}` must hold integer class indices; received fractional values in a "
+                f"float tensor of dtype {dtype}."
+            )
+    elif "int" not in dtype:
+        raise ValueError(
+            f"`{name}` must be a tensor of integer class indices; received dtype {dtype}."
+        )
+    in_range = ops.all((labels >= 0) & (labels < num_classes))
+    if _is_concrete(labels) and not bool(in_range):
+        low, high = ops.convert_to_numpy(ops.min(labels)), ops.convert_to_numpy(ops.max(labels))
+        raise ValueError(
+            f"`{name}` must hold class indices in [0, {num_classes}); received values from "
+            f"{low} to {high}."
+        )
+    valid = in_range & integral if "float" in dtype else in_range
+    labels = ops.cast(ops.clip(labels, 0, num_classes - 1), "int32")
+    return labels, valid
+
+
+def _check_features(features, name="features"):
+    features = _as_float(features)
+    _check_rank(features, name, 2, "(n, d)")
+    _check_finite(features, name)
+    return features
+
+
+def _check_head(head_weights, features, name="head_weights"):
+    head = _as_float(head_weights)
+    _check_rank(head, name, 2, "(num_classes, d)")
+    _check_width(head, name, features.shape[-1], "features")
+    _check_finite(head, name)
+    if head.shape[0] is None:
+        raise ValueError(f"`{name}` must have a static number of rows (num_classes).")
+    return head
 
 
 def class_statistics(features, labels, num_classes, sample_weight=None, second_moment=True):
@@ -512,7 +660,8 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
 
     Args:
         features: `(n, d)` features.
-        labels: `(n,)` integer labels in `[0, num_classes)`.
+        labels: `(n,)` integer labels in `[0, num_classes)` (or `(n, 1)`, or
+            one-hot `(n, num_classes)`).
         num_classes: number of classes `C`.
         sample_weight: optional `(n,)` non-negative weights (default 1).
         second_moment: also return the `(d, d)` second moment (only NC1 needs
@@ -521,7 +670,9 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
     Returns:
         A dict of tensors: `counts` `(C,)`, `sums` `(C, d)`, `sq_norms` `(C,)`
         (per-class sums of `||z||^2`) and, when asked, `second_moment` `(d, d)`
-        (sum of `z z^T` over all samples).
+        (sum of `z z^T` over all samples). An empty batch gives zeros. Labels
+        outside `[0, C)` raise in eager calls and make every statistic NaN
+        inside compiled functions.
 
     Example:
 
@@ -531,21 +682,40 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
     >>> stats["counts"]  # doctest: +SKIP
     [2., 1., 1.]
     """
-    features = _as_float(features)
-    _check_matrix(features, "features", square=False)
-    labels = _check_labels(labels, num_classes)
+    features = _check_features(features)
+    labels, valid = _check_labels(labels, num_classes, num_samples=features.shape[0])
     one_hot = ops.one_hot(labels, num_classes, dtype=features.dtype)  # (n, C)
     if sample_weight is not None:
-        one_hot = one_hot * ops.expand_dims(ops.cast(sample_weight, features.dtype), -1)
+        weight = _check_sample_weight(sample_weight, features.shape[0])
+        one_hot = one_hot * ops.expand_dims(ops.cast(weight, features.dtype), -1)
+    # Invalid labels in a compiled step make every statistic NaN (eager calls raise).
+    poison = ops.where(valid, 0.0, float("nan"))
     stats = {
-        "counts": ops.sum(one_hot, axis=0),
-        "sums": ops.matmul(ops.transpose(one_hot), features),
-        "sq_norms": ops.matmul(ops.transpose(one_hot), ops.sum(ops.square(features), axis=-1)),
+        "counts": ops.sum(one_hot, axis=0) + poison,
+        "sums": ops.matmul(ops.transpose(one_hot), features) + poison,
+        "sq_norms": ops.matmul(ops.transpose(one_hot), ops.sum(ops.square(features), axis=-1))
+        + poison,
     }
     if second_moment:
         weights = ops.sum(one_hot, axis=-1, keepdims=True)  # (n, 1)
-        stats["second_moment"] = ops.matmul(ops.transpose(features * weights), features)
+        stats["second_moment"] = ops.matmul(ops.transpose(features * weights), features) + poison
     return stats
+
+
+def _check_sample_weight(sample_weight, num_samples):
+    weight = _as_float(sample_weight)
+    if len(weight.shape) == 2 and weight.shape[-1] == 1:
+        weight = ops.squeeze(weight, -1)
+    if len(weight.shape) != 1 or (
+        num_samples is not None and weight.shape[0] not in (None, num_samples)
+    ):
+        raise ValueError(
+            f"`sample_weight` must have shape (n,) with n = {num_samples}, one weight per "
+            f"sample; received shape {tuple(ops.shape(sample_weight))}."
+        )
+    if _is_concrete(weight) and not bool(ops.all(ops.isfinite(weight) & (weight >= 0))):
+        raise ValueError("`sample_weight` must hold finite, non-negative numbers.")
+    return weight
 
 
 def class_means(counts, sums):
@@ -557,16 +727,18 @@ def class_means(counts, sums):
 
     Returns:
         A tuple `(means, global_mean, present)`: `(C, d)`, `(d,)` and a `(C,)`
-        boolean mask of the classes with a positive count.
+        boolean mask of the classes with a positive count. Non-finite
+        statistics (from a compiled step that saw bad input) give NaN means.
     """
     counts, sums = _as_float(counts), _as_float(sums)
+    finite = _all_finite(counts) & _all_finite(sums)
     present = counts > 0
     safe = ops.where(present, counts, 1.0)
     means = sums / ops.expand_dims(safe, -1)
     means = ops.where(ops.expand_dims(present, -1), means, 0.0)
     total = ops.sum(counts)
     global_mean = ops.sum(sums, axis=0) / ops.where(total > 0, total, 1.0)
-    return means, global_mean, present
+    return _nan_where_not(finite, means), _nan_where_not(finite, global_mean), present
 
 
 def class_pairing_grams(counts, sums, head_weights, center=True):
@@ -583,17 +755,23 @@ def class_pairing_grams(counts, sums, head_weights, center=True):
         center: centre the class means by the global mean.
 
     Returns:
-        `(K_M, K_W)`, two `(C, C)` Gram matrices for `mir`/`hdr`.
+        `(K_M, K_W)`, two `(C, C)` Gram matrices for `mir`/`hdr`; NaN when the
+        statistics or the head hold non-finite values.
     """
     means, global_mean, present = class_means(counts, sums)
     head = _as_float(head_weights)
+    _check_rank(head, "head_weights", 2, "(num_classes, d)")
+    head = _nan_where_not(_all_finite(head), head)
     mask = ops.expand_dims(ops.cast(present, means.dtype), -1)
     centred = (means - global_mean) * mask if center else means
     return gram(centred), gram(head * mask)
 
 
 def _pinv_psd(a, rtol):
-    """Pseudo-inverse of a symmetric PSD matrix via `eigh` (small eigenvalues cut)."""
+    """Pseudo-inverse of a symmetric PSD matrix via `eigh` (small eigenvalues cut).
+
+    Callers pass finite matrices (`neural_collapse_measures` sanitises first).
+    """
     w, v = ops.eigh(a)  # 2-D: no batched kernel (see _eigenvalues)
     keep = w > rtol * ops.max(w)
     inv = ops.where(keep, 1.0 / ops.where(keep, w, 1.0), 0.0)
@@ -618,8 +796,11 @@ def neural_collapse_measures(statistics, head_weights=None):
     - `self_duality` (NC3, needs `head_weights`):
       `|| W / ||W||_F - M / ||M||_F ||_F^2` over the classes present.
 
-    All are 0 at Neural Collapse. With fewer than two classes present the
-    measures that need two classes are 0.
+    All are 0 at Neural Collapse. With fewer than two classes present (a
+    single-class or empty epoch) the measures are 0. When all centred class
+    means are zero (e.g. all-zero features) `etf_error` is 1, the distance of
+    the zero matrix from the normalised ETF, and the others are 0. Non-finite statistics or
+    head rows (a compiled step that saw bad input) give NaN.
 
     Args:
         statistics: a dict from `class_statistics` (or sums of several).
@@ -628,9 +809,20 @@ def neural_collapse_measures(statistics, head_weights=None):
     Returns:
         A dict of scalar tensors.
     """
-    counts = _as_float(statistics["counts"])
-    sums = _as_float(statistics["sums"])
-    sq_norms = _as_float(statistics["sq_norms"])
+    # Non-finite statistics (a compiled step saw bad input) give NaN measures;
+    # they are zeroed first so that the pseudo-inverse's `eigh` never sees them.
+    names = ["counts", "sums", "sq_norms"] + (
+        ["second_moment"] if "second_moment" in statistics else []
+    )
+    arrays = {name: _as_float(statistics[name]) for name in names}
+    if head_weights is not None:
+        arrays["head_weights"] = _as_float(head_weights)
+    finite = None
+    for value in arrays.values():
+        ok = _all_finite(value)
+        finite = ok if finite is None else finite & ok
+    arrays = {name: ops.where(finite, value, 0.0) for name, value in arrays.items()}
+    counts, sums, sq_norms = arrays["counts"], arrays["sums"], arrays["sq_norms"]
     means, global_mean, present = class_means(counts, sums)
     mask = ops.cast(present, means.dtype)
     num_present = ops.sum(mask)
@@ -646,7 +838,7 @@ def neural_collapse_measures(statistics, head_weights=None):
         # NC1 in the C x C space: tr(Sigma_W (M^T M)^+) with
         # (M^T M)^+ = M^T (M M^T)^{+2} M and
         # M Sigma_W M^T = (M S2 M^T - (M mu^T) diag(N) (mu M^T)) / N, S2 = sum z z^T.
-        second = _as_float(statistics["second_moment"])
+        second = arrays["second_moment"]
         m_mu = ops.matmul(centred, ops.transpose(means))  # (C, C)
         sigma_w_proj = (
             ops.matmul(ops.matmul(centred, second), ops.transpose(centred))
@@ -695,14 +887,14 @@ def neural_collapse_measures(statistics, head_weights=None):
 
     result.update(cdnv=cdnv, etf_error=etf, equinorm=equinorm)
     if head_weights is not None:
-        head = _as_float(head_weights) * ops.expand_dims(mask, -1)
+        head = arrays["head_weights"] * ops.expand_dims(mask, -1)
         w_norm = ops.sqrt(ops.sum(ops.square(head)))
         m_norm = ops.sqrt(ops.sum(ops.square(centred)))
         diff = head / ops.where(w_norm > 0, w_norm, 1.0) - centred / ops.where(
             m_norm > 0, m_norm, 1.0
         )
         result["self_duality"] = ops.where(two_or_more, ops.sum(ops.square(diff)), 0.0)
-    return result
+    return {name: _nan_where_not(finite, value) for name, value in result.items()}
 
 
 def ncc_agreement(features, logits, means, present=None):
@@ -716,15 +908,24 @@ def ncc_agreement(features, logits, means, present=None):
 
     Returns:
         A scalar tensor in `[0, 1]` (1 at Neural Collapse); 0 for an empty batch.
+        Non-finite features or logits raise in eager calls and give NaN inside
+        compiled functions, as do non-finite means.
     """
-    features, means = _as_float(features), _as_float(means)
+    features = _check_features(features)
     logits = _as_float(logits)
+    _check_rank(logits, "logits", 2, "(n, num_classes)")
+    _check_finite(logits, "logits")
+    means = _as_float(means)
+    _check_rank(means, "means", 2, "(num_classes, d)")
+    _check_width(means, "means", features.shape[-1], "features")
+    finite = _all_finite(features) & _all_finite(logits) & _all_finite(means)
+    features, logits, means = (ops.where(finite, x, 0.0) for x in (features, logits, means))
     dist = ops.sum(ops.square(means), axis=-1) - 2.0 * ops.matmul(features, ops.transpose(means))
     if present is not None:
         dist = ops.where(ops.expand_dims(present, 0), dist, float("inf"))
     agree = ops.cast(ops.argmin(dist, axis=-1) == ops.argmax(logits, axis=-1), features.dtype)
     n = ops.cast(ops.shape(features)[0], features.dtype)
-    return ops.sum(agree) / _maximum(n, ops.ones_like(n))
+    return _nan_where_not(finite, ops.sum(agree) / _maximum(n, ops.ones_like(n)))
 
 
 def sample_head_grams(features, labels, head_weights, center=True, mean=None):
@@ -735,18 +936,20 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None):
 
     Args:
         features: `(n, d)` features.
-        labels: `(n,)` integer labels.
+        labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
         head_weights: `(C, d)` classifier rows (a `Dense` kernel transposed).
         center: centre the features by the batch mean.
         mean: explicit feature mean to subtract instead.
 
     Returns:
-        `(K_Z, K_W)`, two `(n, n)` Gram matrices.
+        `(K_Z, K_W)`, two `(n, n)` Gram matrices. Labels outside `[0, C)` raise
+        in eager calls and make `K_W` NaN inside compiled functions.
     """
-    head = _as_float(head_weights)
-    _check_matrix(head, "head_weights", square=False)
-    labels = _check_labels(labels, head.shape[0] or 1)
-    return gram(features, center=center, mean=mean), gram(ops.take(head, labels, axis=0))
+    features = _check_features(features)
+    head = _check_head(head_weights, features)
+    labels, valid = _check_labels(labels, head.shape[0], num_samples=features.shape[0])
+    k_w = gram(ops.take(head, labels, axis=0))
+    return gram(features, center=center, mean=mean), _nan_where_not(valid, k_w)
 
 
 def cma_entropy(features, anchors, labels, eps=1e-6):
@@ -773,14 +976,21 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
         eps: row-norm floor (see `gram`).
 
     Returns:
-        A scalar tensor in `[0, 1]`; 0 for an empty batch.
+        A scalar tensor in `[0, 1]`; 0 for an empty batch. Non-finite inputs
+        and labels outside `[0, C)` raise in eager calls and give NaN inside
+        compiled functions.
     """
-    features = _prepare_features(features, False, None, eps)
-    anchors = _normalize_rows(_as_float(anchors), eps)
-    _check_matrix(anchors, "anchors", square=False)
+    features = _check_features(features)
+    anchors = _check_head(anchors, features, name="anchors")
     num_classes = anchors.shape[0]
-    labels = _check_labels(labels, num_classes)
     n = features.shape[0]
+    labels, valid = _check_labels(labels, num_classes, num_samples=n)
+    if n == 0:
+        return ops.zeros((), dtype=features.dtype)
+    # Compiled steps: non-finite inputs or invalid labels give NaN (eager raises).
+    valid = valid & _all_finite(features) & _all_finite(anchors)
+    features = _normalize_rows(ops.where(valid, features, 0.0), eps)
+    anchors = _normalize_rows(ops.where(valid, anchors, 0.0), eps)
     slots = num_classes if n is None else min(num_classes, n)
     dtype = features.dtype
 
@@ -832,4 +1042,4 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     log_m = ops.log(ops.where(group_size >= 2, group_size, 2.0))
     normalized = ops.where(has_mass, entropy / log_m, 0.0) * slot_valid
     num_valid = ops.sum(slot_valid)
-    return ops.sum(normalized) / ops.where(num_valid > 0, num_valid, 1.0)
+    return _nan_where_not(valid, ops.sum(normalized) / ops.where(num_valid > 0, num_valid, 1.0))

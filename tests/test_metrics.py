@@ -151,7 +151,7 @@ def test_metric_errors_are_clear(rng, head):
     with pytest.raises(ValueError, match="`of` must be"):
         metrics.MatrixEntropy(of="logits")
     with pytest.raises(ValueError, match="`y_true` must hold integer class indices"):
-        metrics.MIR().update_state(np.eye(C)[y], features=z, head_weights=head)
+        metrics.MIR().update_state(np.eye(C + 1)[y], features=z, head_weights=head)
 
 
 @pytest.mark.parametrize(
