@@ -26,13 +26,29 @@ def _check_weight(value, name, positive=False):
     return float(value)
 
 
+def _scale_for_replicas(value):
+    """Divides by the replicas in sync under a `tf.distribute` strategy, as Keras losses do.
+
+    Each replica's loss is `1/num_replicas` of its batch term and the gradients
+    are summed across replicas, so the step optimises the mean over replicas.
+    Only TensorFlow's strategies compute losses per replica: a no-op elsewhere.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return value if replicas == 1 else value / replicas
+
+
 class CollapseLoss(keras.losses.Loss):
     """Base class of the losses computed from labels, features and head rows.
 
     Subclasses implement `compute(y_true, features, head_weights)`, returning
     a scalar. Calling the loss returns that value (already multiplied by its
-    weight); `sample_weight` is accepted and ignored (these are batch-level
-    quantities).
+    weight; under a `tf.distribute` strategy divided by the number of replicas,
+    like every Keras loss); `sample_weight` is accepted and ignored (these are
+    batch-level quantities).
     """
 
     def compute(self, y_true, features, head_weights):
@@ -50,7 +66,7 @@ class CollapseLoss(keras.losses.Loss):
             nc_ops._check_labels(
                 y_true, head_weights.shape[0], name="y_true", num_samples=features.shape[0]
             )
-        return self.compute(y_true, features, head_weights)
+        return _scale_for_replicas(self.compute(y_true, features, head_weights))
 
     def call(self, y_true, y_pred):
         raise NotImplementedError(

@@ -235,7 +235,10 @@ class _ClassStatistics(CollapseMetric):
             self.second_moment = self.add_variable(
                 shape=(d, d), initializer="zeros", name="second_moment"
             )
-        self.head = self.add_variable(shape=(c, d), initializer="zeros", name="head")
+        # Every replica assigns the same rows: read the first, not their sum.
+        self.head = self.add_variable(
+            shape=(c, d), initializer="zeros", name="head", aggregation="only_first_replica"
+        )
         self._built_for = True
 
     def _accumulate_stats(self, y_true, features, head_weights, sample_weight, step=None):

@@ -132,7 +132,7 @@ def _is_concrete(x):
 
 def _check_finite(x, name):
     """Raises a `ValueError` naming `name` when eager `x` holds NaN or inf values."""
-    if not _is_concrete(x):
+    if not _is_concrete(x) or bool(ops.all(ops.isfinite(x))):
         return
     bad = int(ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "int32")))
     if bad:
@@ -147,9 +147,17 @@ def _all_finite(x, axis=None):
     return ops.all(ops.isfinite(x), axis=axis)
 
 
+def _traced_finite(x, axis=None):
+    """`_all_finite(x, axis)` while tracing; None for eager `x`, already validated."""
+    return None if _is_concrete(x) else _all_finite(x, axis)
+
+
 def _nan_where_not(ok, value):
-    """`value` where `ok`, NaN elsewhere (the compiled-mode signal of bad input)."""
-    return ops.where(ok, value, float("nan"))
+    """`value` where `ok`, NaN elsewhere (the compiled-mode signal of bad input).
+
+    `ok=None` (eager input, validated at the entry point) returns `value`.
+    """
+    return value if ok is None else ops.where(ok, value, float("nan"))
 
 
 def _check_rank(x, name, rank, layout):
@@ -192,6 +200,8 @@ def _ratio_of_entropies(numerator, denominator, k):
     floor = _ENTROPY_FLOOR[_dtype_name(k)] * log_n
     ok = denominator > floor
     value = ops.where(ok, numerator / ops.where(ok, denominator, 1.0), 0.0)
+    if _is_concrete(value):  # eager inputs were validated: no NaN to pass on
+        return value
     return _nan_where_not(ops.logical_not(ops.isnan(numerator) | ops.isnan(denominator)), value)
 
 
@@ -201,16 +211,20 @@ def _normalize_rows(x, eps):
     return x * ops.rsqrt(_maximum(sq, eps * eps))
 
 
+def _centred(x, center, mean):
+    if mean is not None:
+        mean = ops.cast(ops.convert_to_tensor(mean), x.dtype)
+        return x - ops.expand_dims(mean, -2)
+    if center:
+        return x - ops.mean(x, axis=-2, keepdims=True)
+    return x
+
+
 def _prepare_features(x, center, mean, eps, name="x"):
     x = _as_float(x)
     _check_matrix(x, name, square=False)
     _check_finite(x, name)
-    if mean is not None:
-        mean = ops.cast(ops.convert_to_tensor(mean), x.dtype)
-        x = x - ops.expand_dims(mean, -2)
-    elif center:
-        x = x - ops.mean(x, axis=-2, keepdims=True)
-    return _normalize_rows(x, eps)
+    return _normalize_rows(_centred(x, center, mean), eps)
 
 
 def _entropy_from_spectrum(eigenvalues, trace, alpha):
@@ -280,9 +294,11 @@ def _entropy_of_psd(k, alpha, trace=None):
         trace = _trace(k)
     if k.shape[-1] == 0:
         return ops.zeros(tuple(k.shape)[:-2], dtype=k.dtype)
-    finite = _all_finite(k, axis=(-2, -1)) & ops.isfinite(trace)
-    k = ops.where(ops.expand_dims(ops.expand_dims(finite, -1), -1), k, 0.0)
-    trace = ops.where(finite, trace, 0.0)
+    finite = _traced_finite(k, axis=(-2, -1))
+    if finite is not None:
+        finite = finite & ops.isfinite(trace)
+        k = ops.where(ops.expand_dims(ops.expand_dims(finite, -1), -1), k, 0.0)
+        trace = ops.where(finite, trace, 0.0)
     if alpha == 2.0:
         entropy = _renyi2_entropy(k, trace)
     else:
@@ -918,8 +934,10 @@ def ncc_agreement(features, logits, means, present=None):
     means = _as_float(means)
     _check_rank(means, "means", 2, "(num_classes, d)")
     _check_width(means, "means", features.shape[-1], "features")
-    finite = _all_finite(features) & _all_finite(logits) & _all_finite(means)
-    features, logits, means = (ops.where(finite, x, 0.0) for x in (features, logits, means))
+    finite = _traced_finite(features)
+    if finite is not None or not bool(_all_finite(means)):
+        finite = _all_finite(features) & _all_finite(logits) & _all_finite(means)
+        features, logits, means = (ops.where(finite, x, 0.0) for x in (features, logits, means))
     dist = ops.sum(ops.square(means), axis=-1) - 2.0 * ops.matmul(features, ops.transpose(means))
     if present is not None:
         dist = ops.where(ops.expand_dims(present, 0), dist, float("inf"))
@@ -948,8 +966,12 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None):
     features = _check_features(features)
     head = _check_head(head_weights, features)
     labels, valid = _check_labels(labels, head.shape[0], num_samples=features.shape[0])
-    k_w = gram(ops.take(head, labels, axis=0))
-    return gram(features, center=center, mean=mean), _nan_where_not(valid, k_w)
+    if _is_concrete(labels):
+        valid = None  # eager: validated above
+    zhat = _normalize_rows(_centred(features, center, mean), 1e-6)
+    what = _normalize_rows(ops.take(head, labels, axis=0), 1e-6)
+    k_z = ops.matmul(zhat, ops.transpose(zhat))
+    return k_z, _nan_where_not(valid, ops.matmul(what, ops.transpose(what)))
 
 
 def cma_entropy(features, anchors, labels, eps=1e-6):
@@ -988,9 +1010,12 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     if n == 0:
         return ops.zeros((), dtype=features.dtype)
     # Compiled steps: non-finite inputs or invalid labels give NaN (eager raises).
-    valid = valid & _all_finite(features) & _all_finite(anchors)
-    features = _normalize_rows(ops.where(valid, features, 0.0), eps)
-    anchors = _normalize_rows(ops.where(valid, anchors, 0.0), eps)
+    if _is_concrete(features):
+        valid = None  # eager: validated above
+    else:
+        valid = valid & _all_finite(features) & _all_finite(anchors)
+        features, anchors = ops.where(valid, features, 0.0), ops.where(valid, anchors, 0.0)
+    features, anchors = _normalize_rows(features, eps), _normalize_rows(anchors, eps)
     slots = num_classes if n is None else min(num_classes, n)
     dtype = features.dtype
 

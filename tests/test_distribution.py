@@ -1,0 +1,386 @@
+"""Collapse metrics and losses on several devices (docs/scaling.md).
+
+- JAX, `keras.distribution.DataParallel` over 4 CPU devices
+  (`XLA_FLAGS=--xla_force_host_platform_device_count=4`): one SPMD program over
+  the global batch, so every metric, the loss and a short `fit` must match one
+  device.
+- TensorFlow, `tf.distribute.MirroredStrategy` over 4 logical CPU devices: each
+  replica runs the step on its slice of the global batch (contiguous chunks of
+  `BATCH / 4` rows). The class-statistics metrics sum their state across
+  replicas and match one device; the per-batch metrics (sample-pairing MIR and
+  HDR, MatrixEntropy) are means of per-slice values, and NCCAgreement and the
+  per-batch logs are means of per-replica values: all pinned against the
+  one-device metrics fed the same rows. The collapse losses of each replica's
+  slice are averaged over replicas, like Keras' own losses.
+
+Device counts must be fixed before a backend initialises, so every check runs
+a script in a fresh interpreter (one with 1 device and one with 4, side by
+side) that prints its numbers as JSON on its last line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+NUM_DEVICES = 4
+BATCH = 32  # global batch: 2 batches of 64 samples, 8 rows per replica
+SLICE = BATCH // NUM_DEVICES
+# 1 and 4 devices add the same float32 terms in different orders. NC1 subtracts
+# the between-class part from the second moment (cancellation): its float32
+# value can move by a few 1e-5, relative, under such a reordering (also between
+# backends on one device), so it gets a looser relative tolerance.
+RTOL, ATOL, RTOL_NC1 = 1e-5, 1e-6, 1e-4
+# LLVM optimisation level 0 roughly halves the XLA CPU compile time of the
+# train/test steps and the eagerly run metric results; both runs use it.
+_XLA_FAST = "--xla_backend_optimization_level=0"
+SAMPLE_METRICS = ("mir", "hdr", "matrix_entropy")
+CLASS_METRICS = ("mir_class", "hdr_class", "nc1", "cdnv", "etf_error", "equinorm", "self_duality")
+
+# The scripts (`_script` puts the constants above first; the first command-line
+# argument is the device count). Shared: data, a model with fixed weights, the
+# metrics and losses, and one-device references.
+_COMMON = """
+import json, sys
+
+import keras
+import numpy as np
+
+from keras_nc import losses, metrics, models
+
+NUM_CLASSES, SAMPLES = 5, 64
+
+
+def data():
+    rng = np.random.default_rng(3)  # a seed where NCCAgreement tells the semantics apart
+    y = rng.permutation(np.arange(SAMPLES) % NUM_CLASSES).astype("int32")
+    centres = 1.5 * rng.normal(size=(NUM_CLASSES, 16))
+    x = centres[y] + rng.normal(size=(SAMPLES, 16))
+    return x.astype("float32"), y
+
+
+def build_model():
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((16,))
+    features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
+    model = models.CollapseClassifier(keras.Model(inputs, features), num_classes=NUM_CLASSES)
+    model.backbone.get_layer("features").set_weights(
+        [0.3 * rng.normal(size=(16, 8)).astype("float32"), np.full(8, 0.1, "float32")]
+    )
+    head_kernel = 0.3 * rng.normal(size=(8, NUM_CLASSES)).astype("float32")
+    model.head.set_weights([head_kernel, np.zeros(NUM_CLASSES, "float32")])
+    return model
+
+
+def collapse_metrics():
+    return [
+        metrics.MIR(),
+        metrics.HDR(),
+        metrics.MatrixEntropy(),
+        metrics.MIR(pairing="class", name="mir_class"),
+        metrics.HDR(pairing="class", name="hdr_class"),
+        metrics.NC1(),
+        metrics.CDNV(),
+        metrics.ETFError(),
+        metrics.Equinorm(),
+        metrics.SelfDuality(),
+        metrics.NCCAgreement(),
+    ]
+
+
+def collapse_losses():
+    return [
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        losses.CMALoss(0.5),
+        losses.InformationRegularizer(),
+    ]
+
+
+def compile_model(model, metric_list=None):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=collapse_losses(),
+        metrics=collapse_metrics() if metric_list is None else metric_list,
+    )
+
+
+def to_float(value):
+    return float(np.asarray(keras.ops.convert_to_numpy(value)))
+
+
+def history_floats(history):
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def fit_metrics():
+    return [metrics.MIR(), metrics.MIR(pairing="class", name="mir_class"), metrics.NC1()]
+
+
+def slices(batches, contiguous=True):
+    # Replica r's rows of every global batch: chunk r, or every NUM_DEVICES-th row.
+    if contiguous:
+        return [rows[r * SLICE : (r + 1) * SLICE] for rows in batches for r in range(NUM_DEVICES)]
+    return [rows[r::NUM_DEVICES] for rows in batches for r in range(NUM_DEVICES)]
+
+
+def references(model, x, y, full=True):
+    # One-device values on groups of rows: the per-batch metrics on the slices
+    # a replica sees and, with `full`, on strided slices, the class statistics
+    # of each replica and the losses.
+    z = keras.ops.convert_to_numpy(model.extract_features(x))
+    head = keras.ops.convert_to_numpy(model.head.kernel).T
+    logits = keras.ops.convert_to_numpy(model(x))
+
+    def metric_value(metric, groups):
+        for rows in groups:  # one update per group, like one batch each
+            metric.update_state(y[rows], features=z[rows], head_weights=head, logits=logits[rows])
+        return to_float(metric.result())
+
+    def by_name(groups, metric_list=None):
+        metric_list = collapse_metrics() if metric_list is None else metric_list
+        return {m.name: metric_value(m, groups) for m in metric_list}
+
+    def collapse_terms(rows):
+        return sum(
+            to_float(loss(y[rows], features=z[rows], head_weights=head))
+            for loss in collapse_losses()[1:]
+        )
+
+    batches = [np.arange(start, start + BATCH) for start in range(0, SAMPLES, BATCH)]
+    contiguous = slices(batches)
+    if not full:
+        per_batch = [metrics.MIR(), metrics.HDR(), metrics.MatrixEntropy()]
+        return {"contiguous_slices": by_name(contiguous, per_batch)}
+    # Replica r's state: its slices of the global batches, one update each.
+    per_replica = [by_name(slices(batches)[r::NUM_DEVICES]) for r in range(NUM_DEVICES)]
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return {
+        "contiguous_slices": by_name(contiguous),
+        "strided_slices": by_name(slices(batches, contiguous=False)),
+        "replica_mean": {k: float(np.mean([v[k] for v in per_replica])) for k in per_replica[0]},
+        "cross_entropy": to_float(ce(y, logits)),
+        "collapse_terms_global": float(np.mean([collapse_terms(rows) for rows in batches])),
+        "collapse_terms_slices": float(np.mean([collapse_terms(rows) for rows in contiguous])),
+    }
+"""
+
+_JAX_SCRIPT = """
+distributed = int(sys.argv[1]) > 1
+devices = keras.distribution.list_devices()
+if distributed:
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+x, y = data()
+model = build_model()
+compile_model(model)
+initial = [w.copy() for w in model.get_weights()]
+result = {
+    "devices": len(devices),
+    "kernel_devices": len(model.head.kernel.value.sharding.device_set),
+    "evaluate": model.evaluate(x, y, batch_size=BATCH, return_dict=True, verbose=0),
+}
+if not distributed:
+    result["references"] = references(model, x, y, full=False)
+compile_model(model, fit_metrics())
+history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+result["history"] = history_floats(history)
+result["weights"] = [w.ravel().tolist() for w in model.get_weights()]
+result["weights_changed"] = max(
+    float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), initial)
+)
+print(json.dumps(result))
+"""
+
+_TF_PROLOGUE = """
+import sys
+
+import tensorflow as tf
+
+if int(sys.argv[1]) > 1:  # before anything initialises the runtime
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    logical = [tf.config.LogicalDeviceConfiguration()] * NUM_DEVICES
+    tf.config.set_logical_device_configuration(cpu, logical)
+"""
+
+_TF_SCRIPT = """
+x, y = data()
+if int(sys.argv[1]) == 1:
+    model = build_model()
+    compile_model(model)
+    evaluated = model.evaluate(x, y, batch_size=BATCH, return_dict=True, verbose=0)
+    print(json.dumps({"evaluate": evaluated, "references": references(model, x, y)}))
+    sys.exit()
+
+
+class LastBatchLogs(keras.callbacks.Callback):
+    def on_test_batch_end(self, batch, logs=None):
+        self.logs = {key: float(value) for key, value in logs.items()}
+
+
+devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+strategy = tf.distribute.MirroredStrategy(devices)
+with strategy.scope():
+    model = build_model()
+    metric_list = collapse_metrics()
+    compile_model(model, metric_list)
+last_batch = LastBatchLogs()
+evaluated = model.evaluate(
+    x, y, batch_size=BATCH, return_dict=True, verbose=0, callbacks=[last_batch]
+)
+head = keras.ops.convert_to_numpy(model.head.kernel).T
+self_duality = next(m for m in metric_list if m.name == "self_duality")
+head_read = keras.ops.convert_to_numpy(self_duality.head)  # read in cross-replica context
+head_read_scale = float(np.sum(head_read * head) / np.sum(head * head))
+initial = [w.copy() for w in model.get_weights()]
+with strategy.scope():
+    compile_model(model, fit_metrics())
+history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "kernel_replicas": len(strategy.experimental_local_results(model.head.kernel.value)),
+    "evaluate": evaluated,
+    "last_batch_logs": last_batch.logs,
+    "head_read_scale": head_read_scale,
+    "head_read_residual": float(np.abs(head_read - head_read_scale * head).max()),
+    "history": history_floats(history),
+    "weights_finite": all(bool(np.isfinite(w).all()) for w in model.get_weights()),
+    "weights_changed": max(
+        float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), initial)
+    ),
+}))
+"""
+
+
+def _script(*parts):
+    constants = f"NUM_DEVICES, BATCH, SLICE = {NUM_DEVICES}, {BATCH}, {SLICE}\n"
+    return "\n".join([constants, *parts])
+
+
+def _start(script, *args, env=None):
+    """Starts `script` in a fresh interpreter on this suite's backend."""
+    env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run_side_by_side(script, env=None):
+    """Runs `script 1` and `script 4` concurrently; returns their JSON results."""
+    procs = {n: _start(script, str(n), env=env) for n in (1, NUM_DEVICES)}
+    results = {}
+    try:
+        for n, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=600)
+            assert proc.returncode == 0, f"{n}-device script failed:\n{stderr[-5000:]}"
+            results[n] = json.loads(stdout.strip().splitlines()[-1])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results[1], results[NUM_DEVICES]
+
+
+def _assert_close(actual, expected, keys, what=""):
+    for key in keys:
+        np.testing.assert_allclose(
+            actual[key],
+            expected[key],
+            rtol=RTOL_NC1 if key == "nc1" else RTOL,
+            atol=ATOL,
+            err_msg=f"{what} {key}",
+        )
+
+
+def _assert_distinguishable(a, b, keys, margin=1e-3):
+    # The two semantics being told apart must give visibly different numbers.
+    for key in keys:
+        assert abs(a[key] - b[key]) > margin, (key, a[key], b[key])
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution.DataParallel (JAX)")
+def test_jax_data_parallel_matches_one_device():
+    one, four = _run_side_by_side(
+        _script(_COMMON, _JAX_SCRIPT),
+        env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={NUM_DEVICES} {_XLA_FAST}"},
+    )
+    assert one["devices"] == four["devices"] == NUM_DEVICES
+    assert (one["kernel_devices"], four["kernel_devices"]) == (1, NUM_DEVICES)
+
+    # Global-batch semantics: evaluate equals one device for every metric and the loss.
+    assert set(four["evaluate"]) == set(one["evaluate"])
+    _assert_close(four["evaluate"], one["evaluate"], one["evaluate"], what="evaluate")
+    # ... and per-replica slices would have given visibly different values.
+    _assert_distinguishable(one["evaluate"], one["references"]["contiguous_slices"], SAMPLE_METRICS)
+
+    # Two epochs of fit from the same weights, unshuffled: same trajectory.
+    assert set(four["history"]) == set(one["history"])
+    for key in one["history"]:
+        assert np.isfinite(four["history"][key]).all(), key
+    _assert_close(four["history"], one["history"], one["history"], what="fit")
+    for w4, w1 in zip(four["weights"], one["weights"], strict=True):
+        np.testing.assert_allclose(w4, w1, rtol=RTOL, atol=ATOL)
+    assert one["weights_changed"] > 1e-4
+
+
+@pytest.fixture(scope="module")
+def tensorflow_runs():
+    if BACKEND != "tensorflow":
+        pytest.skip("tf.distribute.MirroredStrategy (TensorFlow)")
+    return _run_side_by_side(_script(_TF_PROLOGUE, _COMMON, _TF_SCRIPT))
+
+
+def test_tensorflow_mirrored_strategy_metrics(tensorflow_runs):
+    one, four = tensorflow_runs
+    assert four["replicas"] == four["kernel_replicas"] == NUM_DEVICES
+    refs = one["references"]
+
+    # Class statistics are summed across replicas: the one-device values.
+    _assert_close(four["evaluate"], one["evaluate"], CLASS_METRICS, what="class metric")
+
+    # Per-batch metrics: each replica's contiguous slice of every global batch,
+    # averaged (slices have equal size), i.e. the one-device metric fed slices.
+    slices, strided = refs["contiguous_slices"], refs["strided_slices"]
+    _assert_close(four["evaluate"], slices, SAMPLE_METRICS, what="per-slice metric")
+    _assert_distinguishable(one["evaluate"], slices, SAMPLE_METRICS)
+    _assert_distinguishable(strided, slices, SAMPLE_METRICS)
+
+    # NCCAgreement compares each sample with the class means its replica has
+    # accumulated so far (its own slices only): the mean of per-replica values.
+    replica_mean = refs["replica_mean"]
+    _assert_close(four["evaluate"], replica_mean, ("ncc_agreement",), what="NC4")
+    _assert_distinguishable(one["evaluate"], replica_mean, ("ncc_agreement",))
+
+    # The per-batch logs that callbacks see are per-replica values averaged over
+    # replicas (each replica's own class statistics); the epoch-end values above
+    # are recomputed from the summed state.
+    _assert_close(four["last_batch_logs"], replica_mean, CLASS_METRICS, what="batch logs")
+    _assert_distinguishable(four["last_batch_logs"], one["evaluate"], ("cdnv", "nc1"))
+
+    # The head rows are stored in an "only_first_replica" metric variable: read
+    # outside a replica they are the rows every replica assigned, not their sum.
+    assert four["head_read_scale"] == pytest.approx(1.0, rel=1e-6)
+    assert four["head_read_residual"] < 1e-5
+
+    # A short fit with the collapse losses: finite, and the weights move.
+    for key, values in four["history"].items():
+        assert np.isfinite(values).all(), key
+    assert four["weights_finite"] and four["weights_changed"] > 1e-4
+
+
+def test_tensorflow_mirrored_strategy_loss(tensorflow_runs):
+    one, four = tensorflow_runs
+    refs = one["references"]
+    # Cross-entropy is over the global batch; the collapse terms of each replica's
+    # slice are averaged over replicas, as Keras does for its own losses.
+    assert not np.isclose(refs["collapse_terms_global"], refs["collapse_terms_slices"])
+    expected = refs["cross_entropy"] + refs["collapse_terms_slices"]
+    np.testing.assert_allclose(four["evaluate"]["loss"], expected, rtol=RTOL)
