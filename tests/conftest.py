@@ -5,6 +5,15 @@ The suite runs once per `KERAS_BACKEND`; the few backend branches live here.
 
 import os
 
+# Most of the JAX suite's time is XLA's CPU compiler optimising tiny programs
+# (about 1.4 s per shape for a random initializer on 2 cores, 0.3 s at level 0).
+# The tests check values, not speed, on small shapes: skip LLVM's optimisations
+# (must be set before the first XLA computation; a user's XLA_FLAGS are kept).
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
 import keras
 import numpy as np
 import pytest
