@@ -49,8 +49,7 @@ def collapse_report(features, labels, head_weights, logits, num_classes, center=
     ```
     """
     stats = nc_ops.class_statistics(features, labels, num_classes)
-    k_m, k_w = nc_ops.class_pairing_grams(stats["counts"], stats["sums"], head_weights, center)
-    mir, hdr = nc_ops.information_ratios(k_m, k_w)
+    mir, hdr = nc_ops.class_pairing_ratios(stats["counts"], stats["sums"], head_weights, center)
     measures = nc_ops.neural_collapse_measures(stats, head_weights)
     means, _, present = nc_ops.class_means(stats["counts"], stats["sums"])
     values = {

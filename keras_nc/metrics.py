@@ -341,10 +341,10 @@ class _InformationRatio(CollapseMetric):
             return self._mean.result()
         if not self._stats._built_for:
             return ops.convert_to_tensor(0.0)
-        k_m, k_w = nc_ops.class_pairing_grams(
-            self._stats.counts, self._stats.sums, self._stats.head, center=self.center
-        )
-        value = nc_ops.information_ratios(k_m, k_w, alpha=self.alpha)[self._index]
+        stats = self._stats
+        value = nc_ops.class_pairing_ratios(
+            stats.counts, stats.sums, stats.head, center=self.center, alpha=self.alpha
+        )[self._index]
         return ops.cast(value, self.dtype)
 
     def reset_state(self):

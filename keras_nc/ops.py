@@ -227,6 +227,12 @@ def _prepare_features(x, center, mean, eps, name="x"):
     return _normalize_rows(_centred(x, center, mean), eps)
 
 
+def _cosine_gram(x, eps):
+    """`Xhat Xhat^T` of the row-normalised `x` (no validation: internal callers)."""
+    xhat = _normalize_rows(x, eps)
+    return ops.matmul(xhat, ops.swapaxes(xhat, -1, -2))
+
+
 def _entropy_from_spectrum(eigenvalues, trace, alpha):
     """Entropy of `rho` whose eigenvalues are `eigenvalues / trace`.
 
@@ -340,8 +346,7 @@ def gram(x, center=False, mean=None, eps=1e-6):
     >>> k.shape
     (3, 3)
     """
-    xhat = _prepare_features(x, center, mean, eps)
-    return ops.matmul(xhat, ops.swapaxes(xhat, -1, -2))
+    return _cosine_gram(_prepare_features(x, center, mean, eps), eps)
 
 
 def matrix_entropy(k, alpha=1.0, normalize=False):
@@ -780,7 +785,47 @@ def class_pairing_grams(counts, sums, head_weights, center=True):
     head = _nan_where_not(_all_finite(head), head)
     mask = ops.expand_dims(ops.cast(present, means.dtype), -1)
     centred = (means - global_mean) * mask if center else means
-    return gram(centred), gram(head * mask)
+    return _cosine_gram(centred, 1e-6), _cosine_gram(head * mask, 1e-6)
+
+
+def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
+    """`(MIR, HDR)` of the class pairing, from class statistics and head rows.
+
+    `information_ratios(*class_pairing_grams(counts, sums, head_weights, center))`
+    for statistics accumulated over an epoch (e.g. by the class-pairing metrics).
+    Like `neural_collapse_measures`, it never raises on the values: statistics or
+    head rows holding NaN or inf (a compiled step that saw bad input) give NaN.
+
+    Args:
+        counts: `(C,)` per-class counts.
+        sums: `(C, d)` per-class feature sums.
+        head_weights: `(C, d)` classifier rows.
+        center: centre the class means by the global mean.
+        alpha: entropy order.
+
+    Returns:
+        A tuple of two scalar tensors, `(mir, hdr)`.
+    """
+    arrays, finite = _finite_or_zero({"counts": counts, "sums": sums, "head_weights": head_weights})
+    k_m, k_w = class_pairing_grams(
+        arrays["counts"], arrays["sums"], arrays["head_weights"], center=center
+    )
+    mir_value, hdr_value = information_ratios(k_m, k_w, alpha=alpha)
+    return _nan_where_not(finite, mir_value), _nan_where_not(finite, hdr_value)
+
+
+def _finite_or_zero(arrays):
+    """Float tensors of `arrays` with non-finite content zeroed, and a finite flag.
+
+    For statistics consumers (`class_pairing_ratios`, `neural_collapse_measures`):
+    the zeros keep `eigh` away from NaN; callers return NaN where not finite.
+    """
+    arrays = {name: _as_float(value) for name, value in arrays.items()}
+    finite = None
+    for value in arrays.values():
+        ok = _all_finite(value)
+        finite = ok if finite is None else finite & ok
+    return {name: ops.where(finite, value, 0.0) for name, value in arrays.items()}, finite
 
 
 def _pinv_psd(a, rtol):
@@ -830,14 +875,10 @@ def neural_collapse_measures(statistics, head_weights=None):
     names = ["counts", "sums", "sq_norms"] + (
         ["second_moment"] if "second_moment" in statistics else []
     )
-    arrays = {name: _as_float(statistics[name]) for name in names}
+    arrays = {name: statistics[name] for name in names}
     if head_weights is not None:
-        arrays["head_weights"] = _as_float(head_weights)
-    finite = None
-    for value in arrays.values():
-        ok = _all_finite(value)
-        finite = ok if finite is None else finite & ok
-    arrays = {name: ops.where(finite, value, 0.0) for name, value in arrays.items()}
+        arrays["head_weights"] = head_weights
+    arrays, finite = _finite_or_zero(arrays)
     counts, sums, sq_norms = arrays["counts"], arrays["sums"], arrays["sq_norms"]
     means, global_mean, present = class_means(counts, sums)
     mask = ops.cast(present, means.dtype)
@@ -968,10 +1009,8 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None):
     labels, valid = _check_labels(labels, head.shape[0], num_samples=features.shape[0])
     if _is_concrete(labels):
         valid = None  # eager: validated above
-    zhat = _normalize_rows(_centred(features, center, mean), 1e-6)
-    what = _normalize_rows(ops.take(head, labels, axis=0), 1e-6)
-    k_z = ops.matmul(zhat, ops.transpose(zhat))
-    return k_z, _nan_where_not(valid, ops.matmul(what, ops.transpose(what)))
+    k_z = _cosine_gram(_centred(features, center, mean), 1e-6)
+    return k_z, _nan_where_not(valid, _cosine_gram(ops.take(head, labels, axis=0), 1e-6))
 
 
 def cma_entropy(features, anchors, labels, eps=1e-6):
