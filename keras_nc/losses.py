@@ -11,6 +11,8 @@ loss_value = loss(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
 The mathematics lives in `keras_nc.ops`.
 """
 
+import inspect
+
 import keras
 
 from keras_nc import ops as nc_ops
@@ -45,16 +47,18 @@ class CollapseLoss(keras.losses.Loss):
     """Base class of the losses computed from labels, features and head rows.
 
     Subclasses implement `compute(y_true, features, head_weights)`, returning
-    a scalar. Calling the loss returns that value (already multiplied by its
-    weight; under a `tf.distribute` strategy divided by the number of replicas,
-    like every Keras loss); `sample_weight` is accepted and ignored (these are
-    batch-level quantities).
+    a scalar; a `compute` that also accepts `step=` receives the step's shared
+    `keras_nc.metrics.CollapseStep` (None outside `CollapseClassifier`), whose
+    memoised values the step's metrics then reuse. Calling the loss returns that
+    value (already multiplied by its weight; under a `tf.distribute` strategy
+    divided by the number of replicas, like every Keras loss); `sample_weight`
+    is accepted and ignored (these are batch-level quantities).
     """
 
     def compute(self, y_true, features, head_weights):
         raise NotImplementedError
 
-    def __call__(self, y_true, features=None, head_weights=None, sample_weight=None):
+    def __call__(self, y_true, features=None, head_weights=None, sample_weight=None, step=None):
         if features is None or head_weights is None:
             raise ValueError(
                 f"{type(self).__name__} needs `features` (n, d) and `head_weights` (C, d); "
@@ -66,6 +70,8 @@ class CollapseLoss(keras.losses.Loss):
             nc_ops._check_labels(
                 y_true, head_weights.shape[0], name="y_true", num_samples=features.shape[0]
             )
+        if step is not None and "step" in inspect.signature(self.compute).parameters:
+            return _scale_for_replicas(self.compute(y_true, features, head_weights, step=step))
         return _scale_for_replicas(self.compute(y_true, features, head_weights))
 
     def call(self, y_true, y_pred):
@@ -161,9 +167,13 @@ class InformationRegularizer(CollapseLoss):
         self.center = bool(center)
         self.alpha = nc_ops._check_alpha(alpha)
 
-    def compute(self, y_true, features, head_weights):
-        k_z, k_w = nc_ops.sample_head_grams(features, y_true, head_weights, center=self.center)
-        mir, hdr = nc_ops.information_ratios(k_z, k_w, alpha=self.alpha)
+    def compute(self, y_true, features, head_weights, step=None):
+        if step is not None:
+            mir, hdr = step.sample_ratios(self.center, self.alpha)
+        else:
+            mir, hdr = nc_ops.sample_head_ratios(
+                features, y_true, head_weights, center=self.center, alpha=self.alpha
+            )
         return self.hdr_weight * hdr - self.mir_weight * mir
 
     def get_config(self):

@@ -22,34 +22,66 @@ _PAIRINGS = ("sample", "class")
 
 
 class CollapseStep:
-    """The quantities of one training step that several collapse metrics share.
+    """The quantities of one training step that collapse metrics and losses share.
 
-    `CollapseClassifier` builds one per step and passes it to every collapse
-    metric as `step=`, so that, e.g., `MIR()` and `HDR()` in one `compile` share
-    one eigendecomposition of the sample-head Grams instead of computing it
-    twice. Values are memoised per `(center, alpha)` for the current step only.
+    `CollapseClassifier` builds one per step and hands it to every collapse
+    loss and metric (`step=`), so that, e.g., `InformationRegularizer`, `MIR()`,
+    `HDR()` and `MatrixEntropy()` in one `compile` share one computation of the
+    sample-head entropies instead of repeating it. Values are memoised for the
+    current step only, keyed by their settings (`center`, `alpha`, ...).
 
     Args:
         y_true: `(n,)` integer labels.
         features: `(n, d)` features.
         head_weights: `(C, d)` head rows.
+        sample_weight: optional `(n,)` weights (class statistics only).
+        cache: optional dict of values already computed for this step (the
+            `cache` of another `CollapseStep` of the same step, e.g. the one the
+            losses used inside the gradient computation).
     """
 
-    def __init__(self, y_true, features, head_weights, sample_weight=None):
+    def __init__(self, y_true, features, head_weights, sample_weight=None, cache=None):
         self.y_true, self.features, self.head_weights = y_true, features, head_weights
         self.sample_weight = sample_weight
-        self._ratios = {}
+        self._cache = dict(cache or {})
         self._class_statistics = {}
 
-    def sample_ratios(self, center, alpha):
-        """`(MIR, HDR)` of the sample-head pairing, computed once per setting."""
-        key = (bool(center), float(alpha))
-        if key not in self._ratios:
+    @property
+    def cache(self):
+        """The memoised tensors, keyed by strings (a pytree every backend can carry)."""
+        return dict(self._cache)
+
+    def feature_entropy(self, center, alpha):
+        """`H(K_Z)` of the batch features (`keras_nc.ops.feature_entropy`), once per setting."""
+        key = f"feature_entropy/{bool(center)}/{float(alpha)}"
+        if key not in self._cache:
+            self._cache[key] = nc_ops.feature_entropy(
+                _features(self.features), center=center, alpha=alpha
+            )
+        return self._cache[key]
+
+    def sample_entropies(self, center, alpha):
+        """`(H(K_Z), H(K_W), H(K_Z o K_W))` of the sample-head pairing, once per setting."""
+        key = f"sample_entropies/{bool(center)}/{float(alpha)}"
+        if key not in self._cache:
             head = _head(self.head_weights, "MIR/HDR")
             _check_y_true(self.y_true, head.shape[0], self.features)
-            k_z, k_w = nc_ops.sample_head_grams(self.features, self.y_true, head, center=center)
-            self._ratios[key] = nc_ops.information_ratios(k_z, k_w, alpha=alpha)
-        return self._ratios[key]
+            feature_key = f"feature_entropy/{bool(center)}/{float(alpha)}"
+            zhat, what, labels, valid = nc_ops._sample_head_inputs(
+                self.features, self.y_true, head, center, None
+            )
+            entropies = nc_ops._sample_head_entropies(
+                zhat, what, labels, valid, nc_ops._check_alpha(alpha), self._cache.get(feature_key)
+            )
+            self._cache[feature_key] = entropies[0]
+            self._cache[key] = ops.stack(entropies)
+        return tuple(self._cache[key][i] for i in range(3))
+
+    def sample_ratios(self, center, alpha):
+        """`(MIR, HDR)` of the sample-head pairing (`keras_nc.ops.sample_head_ratios`)."""
+        h_z, h_w, h_zw = self.sample_entropies(center, alpha)
+        n = nc_ops._num_rows(_features(self.features))
+        return nc_ops._information_ratios(h_z, h_w, h_zw, n)
 
     def class_statistics(self, num_classes, second_moment):
         """`keras_nc.ops.class_statistics` of the step, computed once per setting."""
@@ -186,9 +218,10 @@ class MatrixEntropy(_BatchMean):
             self._accumulate(value, 1.0)
             return
         features = _features(features)
-        value = nc_ops.feature_entropy(
-            features, center=self.center, alpha=self.alpha, normalize=self.normalize
-        )
+        step = step if step is not None else CollapseStep(y_true, features, head_weights)
+        value = step.feature_entropy(self.center, self.alpha)
+        if self.normalize:
+            value = value / nc_ops._log_n(nc_ops._num_rows(features), "features")
         self._accumulate(value, _batch_size(features, sample_weight))
 
     def get_config(self):

@@ -222,10 +222,20 @@ class CollapseClassifier(keras.Model):
         else:
             total = super().compute_loss(x, y, logits, sample_weight, training=training)
         if self._collapse_losses and features is not None:
+            step = CollapseStep(y, features, head_weights, sample_weight)
             terms = [
-                loss(y, features=features, head_weights=head_weights, sample_weight=sample_weight)
+                loss(
+                    y,
+                    features=features,
+                    head_weights=head_weights,
+                    sample_weight=sample_weight,
+                    step=step,
+                )
                 for loss in self._collapse_losses
             ]
+            # Hand the step's values to compute_metrics through y_pred: the only
+            # path out of JAX's differentiated function (its aux output).
+            y_pred["collapse_cache"] = step.cache
             extra = terms[0]
             for term in terms[1:]:
                 extra = extra + term
@@ -237,7 +247,9 @@ class CollapseClassifier(keras.Model):
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
         if features is not None and self._collapse_metrics:
-            step = CollapseStep(y, features, head_weights, sample_weight)  # shared by metrics
+            # Shared by the metrics, with what the losses computed this step.
+            cache = y_pred.get("collapse_cache")
+            step = CollapseStep(y, features, head_weights, sample_weight, cache=cache)
             for metric in self._collapse_metrics:
                 metric.update_state(
                     y,

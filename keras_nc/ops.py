@@ -189,20 +189,34 @@ def _log_n(n, name):
     return ops.log(ops.cast(n, "float32"))
 
 
-def _ratio_of_entropies(numerator, denominator, k):
-    """`numerator / denominator` for entropies of the n x n matrices `k`.
+def _ratio_of_entropies(numerator, denominator, n):
+    """`numerator / denominator` for entropies of Gram matrices of `n` samples.
 
     Returns 0 where the denominator is at round-off level (rank-1 matrices),
-    with finite gradients.
+    with finite gradients. `n` is a static int or a scalar tensor.
     """
-    n = k.shape[-1] if k.shape[-1] is not None else ops.shape(k)[-1]
-    log_n = math.log(max(n, 2)) if isinstance(n, int) else ops.log(ops.cast(n, k.dtype))
-    floor = _ENTROPY_FLOOR[_dtype_name(k)] * log_n
+    dtype = _dtype_name(denominator)
+    log_n = math.log(max(n, 2)) if isinstance(n, int) else ops.log(ops.cast(n, dtype))
+    floor = _ENTROPY_FLOOR[dtype] * log_n
     ok = denominator > floor
     value = ops.where(ok, numerator / ops.where(ok, denominator, 1.0), 0.0)
     if _is_concrete(value):  # eager inputs were validated: no NaN to pass on
         return value
     return _nan_where_not(ops.logical_not(ops.isnan(numerator) | ops.isnan(denominator)), value)
+
+
+def _num_rows(x):
+    """Static number of rows of `x` (axis -2), or a scalar tensor when unknown."""
+    n = x.shape[-2]
+    return n if n is not None else ops.shape(x)[-2]
+
+
+def _information_ratios(h1, h2, h12, n):
+    """`(MIR, HDR)` from the entropies `H(K1), H(K2), H(K1 o K2)` of `n` samples."""
+    return (
+        _ratio_of_entropies(h1 + h2 - h12, _minimum(h1, h2), n),
+        _ratio_of_entropies(ops.abs(h1 - h2), _maximum(h1, h2), n),
+    )
 
 
 def _normalize_rows(x, eps):
@@ -231,6 +245,19 @@ def _cosine_gram(x, eps):
     """`Xhat Xhat^T` of the row-normalised `x` (no validation: internal callers)."""
     xhat = _normalize_rows(x, eps)
     return ops.matmul(xhat, ops.swapaxes(xhat, -1, -2))
+
+
+def _min_side_gram(xhat):
+    """The smaller of `Xhat Xhat^T` (n x n) and `Xhat^T Xhat` (d x d), and their trace.
+
+    Both have the same non-zero eigenvalues, hence the same entropy. With `n`
+    unknown statically the `d x d` side is used.
+    """
+    n, d = tuple(xhat.shape)[-2:]
+    trace = ops.sum(ops.square(xhat), axis=(-2, -1))
+    if n is not None and d is not None and n <= d:
+        return ops.matmul(xhat, ops.swapaxes(xhat, -1, -2)), trace
+    return ops.matmul(ops.swapaxes(xhat, -1, -2), xhat), trace
 
 
 def _entropy_from_spectrum(eigenvalues, trace, alpha):
@@ -423,15 +450,10 @@ def feature_entropy(x, center=False, mean=None, alpha=1.0, normalize=False, eps=
     """
     alpha = _check_alpha(alpha)
     xhat = _prepare_features(x, center, mean, eps)
-    n, d = tuple(xhat.shape)[-2:]
-    trace = ops.sum(ops.square(xhat), axis=(-2, -1))
-    if n is not None and d is not None and n <= d:
-        k = ops.matmul(xhat, ops.swapaxes(xhat, -1, -2))
-    else:
-        k = ops.matmul(ops.swapaxes(xhat, -1, -2), xhat)
+    k, trace = _min_side_gram(xhat)
     entropy = _entropy_of_psd(k, alpha, trace=trace)
     if normalize:
-        entropy = entropy / _log_n(n if n is not None else ops.shape(xhat)[-2], "x")
+        entropy = entropy / _log_n(_num_rows(xhat), "x")
     return entropy
 
 
@@ -531,7 +553,7 @@ def mir(k1, k2, alpha=1.0):
     """
     k1, k2 = _validated_pair(k1, k2)
     h1, h2, h12 = _joint_entropies(k1, k2, alpha)
-    return _ratio_of_entropies(h1 + h2 - h12, _minimum(h1, h2), k1)
+    return _ratio_of_entropies(h1 + h2 - h12, _minimum(h1, h2), _num_rows(k1))
 
 
 def information_ratios(k1, k2, alpha=1.0):
@@ -554,10 +576,7 @@ def information_ratios(k1, k2, alpha=1.0):
     """
     k1, k2 = _validated_pair(k1, k2)
     h1, h2, h12 = _joint_entropies(k1, k2, alpha)
-    return (
-        _ratio_of_entropies(h1 + h2 - h12, _minimum(h1, h2), k1),
-        _ratio_of_entropies(ops.abs(h1 - h2), _maximum(h1, h2), k1),
-    )
+    return _information_ratios(h1, h2, h12, _num_rows(k1))
 
 
 def hdr(k1, k2, alpha=1.0):
@@ -586,7 +605,7 @@ def hdr(k1, k2, alpha=1.0):
     k1, k2 = _validated_pair(k1, k2)
     entropies = _entropy_of_psd(ops.stack([k1, k2], axis=0), alpha)
     h1, h2 = entropies[0], entropies[1]
-    return _ratio_of_entropies(ops.abs(h1 - h2), _maximum(h1, h2), k1)
+    return _ratio_of_entropies(ops.abs(h1 - h2), _maximum(h1, h2), _num_rows(k1))
 
 
 # --------------------------------------------------------------------------- #
@@ -1013,6 +1032,126 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None):
     return k_z, _nan_where_not(valid, _cosine_gram(ops.take(head, labels, axis=0), 1e-6))
 
 
+def _sample_head_inputs(features, labels, head_weights, center, mean):
+    """Validated inputs of the sample-head pairing: `(zhat, what, labels, valid)`.
+
+    `zhat` are the (centred) row-normalised features, `what` the row-normalised
+    head rows, `labels` clipped indices and `valid` the compiled-mode flag
+    (None for eager calls, validated here).
+    """
+    features = _check_features(features)
+    head = _check_head(head_weights, features)
+    labels, valid = _check_labels(labels, head.shape[0], num_samples=features.shape[0])
+    if _is_concrete(labels):
+        valid = None
+    zhat = _normalize_rows(_centred(features, center, mean), 1e-6)
+    return zhat, _normalize_rows(head, 1e-6), labels, valid
+
+
+def _label_head_gram(what, labels):
+    """A matrix with the non-zero spectrum of `K_W`, on its smallest side, and its trace.
+
+    `K_W = S What What^T S^T` (`S` the n x C one-hot labels) shares its non-zero
+    eigenvalues with `D^1/2 What What^T D^1/2` (C x C, `D` the class counts) and
+    with `What^T D What` (d x d): the smallest of n, C and d is used.
+    """
+    num_classes, d = tuple(what.shape)
+    n = labels.shape[0]
+    counts = ops.sum(ops.one_hot(labels, num_classes, dtype=what.dtype), axis=0)
+    trace = ops.sum(counts * ops.sum(ops.square(what), axis=-1))
+    sides = {"classes": num_classes, "width": d, "samples": math.inf if n is None else n}
+    side = min(sides, key=sides.get)
+    if side == "classes":
+        root = ops.sqrt(counts)  # labels carry no gradient
+        gram = ops.matmul(what, ops.transpose(what))
+        return gram * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace
+    if side == "width":
+        return ops.matmul(ops.transpose(what) * ops.expand_dims(counts, 0), what), trace
+    picked = ops.take(what, labels, axis=0)
+    return ops.matmul(picked, ops.transpose(picked)), trace
+
+
+def _sample_head_entropies(zhat, what, labels, valid, alpha, h_z=None):
+    """`H(K_Z), H(K_W), H(K_Z o K_W)` from `_sample_head_inputs`; `h_z` if known.
+
+    Only the Hadamard product needs an n x n eigendecomposition: `K_Z` uses
+    its min(n, d) side and `K_W` its min(n, C, d) side.
+    """
+    if h_z is None:
+        k_z, trace_z = _min_side_gram(zhat)
+        h_z = _entropy_of_psd(k_z, alpha, trace=trace_z)
+    k_w, trace_w = _label_head_gram(what, labels)
+    h_w = _entropy_of_psd(k_w, alpha, trace=trace_w)
+    picked = ops.take(what, labels, axis=0)
+    joint = ops.matmul(zhat, ops.transpose(zhat)) * ops.matmul(picked, ops.transpose(picked))
+    h_zw = _entropy_of_psd(joint, alpha)
+    return h_z, _nan_where_not(valid, h_w), _nan_where_not(valid, h_zw)
+
+
+def sample_head_entropies(features, labels, head_weights, center=True, mean=None, alpha=1.0):
+    """Entropies `H(K_Z), H(K_W), H(K_Z o K_W)` of the sample-head pairing.
+
+    The same values as `matrix_entropy` of the two matrices of
+    `sample_head_grams` and of their Hadamard product, computed from the cheapest
+    side of each: `K_Z` from its `min(n, d)` side, `K_W` (rank at most `C`) from
+    the class Gram of the head rows weighted by the class counts in the batch
+    (`min(n, C, d)` side); only `K_Z o K_W` needs an n x n eigendecomposition.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
+        head_weights: `(C, d)` classifier rows.
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tuple of three scalar tensors, in nats.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> rng = np.random.default_rng(0)
+    >>> z, w = rng.normal(size=(64, 16)), rng.normal(size=(10, 16))
+    >>> h_z, h_w, h_zw = nc_ops.sample_head_entropies(z, rng.integers(0, 10, 64), w)
+    """
+    alpha = _check_alpha(alpha)
+    zhat, what, labels, valid = _sample_head_inputs(features, labels, head_weights, center, mean)
+    return _sample_head_entropies(zhat, what, labels, valid, alpha)
+
+
+def sample_head_ratios(features, labels, head_weights, center=True, mean=None, alpha=1.0):
+    """`(MIR, HDR)` of the sample-head pairing, from `sample_head_entropies`.
+
+    Equal to `information_ratios(*sample_head_grams(features, labels,
+    head_weights, center, mean), alpha)`, with one n x n eigendecomposition
+    instead of three. This is what the `MIR`/`HDR` metrics and the
+    `InformationRegularizer` compute.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
+        head_weights: `(C, d)` classifier rows.
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tuple of two scalar tensors, as `mir` and `hdr` return them.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> rng = np.random.default_rng(0)
+    >>> z, w = rng.normal(size=(64, 16)), rng.normal(size=(10, 16))
+    >>> mir, hdr = nc_ops.sample_head_ratios(z, rng.integers(0, 10, 64), w)
+    """
+    h_z, h_w, h_zw = sample_head_entropies(features, labels, head_weights, center, mean, alpha)
+    return _information_ratios(h_z, h_w, h_zw, _num_rows(_as_float(features)))
+
+
 def cma_entropy(features, anchors, labels, eps=1e-6):
     """Cross-modal alignment entropy (the CMA term of SPEC 2.8).
 
@@ -1022,12 +1161,16 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     the classes present. It is 0 when every class's features and its anchor point
     the same way, and at most 1.
 
-    Jit-compatible with static shapes: the classes present are packed into
-    `P = min(C, n)` slots (all `C` when `n` is not known statically), and one
-    batched `eigh` of `P` matrices of size `n + 1` replaces a Python loop over
-    classes. Rows outside a group are replaced by identity rows, whose known
-    eigenvalues are removed from the entropy, so `eigh` never sees a matrix
-    with many zero eigenvalues.
+    Jit-compatible with static shapes and one eigendecomposition: the classes
+    present are packed into `P = min(C, n)` slots (all `C` when `n` is not known
+    statically) and the `P` group Grams are laid out as the diagonal blocks of
+    one `(n + P) x (n + P)` matrix (each sample's row and its class anchor's row
+    in one block). Its eigenvalues are the union of the blocks', and each
+    eigenvector lies within one block, which attributes every eigenvalue to its
+    group. This replaces a Python loop over classes (and `P` eigendecompositions
+    of size `n + 1`). Gradients flow through the eigenvalues as Rayleigh
+    quotients restricted to each block, which is exact also when two groups
+    share an eigenvalue; no derivative of the eigenvectors is taken.
 
     Args:
         features: `(n, d)` features of one modality (e.g. image embeddings).
@@ -1065,44 +1208,39 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     _, slot_class = ops.top_k(order, k=slots)  # present classes first
     slot_valid = ops.take(ops.cast(present, dtype), slot_class)  # (P,)
 
-    # Membership of the n samples and the anchor row in each slot's group.
-    members = ops.cast(ops.expand_dims(labels, 0) == ops.expand_dims(slot_class, 1), dtype)
-    members = ops.concatenate([members, ops.ones_like(members[:, :1])], axis=1)  # (P, n+1)
-    members = members * ops.expand_dims(slot_valid, -1)
+    # Rows: the n samples, then the P slot anchors; `blocks[i, p]` = row i in group p.
+    rows = ops.concatenate([features, ops.take(anchors, slot_class, axis=0)], axis=0)
+    sample_blocks = ops.cast(ops.expand_dims(labels, 1) == ops.expand_dims(slot_class, 0), dtype)
+    blocks = ops.concatenate([sample_blocks, ops.eye(slots, dtype=dtype)], axis=0)  # (n+P, P)
+    same_block = ops.matmul(blocks, ops.transpose(blocks))
+    matrix = ops.matmul(rows, ops.transpose(rows)) * same_block  # block diagonal (permuted)
 
-    # Per slot: rows [features; anchor of the slot's class] (n+1, d), Gram masked
-    # to the group, identity elsewhere.
-    slot_anchor = ops.take(anchors, slot_class, axis=0)  # (P, d)
-    k_ff = ops.matmul(features, ops.transpose(features))  # (n, n)
-    k_fa = ops.matmul(features, ops.transpose(slot_anchor))  # (n, P)
-    k_aa = ops.sum(ops.square(slot_anchor), axis=-1)  # (P,)
-    top = ops.concatenate(
-        [
-            ops.expand_dims(k_ff, 0) * ops.ones((slots, 1, 1), dtype=dtype),
-            ops.expand_dims(ops.transpose(k_fa), -1),
-        ],
-        axis=-1,
-    )  # (P, n, n+1)
-    bottom = ops.concatenate(
-        [ops.expand_dims(ops.transpose(k_fa), 1), ops.reshape(k_aa, (-1, 1, 1))], axis=-1
-    )  # (P, 1, n+1)
-    full = ops.concatenate([top, bottom], axis=1)  # (P, n+1, n+1)
-    mask = ops.expand_dims(members, -1) * ops.expand_dims(members, 1)
-    outside = 1.0 - members  # (P, n+1)
-    size = ops.shape(full)[-1]
-    eye = ops.eye(size, dtype=dtype)
-    padded = full * mask + eye * ops.expand_dims(outside, -1)
+    eigenvalues, eigenvectors = ops.eigh(matrix)
+    eigenvalues = ops.stop_gradient(eigenvalues)
+    eigenvectors = ops.stop_gradient(eigenvectors)
+    # share[k, p]: the part of eigenvector k in block p (0 or 1 unless groups
+    # share the eigenvalue); quotient[k, p]: its Rayleigh quotient on block p,
+    # whose gradient is the eigenvalue's gradient restricted to the block.
+    share = ops.matmul(ops.transpose(ops.square(eigenvectors)), blocks)  # (n+P, P)
+    quotient = ops.matmul(
+        ops.transpose(eigenvectors * ops.matmul(matrix, eigenvectors)), blocks
+    )  # (n+P, P), equal to share * eigenvalue
+    trace = ops.matmul(ops.diagonal(matrix), blocks)  # (P,)
 
-    eigenvalues = _eigenvalues(padded)  # (P, n+1)
-    trace = ops.sum(members * ops.diagonal(full, axis1=-2, axis2=-1), axis=-1)  # (P,)
-    raw = _entropy_from_spectrum(eigenvalues, trace, 1.0)
-    # Remove the identity rows: each adds an eigenvalue 1, i.e. p = 1 / trace.
     has_mass = trace > 0
     trace_safe = ops.where(has_mass, trace, 1.0)
-    num_outside = ops.sum(outside, axis=-1)
-    p_out = 1.0 / trace_safe
-    entropy = raw - num_outside * (-p_out * ops.log(p_out))
-    group_size = ops.sum(members, axis=-1)
+    p = ops.clip(ops.expand_dims(eigenvalues, -1) / trace_safe, 0.0, 1.0)  # (n+P, P)
+    tol = _EIG_RTOL[_dtype_name(p)] * ops.max(share * p, axis=0, keepdims=True)
+    keep = (p > tol) & (share > 0)
+    p_safe = ops.where(keep, p, 1.0)
+    log_p = ops.log(p_safe)
+    value = ops.where(keep, -share * p_safe * log_p, 0.0)
+    # d(-p log p)/d(eigenvalue) = -(log p + 1) / trace, applied to the quotient.
+    slope = ops.stop_gradient(ops.where(keep, -(log_p + 1.0) / trace_safe, 0.0))
+    surrogate = slope * (quotient - ops.stop_gradient(quotient))
+    entropy = ops.sum(value + surrogate, axis=0)  # (P,)
+
+    group_size = ops.sum(blocks, axis=0)
     log_m = ops.log(ops.where(group_size >= 2, group_size, 2.0))
     normalized = ops.where(has_mass, entropy / log_m, 0.0) * slot_valid
     num_valid = ops.sum(slot_valid)

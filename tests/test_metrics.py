@@ -227,11 +227,25 @@ def test_loss_arguments_are_checked():
         losses.CMALoss()(np.zeros(3, "int32"))
 
 
-def test_mir_and_hdr_share_one_step_computation(rng, head):
+def test_mir_and_hdr_share_one_step_computation(rng, head, monkeypatch):
     z, y = _batches(rng, sizes=(24,))[0]
+    calls = []
+    compute = nc._sample_head_entropies
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("h_z", args[5] if len(args) > 5 else None))
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(nc, "_sample_head_entropies", counted)
     step = metrics.CollapseStep(y, z, head)
+    h_z = step.feature_entropy(True, 1.0)
     first = step.sample_ratios(True, 1.0)
-    assert step.sample_ratios(True, 1.0) is first  # memoised: one eigendecomposition
+    second = metrics.CollapseStep(y, z, head, cache=step.cache).sample_ratios(True, 1.0)
+    step.sample_ratios(True, 1.0)
+    assert len(calls) == 1 and calls[0] is h_z  # one computation, reusing H(K_Z)
+    np.testing.assert_array_equal(to_numpy(first[0]), to_numpy(second[0]))
+    step.sample_ratios(False, 1.0)
+    assert len(calls) == 2  # another setting
     shared = {m.name: m for m in (metrics.MIR(), metrics.HDR())}
     alone = {m.name: m for m in (metrics.MIR(), metrics.HDR())}
     for name in shared:

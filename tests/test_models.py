@@ -213,6 +213,42 @@ def test_metric_in_fit_equals_ops_on_one_batch(digits):
     )
 
 
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_losses_and_metrics_share_the_step_entropies(digits, monkeypatch, run_eagerly):
+    """The regulariser's sample-head entropies reach MIR/HDR/MatrixEntropy through y_pred."""
+    x, y = digits
+    x, y = x[:48], y[:48]
+    calls = []
+    compute = nc._sample_head_entropies
+    monkeypatch.setattr(
+        nc, "_sample_head_entropies", lambda *a, **k: calls.append(1) or compute(*a, **k)
+    )
+    model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
+    regularizer = losses.InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
+    model.compile(
+        optimizer="sgd",
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), regularizer],
+        metrics=[MIR(), HDR(), MatrixEntropy()],
+        run_eagerly=run_eagerly,
+        jit_compile=False if run_eagerly else jit_setting(),
+    )
+    features = to_numpy(model.extract_features(x))
+    head = to_numpy(model.head.kernel).T
+    logits = features @ head.T + to_numpy(model.head.bias)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert len(calls) == 1  # traced (or, eagerly, run) once for loss and metrics together
+    k_z, k_w = ref.gram(features, center=True), ref.gram(head[y])
+    expected_mir, expected_hdr = ref.mir(k_z, k_w), ref.hdr(k_z, k_w)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    ce = np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(y)), y])
+    np.testing.assert_allclose(logs["mir"], expected_mir, atol=1e-4)
+    np.testing.assert_allclose(logs["hdr"], expected_hdr, atol=1e-4)
+    np.testing.assert_allclose(logs["matrix_entropy"], ref.entropy(k_z), atol=1e-4)
+    np.testing.assert_allclose(
+        logs["loss"], ce + 0.2 * expected_hdr - 0.3 * expected_mir, rtol=1e-4, atol=1e-4
+    )
+
+
 @pytest.mark.skipif(BACKEND == "torch", reason="XLA compilation: TensorFlow and JAX")
 def test_jit_compile_true_works(digits):
     x, y = digits
