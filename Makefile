@@ -38,6 +38,8 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ops.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead.py --model convnet
+	$(BIN)/python benchmarks/memory.py
 
 ## Fashion-MNIST experiments of the supervised recipe -> docs/recipes.md (about an hour).
 experiments: $(STAMP)

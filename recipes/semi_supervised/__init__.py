@@ -1,0 +1,1 @@
+"""Semi-supervised recipe: supervised baseline, FixMatch, FreeMatch, with MIR/HDR terms."""

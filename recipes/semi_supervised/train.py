@@ -1,0 +1,350 @@
+"""Semi-supervised training: supervised baseline, FixMatch or FreeMatch, optional MIR/HDR terms.
+
+`python -m recipes.semi_supervised` keeps `--labels-per-class` labels per class
+of the training set (drawn with `--seed`), treats the rest as unlabelled and
+trains a WideResNet (WRN-28-2 by default; `--width` narrows it for CPUs) with
+the chosen algorithm and USB's defaults (SPEC 3.2): labelled batch 64,
+`uratio` 7, SGD 0.03 with Nesterov momentum 0.9, weight decay 5e-4, learning
+rate `lr * cos(7 pi k / (16 K))`, an exponential moving average of the
+weights (0.999) for every evaluation. One "epoch" is `--eval-every` steps;
+the test set (or a fixed seeded subset of `--test-samples` images) is
+evaluated with the averaged weights after each.
+
+Outputs in `--output`: `history.csv` (per epoch: loss, `sup_loss`,
+`unsup_loss`, `mask_ratio`, `pseudo_accuracy`, `threshold`, `fairness_loss`
+(FreeMatch), `mir`, `hdr`, the labelled-batch `accuracy` and `val_loss`,
+`val_accuracy`), `results.json` (settings and the final table) and
+`model.keras` (the averaged weights; loads with `safe_mode=True`).
+`--resume` continues an interrupted run from `<output>/backup`
+(`keras.callbacks.BackupAndRestore`: weights, optimizer and its weight
+average, FreeMatch's state, the epoch).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from recipes import data as data_lib
+from recipes.cifar.backbones import BACKBONES, build_backbone
+from recipes.semi_supervised import data as ssl_data
+from recipes.semi_supervised.models import ALGORITHMS
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class USBCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """USB's learning rate: `lr * cos(7 pi k / (16 K))` at step `k` of `K`.
+
+    Ends at `lr * cos(7 pi / 16)`, about `0.2 lr`.
+
+    Example:
+
+    ```python
+    schedule = USBCosineDecay(0.03, total_steps=2**20)
+    ```
+    """
+
+    def __init__(self, initial_learning_rate, total_steps):
+        if not initial_learning_rate > 0:
+            raise ValueError(
+                f"`initial_learning_rate` must be > 0; received {initial_learning_rate!r}."
+            )
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"`total_steps` must be a positive integer; received {total_steps!r}.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        progress = keras.ops.minimum(keras.ops.cast(step, "float32") / self.total_steps, 1.0)
+        return self.initial_learning_rate * keras.ops.cos(7.0 * math.pi * progress / 16.0)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "total_steps": self.total_steps,
+        }
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.semi_supervised",
+        description="Semi-supervised training with few labels: supervised-only baseline, FixMatch "
+        "or FreeMatch (USB's defaults), optionally with the MIR/HDR regularisers of keras_nc. "
+        "The backend follows KERAS_BACKEND (tensorflow, jax, torch).",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--algorithm", default="freematch", choices=tuple(ALGORITHMS), help="training algorithm"
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset",
+        default="fashion_mnist",
+        choices=data_lib.DATASETS,
+        help="dataset; offline: digits, fashion_mnist (Debian's dataset-fashion-mnist), folder",
+    )
+    data.add_argument("--data-dir", metavar="DIR", help="image folder for --dataset folder")
+    data.add_argument("--image-size", type=int, metavar="N", help="resize images (default: native)")
+    data.add_argument(
+        "--labels-per-class", type=int, default=4, metavar="N", help="labelled images per class"
+    )
+    data.add_argument(
+        "--crop-padding",
+        type=int,
+        metavar="N",
+        help="reflect padding of the random crop (default: image size / 8)",
+    )
+    data.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    data.add_argument(
+        "--randaugment-ops",
+        type=int,
+        default=3,
+        metavar="N",
+        help="RandAugment ops per strong view",
+    )
+    data.add_argument(
+        "--randaugment-magnitude",
+        type=float,
+        default=5.0,
+        metavar="M",
+        help="RandAugment magnitude out of 10",
+    )
+    data.add_argument(
+        "--test-samples",
+        type=int,
+        metavar="N",
+        help="evaluate on a fixed random subset of N test images (default: the whole test set)",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model", default="wrn28_2", help=f"backbone: {', '.join(BACKBONES)} (e.g. wrn28_2)"
+    )
+    model.add_argument(
+        "--width", type=float, default=1.0, help="channel multiplier (e.g. 0.25 on a CPU)"
+    )
+
+    opt = parser.add_argument_group("optimisation (USB's defaults)")
+    opt.add_argument("--steps", type=int, default=2**20, help="training steps K")
+    opt.add_argument(
+        "--eval-every", type=int, default=1024, metavar="K", help="steps per epoch (evaluation)"
+    )
+    opt.add_argument("--batch-size", type=int, default=64, help="labelled batch size B")
+    opt.add_argument("--uratio", type=int, default=7, help="unlabelled images per labelled one")
+    opt.add_argument("--lr", type=float, default=0.03, help="learning rate")
+    opt.add_argument("--momentum", type=float, default=0.9, help="SGD (Nesterov) momentum")
+    opt.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay")
+    opt.add_argument(
+        "--ema-momentum", type=float, default=0.999, help="momentum of the weight average"
+    )
+    opt.add_argument("--seed", type=int, default=0, help="seed of the label draw and training")
+
+    algo = parser.add_argument_group("algorithm")
+    algo.add_argument("--threshold", type=float, default=0.95, help="FixMatch threshold")
+    algo.add_argument("--lambda-u", type=float, default=1.0, help="unsupervised loss weight")
+    algo.add_argument(
+        "--lambda-f",
+        type=float,
+        default=0.01,
+        help="FreeMatch fairness weight (USB: 0.001 on CIFAR-10)",
+    )
+    algo.add_argument("--sat-momentum", type=float, default=0.999, help="FreeMatch SAT momentum")
+    algo.add_argument(
+        "--mir-weight", type=float, default=0.0, metavar="W", help="MIR reward weight"
+    )
+    algo.add_argument(
+        "--hdr-weight", type=float, default=0.0, metavar="W", help="HDR penalty weight"
+    )
+    algo.add_argument(
+        "--unlabeled-information",
+        action="store_true",
+        help="also apply the MIR/HDR terms to confident unlabelled samples (pseudo-labels)",
+    )
+
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--output",
+        metavar="DIR",
+        help="output directory (default: outputs/ssl-<dataset>-<algorithm>-<labels>)",
+    )
+    out.add_argument("--resume", action="store_true", help="resume from <output>/backup")
+    out.add_argument(
+        "--verbose", type=int, default=1, choices=(0, 1, 2), help="fit verbosity: 1 progress bar"
+    )
+    return parser
+
+
+def resolve(args):
+    """Checks the options and fills the derived defaults."""
+    positive = ("steps", "eval_every", "batch_size", "uratio", "labels_per_class")
+    for key in positive:
+        if getattr(args, key) < 1:
+            raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
+    if args.test_samples is not None and args.test_samples < 1:
+        raise SystemExit("error: --test-samples must be >= 1")
+    if args.mir_weight < 0 or args.hdr_weight < 0:
+        raise SystemExit("error: --mir-weight and --hdr-weight must be >= 0")
+    if not 0 <= args.ema_momentum < 1:
+        raise SystemExit("error: --ema-momentum must be in [0, 1)")
+    if args.output is None:
+        name = f"ssl-{args.dataset}-{args.algorithm}-{args.labels_per_class}"
+        args.output = os.path.join("outputs", name)
+    return args
+
+
+def build_model(args, image_shape, num_classes):
+    regularizer = keras.regularizers.L2(args.weight_decay / 2) if args.weight_decay else None
+    backbone = build_backbone(
+        args.model, image_shape, width=args.width, kernel_regularizer=regularizer
+    )
+    head = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="head")
+    kwargs = {
+        "head": head,
+        "mir_weight": args.mir_weight,
+        "hdr_weight": args.hdr_weight,
+        "unlabeled_information": args.unlabeled_information,
+    }
+    if args.algorithm != "supervised":
+        kwargs["lambda_u"] = args.lambda_u
+    if args.algorithm == "fixmatch":
+        kwargs["threshold"] = args.threshold
+    if args.algorithm == "freematch":
+        kwargs.update(lambda_f=args.lambda_f, sat_momentum=args.sat_momentum)
+    model = ALGORITHMS[args.algorithm](backbone, num_classes, **kwargs)
+    optimizer = keras.optimizers.SGD(
+        USBCosineDecay(args.lr, args.steps),
+        momentum=args.momentum,
+        nesterov=True,
+        use_ema=True,
+        ema_momentum=args.ema_momentum,
+    )
+    model.compile(optimizer=optimizer)
+    return model
+
+
+FINAL_KEYS = (
+    ("sup_loss", "supervised loss"),
+    ("unsup_loss", "unsupervised loss"),
+    ("fairness_loss", "fairness loss (FreeMatch)"),
+    ("mask_ratio", "mask ratio"),
+    ("pseudo_accuracy", "pseudo-label accuracy (masked)"),
+    ("threshold", "threshold (FreeMatch: global time_p)"),
+    ("mir", "MIR, labelled batch"),
+    ("hdr", "HDR, labelled batch"),
+)
+
+
+def format_table(rows):
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'measure':<{width}}  value", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {value:.4f}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Runs the recipe; returns the results dict also written to `results.json`."""
+    args = resolve(build_parser().parse_args(argv))
+    try:
+        images = data_lib.load_dataset(
+            args.dataset, image_size=args.image_size, data_dir=args.data_dir
+        )
+    except data_lib.DatasetUnavailableError as error:
+        raise SystemExit(f"error: {error}") from None
+    try:
+        labeled, unlabeled = ssl_data.split_labeled(
+            images.y_train, args.labels_per_class, seed=args.seed
+        )
+    except ValueError as error:
+        raise SystemExit(f"error: --labels-per-class: {error}") from None
+    keras.utils.set_random_seed(args.seed)
+    os.makedirs(args.output, exist_ok=True)
+
+    x_test, y_test = images.x_test, images.y_test
+    if args.test_samples is not None and args.test_samples < len(y_test):
+        keep = np.sort(np.random.default_rng(0).permutation(len(y_test))[: args.test_samples])
+        x_test, y_test = x_test[keep], y_test[keep]
+    semi = args.algorithm != "supervised"
+    train = ssl_data.semi_supervised_dataset(
+        images.x_train[labeled],
+        images.y_train[labeled],
+        images.x_train[unlabeled] if semi else None,
+        batch_size=args.batch_size,
+        uratio=args.uratio,
+        unlabeled_labels=images.y_train[unlabeled] if semi else None,
+        crop_padding=args.crop_padding,
+        flip=images.flip and not args.no_flip,
+        num_ops=args.randaugment_ops,
+        magnitude=args.randaugment_magnitude,
+        seed=args.seed,
+    )
+    test = data_lib.evaluation_dataset(x_test, y_test, 256)
+    model = build_model(args, images.image_shape, images.num_classes)
+
+    epochs = math.ceil(args.steps / args.eval_every)
+    callbacks = [
+        keras.callbacks.SwapEMAWeights(),
+        keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"), append=args.resume),
+    ]
+    if args.resume:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup")))
+    backend = keras.backend.backend()
+    print(
+        f"{images.name}: {len(labeled)} labelled ({args.labels_per_class} per class) and "
+        f"{len(unlabeled) if semi else 0} unlabelled training images {images.image_shape}, "
+        f"{len(y_test)} test images; {args.algorithm} on {args.model} x{args.width} "
+        f"({model.count_params():,} parameters), {args.steps} steps of batch {args.batch_size}"
+        f"{f' + {args.uratio * args.batch_size} unlabelled' if semi else ''}, {backend} backend"
+    )
+    start = time.time()
+    history = model.fit(
+        train,
+        epochs=epochs,
+        steps_per_epoch=args.eval_every,
+        validation_data=test,
+        callbacks=callbacks,
+        verbose=args.verbose,
+    )
+    elapsed = time.time() - start
+    # At the end of fit Keras writes the weight average into the model.
+    model.save(os.path.join(args.output, "model.keras"))
+    results = model.evaluate(test, verbose=0, return_dict=True)
+
+    logs = {key: values[-1] for key, values in history.history.items()}
+    rows = [("test accuracy (EMA weights)", results["accuracy"])]
+    if "val_accuracy" in history.history:
+        rows.append(("best test accuracy during training", max(history.history["val_accuracy"])))
+    rows.append(("labelled-batch accuracy", logs.get("accuracy", float("nan"))))
+    rows += [(name, logs[key]) for key, name in FINAL_KEYS if key in logs]
+    title = f"{images.name}, {args.algorithm}, {len(labeled)} labels, {args.model} x{args.width}"
+    print(f"\n{title}, {backend}: {args.steps} steps in {elapsed:.0f} s")
+    print(format_table(rows))
+    summary = {
+        "settings": vars(args),
+        "backend": backend,
+        "labels": len(labeled),
+        "train_seconds": elapsed,
+        "test_accuracy": float(results["accuracy"]),
+        "test_samples": len(y_test),
+        "table": [{"measure": name, "value": float(value)} for name, value in rows],
+        "history": history.history,
+    }
+    with open(os.path.join(args.output, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    print(f"\nwrote history.csv, results.json and model.keras to {args.output}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
