@@ -1,25 +1,35 @@
-"""Benchmark: entropy of a feature batch, fast min(n, d) path vs a naive n x n eigh.
+"""Benchmark: the collapse quantities of one batch, keras-nc's path vs a naive one.
 
 For every backend (one subprocess each, since Keras fixes its backend at import)
-and every (n, d), times
+and every batch shape, times
 
-- naive: `matrix_entropy(gram(z))`, one n x n eigendecomposition;
-- fast:  `feature_entropy(z)`, one min(n, d) x min(n, d) eigendecomposition;
+- `entropy` (n, d): `feature_entropy(z)`, one min(n, d) eigendecomposition, vs
+  `matrix_entropy(gram(z))`, one n x n;
+- `mir_hdr` (n, d, C), the sample-head pairing (MI, MIR and HDR come from the
+  same three entropies): `sample_head_ratios(z, y, w)`, one n x n
+  eigendecomposition (the Hadamard product) plus a min(n, d) and a
+  min(n, C, d) one, vs `information_ratios(*sample_head_grams(z, y, w))`,
+  three n x n;
+- `cma` (n, d, C): `cma_entropy(z, w, y)`, one block-diagonal
+  eigendecomposition of size n + min(C, n), compiled, vs the authors' loop:
+  a Python loop over the classes present with one small eigendecomposition
+  per class (eager: its shapes depend on the data, so it cannot be compiled);
 
 interleaved in the same process (fast, naive, fast, naive, ...) so that machine
-noise hits both alike, and reports medians and the ratio naive / fast. Modes:
-JAX under `jax.jit`; TensorFlow under `tf.function` both without XLA ("graph",
-LAPACK's eigh) and with `jit_compile=True` ("xla", what `model.fit` uses by
-default, whose CPU eigh is far slower); torch eagerly. A variant whose warm-up
-call takes longer than `--max-seconds` is timed once and not run at larger n.
-The table is printed and written into docs/performance.md.
+noise hits both alike, and reports medians, the ratio naive / fast and the
+largest absolute difference of the values. Modes: JAX under `jax.jit`;
+TensorFlow under `tf.function` without XLA ("graph", LAPACK's eigh; add "xla"
+with `--tf-modes graph xla`: XLA's CPU eigh is 30-60x slower); torch eagerly. A
+variant whose warm-up call takes longer than `--max-seconds` is timed once and
+not run at larger n. The table is printed and written into docs/performance.md.
 
-    python benchmarks/ops.py                      # all backends, default grid
-    python benchmarks/ops.py --backends jax --n 128 1024 --d 64 --repeats 5
+    python benchmarks/ops.py                      # all backends, the full grid
+    python benchmarks/ops.py --backends jax --quantities cma --n 128 1024 --d 64 --c 10
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -30,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _docs import write_section  # noqa: E402
 
-MODES = {"tensorflow": ["graph", "xla"], "jax": ["jit"], "torch": ["eager"]}
+QUANTITIES = ("entropy", "mir_hdr", "cma")
 
 
 def _compile(fn, mode):
@@ -45,105 +55,167 @@ def _compile(fn, mode):
     return fn
 
 
-def _block(x):
+def _numpy(x):
     import keras
+    import numpy as np
 
-    return keras.ops.convert_to_numpy(x)
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype="float64")
 
 
-def _timed(fn, z):
+def _timed(fn, *args):
     start = time.perf_counter()
-    value = float(_block(fn(z)))
+    value = _numpy(fn(*args))  # blocks until the result is there
     return value, time.perf_counter() - start
 
 
-def worker(mode, ns, ds, repeats, max_seconds):
+def naive_cma(z, w, y):
+    """The authors' CMA: a Python loop over the classes present, one eigh each."""
+    import numpy as np
+    from keras import ops
+
+    from keras_nc import ops as nc
+
+    labels = np.asarray(ops.convert_to_numpy(y))
+    zhat = z / ops.sqrt(ops.sum(ops.square(z), axis=-1, keepdims=True))
+    what = w / ops.sqrt(ops.sum(ops.square(w), axis=-1, keepdims=True))
+    values = []
+    for c in np.unique(labels):
+        rows = ops.take(zhat, np.flatnonzero(labels == c), axis=0)
+        group = ops.concatenate([rows, what[int(c) : int(c) + 1]], axis=0)
+        entropy = nc.matrix_entropy(ops.matmul(group, ops.transpose(group)))
+        values.append(entropy / math.log(group.shape[0]))
+    return ops.mean(ops.stack(values))
+
+
+def variants(quantity, mode):
+    """`(fast, naive)` callables of `(z, w, y)` for one quantity."""
+    from keras import ops
+
+    from keras_nc import ops as nc
+
+    if quantity == "entropy":
+        fast = lambda z, w, y: nc.feature_entropy(z, center=True)  # noqa: E731
+        naive = lambda z, w, y: nc.matrix_entropy(nc.gram(z, center=True))  # noqa: E731
+        return _compile(fast, mode), _compile(naive, mode)
+    if quantity == "mir_hdr":
+        fast = lambda z, w, y: ops.stack(nc.sample_head_ratios(z, y, w))  # noqa: E731
+
+        def naive(z, w, y):
+            return ops.stack(nc.information_ratios(*nc.sample_head_grams(z, y, w)))
+
+        return _compile(fast, mode), _compile(naive, mode)
+    return _compile(nc.cma_entropy, mode), naive_cma
+
+
+def worker(args):
     """Runs in a subprocess with KERAS_BACKEND set; prints one JSON line."""
     import keras
     import numpy as np
 
-    from keras_nc import ops as nc
-
-    fast = _compile(lambda z: nc.feature_entropy(z), mode)
-    naive = _compile(lambda z: nc.matrix_entropy(nc.gram(z)), mode)
     rng = np.random.default_rng(0)
-    rows, slow_at = [], None  # naive cost grows with n, hardly with d
-    for n in ns:
-        for d in ds:
-            z = keras.ops.convert_to_tensor(rng.normal(size=(n, d)).astype("float32"))
-            variants = {"fast": fast}
-            if slow_at is None or n <= slow_at:
-                variants["naive"] = naive
-            times, values = {}, {}
-            for name, fn in variants.items():  # warm-up (compiles), then one timed call
-                _timed(fn, z)
-                values[name], t = _timed(fn, z)
-                times[name] = [t]
-            timed = [name for name in variants if times[name][0] < max_seconds]
-            for _ in range(repeats - 1):  # interleaved repeats
-                for name in timed:
-                    times[name].append(_timed(variants[name], z)[1])
-            if "naive" in variants and "naive" not in timed:
-                slow_at = n
-            row = {"n": n, "d": d, "fast_ms": 1e3 * statistics.median(times["fast"])}
-            if "naive" in times:
-                row["naive_ms"] = 1e3 * statistics.median(times["naive"])
-                row["ratio"] = row["naive_ms"] / row["fast_ms"]
-                row["abs_diff"] = abs(values["fast"] - values["naive"])
-            rows.append(row)
-            print(f"[{keras.backend.backend()}/{mode}] {row}", file=sys.stderr, flush=True)
-    print(json.dumps({"backend": keras.backend.backend(), "mode": mode, "rows": rows}))
+    rows = []
+    for quantity in args.quantities:
+        fast, naive = variants(quantity, args.worker)
+        slow_at = {}  # naive cost grows with n (and C for cma)
+        classes = [None] if quantity == "entropy" else args.c
+        for c in classes:
+            for n in args.n:
+                for d in args.d:
+                    num_classes = c or 10
+                    z = keras.ops.convert_to_tensor(rng.normal(size=(n, d)).astype("float32"))
+                    w = keras.ops.convert_to_tensor(
+                        rng.normal(size=(num_classes, d)).astype("float32")
+                    )
+                    y = keras.ops.convert_to_tensor(rng.integers(0, num_classes, n).astype("int32"))
+                    fns = {"fast": fast}
+                    if n <= slow_at.get(c, math.inf):
+                        fns["naive"] = naive
+                    times, values = {}, {}
+                    for name, fn in fns.items():  # warm-up (compiles), then one timed call
+                        _timed(fn, z, w, y)
+                        values[name], t = _timed(fn, z, w, y)
+                        times[name] = [t]
+                    timed = [name for name in fns if times[name][0] < args.max_seconds]
+                    for _ in range(args.repeats - 1):  # interleaved repeats
+                        for name in timed:
+                            times[name].append(_timed(fns[name], z, w, y)[1])
+                    if "naive" in fns and "naive" not in timed:
+                        slow_at[c] = n
+                    row = {"quantity": quantity, "n": n, "d": d, "c": c}
+                    row["fast_ms"] = 1e3 * statistics.median(times["fast"])
+                    if "naive" in times:
+                        row["naive_ms"] = 1e3 * statistics.median(times["naive"])
+                        row["ratio"] = row["naive_ms"] / row["fast_ms"]
+                        row["abs_diff"] = float(np.abs(values["fast"] - values["naive"]).max())
+                    rows.append(row)
+                    print(f"[{keras.backend.backend()}/{args.worker}] {row}", file=sys.stderr)
+    print(json.dumps({"backend": keras.backend.backend(), "mode": args.worker, "rows": rows}))
 
 
 def run_backend(backend, mode, args):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, __file__, "--worker", mode, "--repeats", str(args.repeats)]
-    cmd += ["--max-seconds", str(args.max_seconds), "--n"]
-    cmd += [str(n) for n in args.n] + ["--d"] + [str(d) for d in args.d]
+    cmd += ["--max-seconds", str(args.max_seconds), "--quantities", *args.quantities]
+    cmd += ["--n", *map(str, args.n), "--d", *map(str, args.d), "--c", *map(str, args.c)]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def table(results):
+def table(results, quantity):
     lines = [
-        "| backend (mode) | n | d | naive n x n (ms) | fast min(n, d) (ms) | speed-up "
-        "| abs. difference (nats) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| backend (mode) | n | d | C | naive (ms) | keras-nc (ms) | speed-up | abs. difference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         for r in result["rows"]:
+            if r["quantity"] != quantity:
+                continue
             if "naive_ms" in r:
                 naive = f"{r['naive_ms']:.1f} | {r['fast_ms']:.1f} | {r['ratio']:.1f}x"
                 naive += f" | {r['abs_diff']:.1e}"
             else:
                 naive = f"not run (slow) | {r['fast_ms']:.1f} | | "
+            c = r["c"] if r["c"] is not None else "-"
             lines.append(
-                f"| {result['backend']} ({result['mode']}) | {r['n']} | {r['d']} | {naive} |"
+                f"| {result['backend']} ({result['mode']}) | {r['n']} | {r['d']} | {c} | {naive} |"
             )
     return "\n".join(lines)
+
+
+HEADERS = {
+    "entropy": "feature entropy, naive n x n `eigh` vs the min(n, d) side",
+    "mir_hdr": "sample-head MI/MIR/HDR, three n x n `eigh` vs one n x n and two small ones",
+    "cma": "CMA, the authors' per-class Python loop (eager) vs one block-diagonal `eigh`",
+}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
-    parser.add_argument("--n", nargs="+", type=int, default=[128, 512, 1024, 2048])
-    parser.add_argument("--d", nargs="+", type=int, default=[64, 128, 512])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-seconds", type=float, default=5.0)
+    parser.add_argument("--tf-modes", nargs="+", default=["graph"], choices=["graph", "xla"])
+    parser.add_argument("--quantities", nargs="+", default=list(QUANTITIES), choices=QUANTITIES)
+    parser.add_argument("--n", nargs="+", type=int, default=[64, 128, 256, 1024, 2048])
+    parser.add_argument("--d", nargs="+", type=int, default=[64, 512, 2048])
+    parser.add_argument("--c", nargs="+", type=int, default=[10, 100, 1000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-seconds", type=float, default=3.0)
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.n, args.d, args.repeats, args.max_seconds)
+        worker(args)
         return
+    modes = {"tensorflow": args.tf_modes, "jax": ["jit"], "torch": ["eager"]}
     results = [
-        run_backend(backend, mode, args) for backend in args.backends for mode in MODES[backend]
+        run_backend(backend, mode, args) for backend in args.backends for mode in modes[backend]
     ]
-    text = table(results)
-    print(text)
-    if not args.no_write:
-        command = "python " + " ".join(["benchmarks/ops.py", *sys.argv[1:]])
-        write_section("ops-benchmark", "float32, median of the timed repeats.", command, text)
+    command = "python " + " ".join(["benchmarks/ops.py", *sys.argv[1:]])
+    for quantity in args.quantities:
+        text = table(results, quantity)
+        print(f"\n{HEADERS[quantity]}\n{text}")
+        if not args.no_write:
+            header = f"{HEADERS[quantity]}; float32, median of {args.repeats} timed repeats."
+            write_section(f"ops-benchmark-{quantity}", header, command, text)
 
 
 if __name__ == "__main__":
