@@ -327,6 +327,71 @@ def test_eigh_handles_many_zero_rows(rng):
 
 
 # --------------------------------------------------------------------------- #
+# Sample-head pairing from the cheap sides, and CMA's block-diagonal layout
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "num_classes"),
+    [(24, 6, 4), (6, 24, 4), (12, 30, 40), (40, 3, 8), (20, 5, 5), (1, 4, 3)],
+    ids=["C<d<n", "n<d", "n<d<C", "d<C<n", "d=C<n", "one-sample"],
+)
+@pytest.mark.parametrize("alpha", [1.0, 2.0])
+def test_sample_head_entropies_and_ratios_match_reference(n, d, num_classes, alpha, rng):
+    """Each matrix from its smallest side (n, d or C) equals the n x n reference."""
+    z = rng.normal(size=(n, d)).astype("float32")
+    w = rng.normal(size=(num_classes, d)).astype("float32")
+    y = rng.integers(0, num_classes, n)
+    y[: n // 2] = 0  # a large class, absent classes when C is large
+    k_z, k_w = ref.gram(z, center=True), ref.gram(w[y])
+    expected = [ref.entropy(k, alpha) for k in (k_z, k_w, k_z * k_w)]
+    for got, want in zip(nc.sample_head_entropies(z, y, w, alpha=alpha), expected, strict=True):
+        assert_close(got, want, atol=2e-5)
+    mir, hdr = nc.sample_head_ratios(z, y, w, alpha=alpha)
+    assert_close(mir, ref.mir(k_z, k_w, alpha), atol=2e-5)
+    assert_close(hdr, ref.hdr(k_z, k_w, alpha), atol=2e-5)
+
+
+def test_sample_head_ratios_compile(rng):
+    z = rng.normal(size=(32, 6)).astype("float32")
+    w = rng.normal(size=(4, 6)).astype("float32")
+    y = rng.integers(0, 4, 32).astype("int32")
+    got = compiled(lambda z, w: nc.sample_head_ratios(z, y, w))(z, w)
+    k_z, k_w = ref.gram(z, center=True), ref.gram(w[y])
+    assert_close(got[0], ref.mir(k_z, k_w), atol=1e-5)
+    assert_close(got[1], ref.hdr(k_z, k_w), atol=1e-5)
+
+
+def _cma_case(rng, kind):
+    if kind == "random":
+        z, anchors = rng.normal(size=(9, 4)), rng.normal(size=(4, 4))
+        return z, anchors, np.array([0, 0, 0, 1, 1, 3, 3, 3, 3])
+    # Two groups with the same spectrum (one sample at the same angle from its
+    # anchor): their eigenvalues coincide, and eigh mixes their eigenvectors.
+    c, s = np.cos(1.0), np.sin(1.0)
+    anchors = np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0.3, 0.3, 0.3, 0.3]])
+    z = np.array([[c, s, 0, 0], [0, 0, c, s], [0.5, -0.2, 0.1, 0.9], [0.1, 0.8, -0.3, 0.2]])
+    return z, anchors, np.array([0, 1, 2, 2])
+
+
+@pytest.mark.parametrize("kind", ["random", "shared_eigenvalues"])
+def test_cma_gradient_matches_finite_differences(kind, rng):
+    z, anchors, y = _cma_case(rng, kind)
+    g_z = grad(lambda x: nc.cma_entropy(x, anchors.astype("float32"), y), z)
+    g_a = grad(lambda a: nc.cma_entropy(z.astype("float32"), a, y), anchors)
+    step = 1e-6
+    for array, g, which in ((z, g_z, 0), (anchors, g_a, 1)):
+        fd = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            plus, minus = [z.copy(), anchors.copy()], [z.copy(), anchors.copy()]
+            plus[which][index] += step
+            minus[which][index] -= step
+            fd[index] = (ref.cma(*plus, y) - ref.cma(*minus, y)) / (2 * step)
+        np.testing.assert_allclose(g, fd, atol=2e-4)
+    assert np.abs(g_z).max() > 1e-3
+
+
+# --------------------------------------------------------------------------- #
 # Errors
 # --------------------------------------------------------------------------- #
 
