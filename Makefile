@@ -41,10 +41,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --model convnet
 	$(BIN)/python benchmarks/memory.py
 
-## Fashion-MNIST experiments of the supervised recipe -> docs/recipes.md (about an hour).
+## Fashion-MNIST experiments: supervised recipe -> docs/recipes.md (about an hour),
+## semi-supervised grid -> docs/semi_supervised.md (about half an hour).
 experiments: $(STAMP)
 	$(BIN)/python benchmarks/fashion_mnist.py dynamics
 	$(BIN)/python benchmarks/fashion_mnist.py ablation --seeds 0 1 2
+	KERAS_BACKEND=tensorflow $(BIN)/python -m recipes.semi_supervised.experiment --labels 4 25 --seeds 0 --steps 500
 
 clean:
 	rm -rf $(VENV) site outputs .pytest_cache .hypothesis
