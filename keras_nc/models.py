@@ -1,5 +1,7 @@
 """`CollapseClassifier`: a classifier whose training feeds features and head to collapse metrics."""
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -139,6 +141,29 @@ class CollapseClassifier(keras.Model):
 
     def train_step(self, *args, **kwargs):
         return self._with_collapse_outputs(super().train_step, *args, **kwargs)
+
+    def _blas_threads(self):
+        """One BLAS thread while JAX steps on the CPU compute collapse terms.
+
+        JAX's CPU `eigh` calls LAPACK from scipy's OpenBLAS, whose own thread
+        pool then competes with XLA's for the cores: measured on 2 cores, the
+        collapse terms cost 1.27x the plain step with it and about 1.0x with one
+        thread (docs/performance.md). The limit holds during `fit`/`evaluate`
+        only and is lifted afterwards.
+        """
+        if (self._collapse_metrics or self._collapse_losses) and _jax_on_cpu():
+            import threadpoolctl
+
+            return threadpoolctl.threadpool_limits(1, user_api="blas")
+        return contextlib.nullcontext()
+
+    def fit(self, *args, **kwargs):
+        with self._blas_threads():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with self._blas_threads():
+            return super().evaluate(*args, **kwargs)
 
     def test_step(self, *args, **kwargs):
         return self._with_collapse_outputs(super().test_step, *args, **kwargs)
@@ -324,6 +349,14 @@ class CollapseClassifier(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
+
+
+def _jax_on_cpu():
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
 
 
 def _tensorflow_on_cpu():

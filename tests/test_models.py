@@ -263,6 +263,28 @@ def test_jit_compile_true_works(digits):
     assert np.all(np.isfinite(history["loss"])) and np.all(np.isfinite(history["mir"]))
 
 
+def test_blas_threads_are_limited_during_fit_on_jax_cpu(digits):
+    """JAX's CPU eigh runs on OpenBLAS: one thread inside fit, restored after."""
+    import threadpoolctl
+
+    def blas_threads():
+        return {
+            i["filepath"]: i["num_threads"]
+            for i in threadpoolctl.threadpool_info()
+            if i["user_api"] == "blas"
+        }
+
+    x, y = digits
+    before, during = blas_threads(), []
+    model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
+    model.compile(metrics=[MIR()], jit_compile=jit_setting())
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: during.append(blas_threads()))
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0, callbacks=[record])
+    expected = {path: 1 for path in before} if BACKEND == "jax" else before
+    assert during == [expected]
+    assert blas_threads() == before
+
+
 def test_tensorflow_on_cpu_defaults_to_graph_mode_for_collapse_terms():
     model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
     model.compile(metrics=[MIR()])
