@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import reference
 from clip_tiny import save_tiny_preset
-from conftest import to_numpy
+from conftest import BACKEND, to_numpy
 
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR
@@ -227,6 +227,9 @@ def test_named_preset_that_cannot_be_downloaded_fails_fast():
     assert time.time() - start < 30
 
 
+# The program is backend-agnostic Python over tf.data; the model, fit, CMA and
+# the modes it drives are tested on JAX above. JAX's suite is the slowest.
+@pytest.mark.skipif(BACKEND == "jax", reason="JAX suite time: the pieces are tested on JAX above")
 def test_program_end_to_end(tmp_path, preset):
     root, _ = _write_folder(tmp_path / "folder", per_class=6)
     out = str(tmp_path / "run")
