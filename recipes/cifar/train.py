@@ -28,6 +28,7 @@ from keras_nc.callbacks import CollapseMonitor
 from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from recipes import data as data_lib
+from recipes._cli import HelpFormatter
 from recipes.cifar import report
 from recipes.cifar.backbones import BACKBONES, build_backbone
 
@@ -40,15 +41,6 @@ DEFAULTS = {
 }
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows `(default: ...)` unless the help text already says it or there is none."""
-
-    def _get_help_string(self, action):
-        if "default" in (action.help or "") or action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m recipes.cifar",
@@ -56,7 +48,7 @@ def build_parser():
         "MIR, HDR, matrix entropies and NC1-NC4 against their Neural Collapse values. "
         "Without arguments: digits (bundled, offline) on a quarter-width ResNet-18, 30 epochs. "
         "The backend follows KERAS_BACKEND (tensorflow, jax, torch).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument(

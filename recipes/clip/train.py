@@ -25,6 +25,7 @@ import numpy as np
 from keras_nc import ops as nc_ops
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR
+from recipes._cli import HelpFormatter
 from recipes.clip import data as data_lib
 from recipes.clip.model import (
     DEFAULT_TEMPLATES,
@@ -64,13 +65,6 @@ def coop_epochs(shots):
     return 50 if shots == 1 else 100 if shots <= 4 else 200
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        if "default" in (action.help or "") or action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m recipes.clip",
@@ -78,7 +72,7 @@ def build_parser():
         "accuracy before, accuracy after, MIR/HDR and the within-class entropy of "
         "{image embeddings of a class} U {its text embedding} before and after. The backend "
         "follows KERAS_BACKEND (tensorflow, jax, torch).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--preset",

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from recipes import data as data_lib
+from recipes._cli import HelpFormatter
 from recipes.cifar.backbones import BACKBONES, build_backbone
 from recipes.semi_supervised import data as ssl_data
 from recipes.semi_supervised.models import ALGORITHMS
@@ -70,20 +71,13 @@ class USBCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        if "default" in (action.help or "") or action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m recipes.semi_supervised",
         description="Semi-supervised training with few labels: supervised-only baseline, FixMatch "
         "or FreeMatch (USB's defaults), optionally with the MIR/HDR regularisers of keras_nc. "
         "The backend follows KERAS_BACKEND (tensorflow, jax, torch).",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--algorithm", default="freematch", choices=tuple(ALGORITHMS), help="training algorithm"
