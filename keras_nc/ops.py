@@ -33,8 +33,14 @@ from keras import ops
 # Eigenvalues of `rho = K / tr K` below `_EIG_RTOL * max(eigenvalue)` are
 # treated as zero: `eigh` has absolute errors of order `eps * lambda_max`
 # (machine epsilon, 1.2e-7 in float32), so anything smaller is round-off.
-# Measured against float64 (n up to 1024): this keeps the float32 entropy of
-# rank-deficient and near-collinear Grams within about 5e-5 nats.
+# Orders alpha >= 1 weigh an eigenvalue `l` by `-l log l` or `l^alpha`, so the
+# round-off eigenvalues that survive this cut (at most `m eps lambda_max` each
+# for an m x m matrix, backward-stable `eigh`) change the entropy by at most
+# about `m * delta * log(1/delta)`, `delta = m eps`. Orders alpha < 1 raise them
+# to the power alpha (1e-7 becomes 3e-4 at alpha = 0.5): there the cut is the
+# numerical-rank tolerance `m * eps * lambda_max` (NumPy's `matrix_rank`), above
+# every round-off eigenvalue of a rank-deficient matrix, so that the result does
+# not depend on which round-off a machine's LAPACK kernel produced.
 _EIG_RTOL = {"float32": 1.2e-7, "float64": 2e-15}
 # A MIR or HDR denominator at or below `_ENTROPY_FLOOR * log(n)` nats is treated
 # as zero: the float32 entropy of an exactly rank-1 n x n Gram is round-off of
@@ -260,6 +266,17 @@ def _min_side_gram(xhat):
     return ops.matmul(ops.swapaxes(xhat, -1, -2), xhat), trace
 
 
+def _eigenvalue_cut(dtype, alpha, size):
+    """Relative cut below which eigenvalues of an m x m matrix count as zero.
+
+    `eps` for orders `alpha >= 1`, the numerical-rank tolerance `m * eps` for
+    `alpha < 1` (see `_EIG_RTOL`).
+    """
+    if alpha >= 1.0:
+        return _EIG_RTOL[dtype]
+    return _EIG_RTOL[dtype] * max(int(size or 1), 1)
+
+
 def _entropy_from_spectrum(eigenvalues, trace, alpha):
     """Entropy of `rho` whose eigenvalues are `eigenvalues / trace`.
 
@@ -271,7 +288,7 @@ def _entropy_from_spectrum(eigenvalues, trace, alpha):
     trace = ops.where(has_mass, trace, 1.0)
     # Eigenvalues of rho lie in [0, 1]; clipping removes round-off outside.
     p = ops.clip(eigenvalues / ops.expand_dims(trace, -1), 0.0, 1.0)
-    tol = _EIG_RTOL[dtype] * ops.max(p, axis=-1, keepdims=True)
+    tol = _eigenvalue_cut(dtype, alpha, eigenvalues.shape[-1]) * ops.max(p, axis=-1, keepdims=True)
     keep = p > tol
     p_safe = ops.where(keep, p, 1.0)
     if alpha == 1.0:
@@ -391,9 +408,14 @@ def matrix_entropy(k, alpha=1.0, normalize=False):
     matrix and an empty `0 x 0` one have entropy 0; eigenvalues below
     `1.2e-7 * max eigenvalue` (float32 machine epsilon; `2e-15` in float64)
     count as zeros, so rank-deficient matrices give finite values and finite
-    gradients. Non-finite entries raise a `ValueError` in eager calls and give
-    NaN inside compiled functions (see the module notes). Orders `alpha < 1` weigh
-    tiny eigenvalues heavily and are the most sensitive to this round-off.
+    gradients. Orders `alpha < 1` raise round-off eigenvalues to the power
+    `alpha` (`1e-7 ** 0.5 = 3e-4`), so for them the cut is the numerical-rank
+    tolerance `n * 1.2e-7 * max eigenvalue`: round-off never counts, and true
+    eigenvalues below the cut are lost (float32 accuracy of order
+    `n * (n eps)**alpha / (1 - alpha)` nats in the worst case, far less for
+    spectra without eigenvalues near the cut; see the Concepts page).
+    Non-finite entries raise a `ValueError` in eager calls and give NaN inside
+    compiled functions (see the module notes).
 
     Args:
         k: PSD matrices of shape `(..., n, n)` (e.g. from `gram`).

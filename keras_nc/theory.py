@@ -43,7 +43,8 @@ def simplex_etf(num_classes, dim=None, seed=None):
         num_classes: number of vectors `C >= 2`.
         dim: ambient dimension, at least `C - 1`; defaults to `C`.
         seed: if given, the frame is rotated by a random orthogonal matrix drawn
-            with this seed; otherwise a fixed orientation is used.
+            with this seed (the same matrix on every machine, to round-off);
+            otherwise the fixed closed-form orientation is used.
 
     Returns:
         A float64 NumPy array of shape `(num_classes, dim)`.
@@ -61,14 +62,19 @@ def simplex_etf(num_classes, dim=None, seed=None):
         raise ValueError(
             f"`dim` must be an integer >= num_classes - 1 = {c - 1}; received {dim!r}."
         )
-    # The centring matrix I - 11^T/C projects onto the sum-zero subspace (rank
-    # C-1). The rows of an orthonormal basis of that subspace, as a (C, C-1)
-    # matrix, are the projected basis vectors e_c - 1/C: once normalised they
-    # have pairwise cosine -1/(C-1).
-    centring = np.eye(c) - np.full((c, c), 1.0 / c)
-    u, _, _ = np.linalg.svd(centring)
-    frame = u[:, : c - 1]
-    frame = frame / np.linalg.norm(frame, axis=1, keepdims=True)
+    # A closed-form orthonormal basis of the sum-zero subspace (the Helmert
+    # contrasts): column k (k = 1..C-1) is (1, ..., 1, -k, 0, ..., 0) / sqrt(k(k+1))
+    # with k ones. Its rows are the projected basis vectors e_c - 1/C, of norm
+    # sqrt((C-1)/C); normalised, they have pairwise cosine -1/(C-1). Built
+    # without any factorisation, so the frame is the same on every machine (an
+    # SVD of the centring matrix would pick a basis of its degenerate eigenspace
+    # that depends on the LAPACK kernels).
+    frame = np.zeros((c, c - 1))
+    for k in range(1, c):
+        frame[:k, k - 1] = 1.0
+        frame[k, k - 1] = -float(k)
+        frame[:, k - 1] /= math.sqrt(k * (k + 1))
+    frame = frame / math.sqrt((c - 1) / c)
     out = np.zeros((c, dim))
     out[:, : c - 1] = frame
     if seed is not None:

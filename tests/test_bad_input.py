@@ -384,6 +384,16 @@ def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
     assert result["mir"] == pytest.approx(expected, abs=2e-5)
 
     z[3, 2] = np.nan
+    # The promise is about non-finite features: make them so for certain. A
+    # ReLU may turn NaN into 0 (oneDNN's fused kernels do), a linear backbone
+    # cannot (NaN * w is NaN for every w), and the claim is checked.
+    model = _model(d=6, activation=None)
+    model.compile(
+        optimizer="sgd",
+        loss=["categorical_crossentropy", losses.CMALoss(0.5)],
+        metrics=[metrics.MIR(), metrics.MIR(pairing="class", name="mir_class"), metrics.NC1()],
+    )
+    assert not np.all(np.isfinite(to_numpy(model.extract_features(z))))
     if BACKEND == "torch":
         with pytest.raises(ValueError, match="`features` must hold finite numbers"):
             model.evaluate(z, targets, batch_size=16, verbose=0)
@@ -394,7 +404,7 @@ def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
         assert np.isnan(result[key]), key
 
 
-def _model(d):
+def _model(d, activation="relu"):
     inputs = keras.Input((d,))
-    backbone = keras.Model(inputs, keras.layers.Dense(5, activation="relu")(inputs))
+    backbone = keras.Model(inputs, keras.layers.Dense(5, activation=activation)(inputs))
     return CollapseClassifier(backbone, num_classes=C)

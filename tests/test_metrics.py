@@ -120,7 +120,10 @@ def test_collapsed_features_give_collapse_values(rng):
     y = np.repeat(np.arange(c), 4).astype("int32")
     z = (3.0 * means[y] + 1.0).astype("float32")  # collapsed, shifted like ReLU features
     w = means.astype("float32")
-    logits = z @ w.T
+    # The head at collapse: rows along the centred means and a bias that removes
+    # the shift (b = -W mu_G), so that the classifier's argmax is the label for
+    # any orientation of the frame (without the bias, 1 . w_c decides it).
+    logits = z @ w.T - w.sum(axis=1)
     values = {}
     for metric in (
         metrics.MIR(),

@@ -1,0 +1,113 @@
+"""Float32 error bounds of the suite's quantities, from the float64 reference.
+
+The tolerance policy of the suite: a tolerance is never the value one machine
+returned. It follows from the float32 analysis of the quantity, evaluated on
+the float64 reference of the test's own data, so that another CPU (other BLAS,
+LAPACK or oneDNN kernels, other round-off, another basis of a degenerate
+eigenspace) passes whenever the library is right. The analysis, per quantity:
+
+- **Eigenvalues.** A float32 Gram of `m` unit rows, then a backward-stable
+  `eigh`, perturbs every eigenvalue of `rho = K / tr K` by `c(m) * eps *
+  max(rho)` (`eps = 2**-23`; the Gram's own rounding is of the same order). The
+  worst-case `c(m) = m` is never approached by rounding errors, which add up
+  like a random walk: the bounds here use Wilkinson's rule of thumb
+  `delta = sqrt(m) * eps * max(rho)`, while the library's cut (below) keeps the
+  worst case. The library counts eigenvalues below a cut as zero: `eps * max`
+  for orders `alpha >= 1`, `m * eps * max` (the numerical rank tolerance) for
+  `alpha < 1`; round-off of a true zero eigenvalue is then always cut for
+  `alpha < 1`, and adds at most `f(delta)` for `alpha >= 1`.
+- **Entropies** (`entropy_tolerance`): first order in `delta`, per eigenvalue `l`
+  of the reference: `|f'(l)| * delta` where `f(l) = -l log l` (`alpha = 1`) or
+  `l**alpha` (the sum `S` of which gives `H = log S / (1 - alpha)`, so its
+  error is divided by `S |1 - alpha|`); an eigenvalue within `delta` of the
+  cut may be kept or lost: `f(l + delta)`. Plus the trace's relative rounding
+  `m * eps`. Orders `alpha < 1` have the largest bounds (`f'` is unbounded at
+  0), `alpha > 1` the smallest; order 2 needs no `eigh` and only the trace term.
+- **MIR / HDR** (`ratio_tolerance`): the entropies' bounds propagated through
+  the ratio: `(sum of the numerator's errors + ratio * error of the
+  denominator) / denominator`.
+- **NC measures**: the class statistics are sums of `n` float32 terms (relative
+  error `n * eps` in the worst case) and the pseudo-inverse keeps directions
+  down to `max(C, d) * eps * sigma_max`; against float64 the suite allows 1%,
+  which covers a condition number of `M` up to `1e3 / sqrt(max(C, d))` with
+  room (the issue's acceptance: NC1 within 1% at cond(M M^T) = 1e6).
+- **CMA**: an entropy per class group of `m_c = n_c + 1` rows, each bounded as
+  above with `m = n + P` (the block-diagonal matrix's size), divided by
+  `log m_c`.
+
+A safety factor of 2 covers the second-order terms the bounds leave out.
+"""
+
+import numpy as np
+
+EPS32 = 2.0**-23
+SAFETY = 2.0
+
+
+def _spectrum(k):
+    k = np.asarray(k, dtype=np.float64)
+    tr = np.trace(k)
+    if tr <= 0:
+        return np.zeros(k.shape[-1])
+    return np.clip(np.linalg.eigvalsh(k / tr), 0.0, 1.0)
+
+
+def _neg_l_log_l(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x > 0, -x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+
+
+def entropy_tolerance(k, alpha=1.0, size=None, dtype="float32"):
+    """Absolute float32 error bound (nats) of `matrix_entropy(k, alpha)`.
+
+    Args:
+        k: the float64 reference matrix.
+        alpha: entropy order.
+        size: size `m` of the matrix the library decomposes (its min(n, d)
+            side, say); defaults to `k`'s size.
+        dtype: the library's compute dtype; float64 gives a bound ~1e-9.
+    """
+    eps = EPS32 if dtype == "float32" else 2.0**-52
+    p = _spectrum(k)
+    m = int(size or k.shape[-1])
+    if p.max() <= 0:
+        return SAFETY * eps
+    pmax = p.max()
+    delta = np.sqrt(m) * eps * pmax
+    cut = (m if alpha < 1 else 1) * eps * pmax
+    true_zero = p <= 1e-13 * pmax  # round-off of the float64 reference itself
+    near_cut = ~true_zero & (p <= cut + delta)
+    far = ~true_zero & ~near_cut
+    if alpha == 1.0:
+        error = np.sum(np.abs(np.log(p[far]) + 1.0)) * delta
+        error += np.sum(_neg_l_log_l(np.minimum(p[near_cut] + delta, np.exp(-1.0))))
+        error += np.count_nonzero(true_zero) * _neg_l_log_l(min(delta, np.exp(-1.0)))
+        h = float(np.sum(_neg_l_log_l(p)))
+        error += m * eps * (h + 1.0)
+    else:
+        s = float(np.sum(p[~true_zero] ** alpha))
+        ds = np.sum(alpha * p[far] ** (alpha - 1.0)) * delta
+        ds += np.sum((p[near_cut] + delta) ** alpha)
+        if alpha > 1:  # round-off of true zeros survives the cut (alpha < 1 cuts it)
+            ds += np.count_nonzero(true_zero) * delta**alpha
+        error = ds / s / abs(1.0 - alpha) + alpha * m * eps / abs(1.0 - alpha)
+    return SAFETY * float(error)
+
+
+def ratio_tolerance(h1, h2, h12, e1, e2, e12, kind):
+    """Bound on the float32 error of MIR or HDR from entropies and their bounds.
+
+    Args:
+        h1, h2, h12: reference entropies `H(K1), H(K2), H(K1 o K2)`.
+        e1, e2, e12: their error bounds (`entropy_tolerance`).
+        kind: `"mir"` or `"hdr"`.
+    """
+    if kind == "mir":
+        den, e_den = (h1, e1) if h1 <= h2 else (h2, e2)
+        num, e_num = h1 + h2 - h12, e1 + e2 + e12
+    else:
+        den, e_den = (h1, e1) if h1 >= h2 else (h2, e2)
+        num, e_num = abs(h1 - h2), e1 + e2
+    if den <= 10 * e_den:  # a degenerate denominator: the value is the defined 0
+        return 1.0
+    return float((e_num + abs(num / den) * e_den) / (den - e_den))
