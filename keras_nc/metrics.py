@@ -13,6 +13,8 @@ metric.update_state(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
 The mathematics lives in `keras_nc.ops`.
 """
 
+import contextlib
+
 import keras
 from keras import ops
 
@@ -45,6 +47,7 @@ class CollapseStep:
         self.sample_weight = sample_weight
         self._cache = dict(cache or {})
         self._class_statistics = {}
+        self._updated = set()
 
     @property
     def cache(self):
@@ -82,6 +85,18 @@ class CollapseStep:
         h_z, h_w, h_zw = self.sample_entropies(center, alpha)
         n = nc_ops._num_rows(_features(self.features))
         return nc_ops._information_ratios(h_z, h_w, h_zw, n)
+
+    def update_statistics(self, statistics):
+        """Adds the step's batch to `statistics` (a `ClassStatistics`) once per step.
+
+        Metrics sharing one accumulator all call this; only the first call of
+        a step adds the batch.
+        """
+        if id(statistics) not in self._updated:
+            self._updated.add(id(statistics))
+            statistics.update_state(
+                self.y_true, self.features, self.head_weights, self.sample_weight, step=self
+            )
 
     def class_statistics(self, num_classes, second_moment):
         """`keras_nc.ops.class_statistics` of the step, computed once per setting."""
@@ -234,25 +249,60 @@ class MatrixEntropy(_BatchMean):
         }
 
 
-class _ClassStatistics(CollapseMetric):
-    """Accumulates mergeable per-class sums (counts, sums, squared norms, z z^T).
+@keras.saving.register_keras_serializable(package="keras_nc")
+class ClassStatistics(keras.metrics.Metric):
+    """Mergeable per-class sums of the features seen since the last reset.
 
-    Variables are created by `build_for(num_classes, feature_dim)`, which
-    `CollapseClassifier.compile` calls; in a custom loop they are created on the
-    first `update_state` (eagerly) unless `num_classes`/`feature_dim` are given.
+    The state behind the class-statistics metrics (`NC1`, `CDNV`, `ETFError`,
+    `Equinorm`, `SelfDuality`, `NCCAgreement`, `MIR`/`HDR` with
+    `pairing="class"`): per-class counts, feature sums and squared norms, the
+    `d x d` second moment when NC1 needs it, and the last head rows. Sums of
+    batches (or of devices) are the statistics of the concatenated data.
+
+    `CollapseClassifier.compile` creates one and shares it among all such
+    metrics of the model, so a training step adds its batch once (a segment
+    sum of cost `n d`, plus `n d^2` for the second moment) however many class
+    metrics there are. It adds nothing to the logs (`result()` is an empty
+    dict). Standalone metrics own one each.
+
+    Args:
+        num_classes: optional number of classes `C` (else set by
+            `build_for` or from the head rows of the first update).
+        feature_dim: optional feature width `d`.
+        second_moment: also accumulate the `d x d` second moment (NC1).
+        name: metric name.
+        dtype: dtype of the state.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc.metrics import ClassStatistics
+    >>> stats = ClassStatistics(num_classes=3, feature_dim=2)
+    >>> stats.update_state(np.array([0, 1, 1]), features=np.ones((3, 2)))
+    >>> [float(c) for c in stats.statistics()["counts"]]
+    [1.0, 2.0, 0.0]
     """
 
-    _needs_second_moment = False
-
-    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+    def __init__(
+        self,
+        num_classes=None,
+        feature_dim=None,
+        second_moment=False,
+        name="class_statistics",
+        dtype=None,
+    ):
         super().__init__(name=name, dtype=dtype)
         self.num_classes, self.feature_dim = num_classes, feature_dim
-        self._built_for = False
+        self.second_moment = bool(second_moment)
+        self.built_for = False
+        self.deferring = False
+        self._memo = (None, {})
         if num_classes is not None and feature_dim is not None:
             self.build_for(num_classes, feature_dim)
 
     def build_for(self, num_classes, feature_dim):
-        if self._built_for:
+        """Creates the `(C,)`, `(C, d)` (and `(d, d)`) state variables once."""
+        if self.built_for:
             if (num_classes, feature_dim) != (self.num_classes, self.feature_dim):
                 raise ValueError(
                     f"{self.name} was built for num_classes={self.num_classes}, "
@@ -264,21 +314,20 @@ class _ClassStatistics(CollapseMetric):
         self.counts = self.add_variable(shape=(c,), initializer="zeros", name="counts")
         self.sums = self.add_variable(shape=(c, d), initializer="zeros", name="sums")
         self.sq_norms = self.add_variable(shape=(c,), initializer="zeros", name="sq_norms")
-        if self._needs_second_moment:
-            self.second_moment = self.add_variable(
-                shape=(d, d), initializer="zeros", name="second_moment"
-            )
+        if self.second_moment:
+            self.moment = self.add_variable(shape=(d, d), initializer="zeros", name="second_moment")
         # Every replica assigns the same rows: read the first, not their sum.
         self.head = self.add_variable(
             shape=(c, d), initializer="zeros", name="head", aggregation="only_first_replica"
         )
-        self._built_for = True
+        self.built_for = True
 
-    def _accumulate_stats(self, y_true, features, head_weights, sample_weight, step=None):
+    def update_state(self, y_true, features, head_weights=None, sample_weight=None, step=None):
         features = _features(features)
-        if not self._built_for:
-            head = ops.convert_to_tensor(head_weights) if head_weights is not None else None
-            num_classes = self.num_classes or (head.shape[0] if head is not None else None)
+        if not self.built_for:
+            num_classes = self.num_classes
+            if num_classes is None and head_weights is not None:
+                num_classes = ops.convert_to_tensor(head_weights).shape[0]
             if num_classes is None:
                 raise ValueError(
                     f"{self.name} needs `num_classes` (or `head_weights`) to size its state."
@@ -286,26 +335,124 @@ class _ClassStatistics(CollapseMetric):
             self.build_for(num_classes, features.shape[-1])
         if step is None:
             step = CollapseStep(y_true, features, head_weights, sample_weight)
-        stats = step.class_statistics(self.num_classes, self._needs_second_moment)
+        stats = step.class_statistics(self.num_classes, self.second_moment)
         self.counts.assign_add(ops.cast(stats["counts"], self.dtype))
         self.sums.assign_add(ops.cast(stats["sums"], self.dtype))
         self.sq_norms.assign_add(ops.cast(stats["sq_norms"], self.dtype))
-        if self._needs_second_moment:
-            self.second_moment.assign_add(ops.cast(stats["second_moment"], self.dtype))
+        if self.second_moment:
+            self.moment.assign_add(ops.cast(stats["second_moment"], self.dtype))
         if head_weights is not None:
             self.head.assign(ops.cast(head_weights, self.dtype))
 
-    def _statistics(self):
+    def statistics(self):
+        """The accumulated sums, as `keras_nc.ops.class_statistics` names them."""
         stats = {"counts": self.counts, "sums": self.sums, "sq_norms": self.sq_norms}
-        if self._needs_second_moment:
-            stats["second_moment"] = self.second_moment
+        if self.second_moment:
+            stats["second_moment"] = self.moment
         return stats
 
+    def result(self):
+        return {}
+
     def reset_state(self):
-        if not self._built_for:
-            return
-        for v in self.variables:
-            v.assign(ops.zeros(v.shape, dtype=v.dtype))
+        if self.built_for:
+            for variable in self.variables:
+                variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Within this context the epoch measures return their last value (no computation).
+
+        `CollapseClassifier` reads its metrics' results inside every training
+        step (Keras logs them); the measures of the whole epoch are computed
+        when the results are read outside a step: at the end of the epoch and
+        of `evaluate`.
+        """
+        previous, self.deferring = self.deferring, True
+        try:
+            yield
+        finally:
+            self.deferring = previous
+
+    def epoch_value(self, key, compute):
+        """`compute()` once per state of the statistics (memoised across metrics).
+
+        Eager reads only: several metrics sharing these statistics then run
+        one computation at the end of an epoch.
+        """
+        if not nc_ops._is_concrete(self.counts.value):
+            return compute()
+        parts = [self.counts, self.sums, self.head] + ([self.moment] if self.second_moment else [])
+        fingerprint = tuple(ops.convert_to_numpy(ops.sum(p)).item() for p in parts)
+        fingerprint += (ops.convert_to_numpy(self.counts).tobytes(),)
+        if self._memo[0] != fingerprint:
+            self._memo = (fingerprint, {})
+        if key not in self._memo[1]:
+            self._memo[1][key] = compute()
+        return self._memo[1][key]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "feature_dim": self.feature_dim,
+            "second_moment": self.second_moment,
+        }
+
+
+class _UsesClassStatistics(CollapseMetric):
+    """A metric reading `ClassStatistics`: its own, or one shared within a model."""
+
+    needs_second_moment = False
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        own = ClassStatistics(
+            num_classes, feature_dim, self.needs_second_moment, name=f"{name}_statistics"
+        )
+        # Untracked: the variables are listed by `variables` while owned only.
+        object.__setattr__(self, "_own_statistics", own)
+        object.__setattr__(self, "_statistics", own)
+
+    @property
+    def statistics(self):
+        """The `ClassStatistics` this metric reads."""
+        return self._statistics
+
+    @property
+    def num_classes(self):
+        return self._statistics.num_classes
+
+    @property
+    def feature_dim(self):
+        return self._statistics.feature_dim
+
+    def share_statistics(self, statistics):
+        """Reads (and updates) `statistics` instead of its own; `CollapseClassifier` calls it."""
+        if self.needs_second_moment and not statistics.second_moment:
+            raise ValueError(f"{self.name} needs statistics with `second_moment=True`.")
+        object.__setattr__(self, "_statistics", statistics)
+
+    def build_for(self, num_classes, feature_dim):
+        self._statistics.build_for(num_classes, feature_dim)
+
+    @property
+    def variables(self):
+        variables = list(self._variables)
+        if self._statistics is self._own_statistics:
+            variables += self._own_statistics.variables
+        return variables
+
+    def update_state(
+        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
+    ):
+        step = step if step is not None else CollapseStep(y_true, features, head_weights,
+                                                          sample_weight)  # fmt: skip
+        step.update_statistics(self._statistics)
+
+    def reset_state(self):
+        if self._statistics is self._own_statistics:
+            self._own_statistics.reset_state()
 
     def get_config(self):
         return {
@@ -313,6 +460,60 @@ class _ClassStatistics(CollapseMetric):
             "num_classes": self.num_classes,
             "feature_dim": self.feature_dim,
         }
+
+
+class _EpochMeasure(_UsesClassStatistics):
+    """A measure of the whole epoch's class statistics, computed when read outside a step.
+
+    Inside `CollapseClassifier`'s training and test steps the result is the
+    value computed at the previous read outside a step (the last epoch's; NaN
+    before the first), so the factorisations run once per epoch and once per
+    `evaluate`, not once per step and metric. Read directly (a custom loop,
+    the end of an epoch), the value is exact for the data seen so far.
+    """
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        self.last_result = self.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(float("nan")),
+            name="last_result",
+            aggregation="only_first_replica",
+        )
+
+    def _compute(self, statistics):
+        """The measure from a built `ClassStatistics` (a scalar tensor)."""
+        raise NotImplementedError
+
+    def result(self):
+        statistics = self._statistics
+        if statistics.deferring:
+            return ops.convert_to_tensor(self.last_result.value)
+        if not statistics.built_for:
+            return ops.zeros((), dtype=self.dtype)
+        value = ops.cast(self._compute(statistics), self.dtype)
+        if nc_ops._is_concrete(value):
+            self.last_result.assign(value)
+        return value
+
+
+class _ClassPairingRatio(_EpochMeasure):
+    """MIR or HDR of the class pairing (the state behind `MIR/HDR(pairing="class")`)."""
+
+    def __init__(self, index, center, alpha, num_classes=None, feature_dim=None, name=None,
+                 dtype=None):  # fmt: skip
+        super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        self.index, self.center, self.alpha = index, center, alpha
+
+    def _compute(self, statistics):
+        def ratios():
+            return nc_ops.class_pairing_ratios(
+                statistics.counts, statistics.sums, statistics.head, self.center, self.alpha
+            )
+
+        return statistics.epoch_value(f"pairing/{self.center}/{float(self.alpha)}", ratios)[
+            self.index
+        ]
 
 
 class _InformationRatio(CollapseMetric):
@@ -336,23 +537,30 @@ class _InformationRatio(CollapseMetric):
         nc_ops._check_alpha(alpha)
         self.pairing, self.center, self.alpha = pairing, bool(center), alpha
         if pairing == "sample":
-            self._mean = _BatchMean(name=f"{name}_mean", dtype=dtype)
-            self._stats = None
+            inner = _BatchMean(name=f"{name}_mean", dtype=dtype)
         else:
-            self._mean = None
-            self._stats = _ClassStatistics(num_classes, feature_dim, name=f"{name}_stats")
+            inner = _ClassPairingRatio(self._index, self.center, alpha, num_classes,
+                                       feature_dim, name=f"{name}_class", dtype=dtype)  # fmt: skip
+        object.__setattr__(self, "_inner", inner)
+
+    @property
+    def uses_class_statistics(self):
+        return self.pairing == "class"
+
+    @property
+    def needs_second_moment(self):
+        return False
 
     @property
     def num_classes(self):
-        return self._stats.num_classes if self._stats is not None else None
+        return self._inner.num_classes if self.pairing == "class" else None
+
+    def share_statistics(self, statistics):
+        self._inner.share_statistics(statistics)
 
     def build_for(self, num_classes, feature_dim):
-        if self._stats is not None:
-            self._stats.build_for(num_classes, feature_dim)
-
-    @property
-    def _inner(self):
-        return self._mean if self._mean is not None else self._stats
+        if self.pairing == "class":
+            self._inner.build_for(num_classes, feature_dim)
 
     @property
     def variables(self):
@@ -365,20 +573,13 @@ class _InformationRatio(CollapseMetric):
         if self.pairing == "sample":
             step = step if step is not None else CollapseStep(y_true, features, head)
             value = step.sample_ratios(self.center, self.alpha)[self._index]
-            self._mean._accumulate(value, _batch_size(features, sample_weight))
+            self._inner._accumulate(value, _batch_size(features, sample_weight))
         else:
-            self._stats._accumulate_stats(y_true, features, head, sample_weight, step)
+            self._inner.update_state(y_true, features, head, sample_weight=sample_weight,
+                                     step=step)  # fmt: skip
 
     def result(self):
-        if self.pairing == "sample":
-            return self._mean.result()
-        if not self._stats._built_for:
-            return ops.convert_to_tensor(0.0)
-        stats = self._stats
-        value = nc_ops.class_pairing_ratios(
-            stats.counts, stats.sums, stats.head, center=self.center, alpha=self.alpha
-        )[self._index]
-        return ops.cast(value, self.dtype)
+        return self._inner.result()
 
     def reset_state(self):
         self._inner.reset_state()
@@ -390,9 +591,9 @@ class _InformationRatio(CollapseMetric):
             "center": self.center,
             "alpha": self.alpha,
         }
-        if self._stats is not None:
-            config["num_classes"] = self._stats.num_classes
-            config["feature_dim"] = self._stats.feature_dim
+        if self.pairing == "class":
+            config["num_classes"] = self._inner.num_classes
+            config["feature_dim"] = self._inner.feature_dim
         return config
 
 
@@ -469,25 +670,22 @@ class HDR(_InformationRatio):
         super().__init__(pairing, center, alpha, num_classes, feature_dim, name, dtype)
 
 
-class _NeuralCollapseMeasure(_ClassStatistics):
-    """One classic NC measure from the epoch's mergeable class statistics."""
+class _NeuralCollapseMeasure(_EpochMeasure):
+    """One classic NC measure of the epoch's class statistics (all five computed together)."""
 
     _key = None
+    uses_class_statistics = True
 
     def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
         super().__init__(num_classes, feature_dim, name=name or self._key, dtype=dtype)
 
-    def update_state(
-        self, y_true, features, head_weights=None, logits=None, sample_weight=None, step=None
-    ):
-        self._accumulate_stats(y_true, features, head_weights, sample_weight, step)
+    def _compute(self, statistics):
+        stats = statistics.statistics()
 
-    def result(self):
-        if not self._built_for:
-            return ops.convert_to_tensor(0.0)
-        head = self.head if self._key == "self_duality" else None
-        value = nc_ops.neural_collapse_measures(self._statistics(), head)[self._key]
-        return ops.cast(value, self.dtype)
+        def measures():
+            return nc_ops.neural_collapse_measures(stats, statistics.head)
+
+        return statistics.epoch_value(f"measures/{'second_moment' in stats}", measures)[self._key]
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -512,7 +710,7 @@ class NC1(_NeuralCollapseMeasure):
     """
 
     _key = "nc1"
-    _needs_second_moment = True
+    needs_second_moment = True
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -598,13 +796,14 @@ class SelfDuality(_NeuralCollapseMeasure):
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
-class NCCAgreement(_ClassStatistics):
+class NCCAgreement(_UsesClassStatistics):
     """NC4: agreement of the classifier with the nearest-class-mean rule.
 
     One pass: each batch is compared with the class means accumulated so far in
     the epoch (its own samples included), so early batches use rougher means
     than late ones; `keras_nc.callbacks.CollapseMonitor` computes the exact
-    two-pass value. Tends to 1 at collapse.
+    two-pass value. Tends to 1 at collapse. Cheap (a `C x d` comparison per
+    step), so it is updated in every step.
 
     Args:
         num_classes: optional state size.
@@ -619,6 +818,8 @@ class NCCAgreement(_ClassStatistics):
     ```
     """
 
+    uses_class_statistics = True
+
     def __init__(self, num_classes=None, feature_dim=None, name="ncc_agreement", dtype=None):
         super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
         self.agree = self.add_variable(shape=(), initializer="zeros", name="agree")
@@ -630,8 +831,9 @@ class NCCAgreement(_ClassStatistics):
         if logits is None:
             head = _head(head_weights, "NCCAgreement")
             logits = ops.matmul(ops.convert_to_tensor(features), ops.transpose(head))
-        self._accumulate_stats(y_true, features, head_weights, sample_weight, step)
-        means, _, present = nc_ops.class_means(self.counts, self.sums)
+        super().update_state(y_true, features, head_weights, logits, sample_weight, step)
+        statistics = self._statistics
+        means, _, present = nc_ops.class_means(statistics.counts, statistics.sums)
         value = nc_ops.ncc_agreement(features, logits, means, present)
         n = ops.cast(ops.shape(features)[0], self.dtype)
         self.agree.assign_add(ops.cast(value, self.dtype) * n)

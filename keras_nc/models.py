@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_nc.losses import CollapseLoss
-from keras_nc.metrics import CollapseMetric, CollapseStep
+from keras_nc.metrics import ClassStatistics, CollapseMetric, CollapseStep
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -71,6 +71,7 @@ class CollapseClassifier(keras.Model):
         object.__setattr__(self, "_collapse_outputs", False)
         object.__setattr__(self, "_collapse_metrics", [])
         object.__setattr__(self, "_collapse_losses", [])
+        object.__setattr__(self, "_class_statistics", None)
         inputs = getattr(backbone, "inputs", None)
         if inputs:
             self.build(tuple(inputs[0].shape) if len(inputs) == 1 else None)
@@ -218,8 +219,22 @@ class CollapseClassifier(keras.Model):
         # Keep what the user passed, so that a saved model recompiles identically.
         self._compile_config.config.update(loss=user_loss, metrics=user_metrics)
 
+        # One accumulator of class statistics for all the metrics that read them:
+        # a step adds its batch once, and the epoch measures are computed once.
+        readers = [m for m in collapse_metrics if getattr(m, "uses_class_statistics", False)]
+        statistics = None
+        if readers:
+            statistics = ClassStatistics(
+                self.num_classes,
+                self.feature_dim,
+                second_moment=any(m.needs_second_moment for m in readers),
+                name="class_statistics",
+            )
+            for metric in readers:
+                metric.share_statistics(statistics)
         for metric in collapse_metrics:
             metric.build_for(self.num_classes, self.feature_dim)
+        object.__setattr__(self, "_class_statistics", statistics)
         object.__setattr__(self, "_collapse_metrics", collapse_metrics)
         object.__setattr__(self, "_collapse_losses", collapse_losses)
 
@@ -231,7 +246,9 @@ class CollapseClassifier(keras.Model):
 
     @property
     def metrics(self):
-        return super().metrics + list(getattr(self, "_collapse_metrics", []))
+        statistics = getattr(self, "_class_statistics", None)
+        shared = [statistics] if statistics is not None else []
+        return super().metrics + shared + list(getattr(self, "_collapse_metrics", []))
 
     def _split(self, y_pred):
         if isinstance(y_pred, dict):
@@ -284,7 +301,14 @@ class CollapseClassifier(keras.Model):
                     sample_weight=sample_weight,
                     step=step,
                 )
-        return self.get_metrics_result()
+        statistics = getattr(self, "_class_statistics", None)
+        if statistics is None:
+            return self.get_metrics_result()
+        # In the step, the epoch measures report their last value; Keras reads
+        # the results again outside the step at the end of the epoch (and of
+        # `evaluate`), where they are computed once from the whole epoch.
+        with statistics.deferred():
+            return self.get_metrics_result()
 
     # ------------------------------------------------------------------ #
     # Construction helpers and serialisation

@@ -746,21 +746,25 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
     """
     features = _check_features(features)
     labels, valid = _check_labels(labels, num_classes, num_samples=features.shape[0])
-    one_hot = ops.one_hot(labels, num_classes, dtype=features.dtype)  # (n, C)
-    if sample_weight is not None:
-        weight = _check_sample_weight(sample_weight, features.shape[0])
-        one_hot = one_hot * ops.expand_dims(ops.cast(weight, features.dtype), -1)
+    if sample_weight is None:
+        weight = ops.ones((ops.shape(features)[0],), dtype=features.dtype)
+    else:
+        weight = ops.cast(_check_sample_weight(sample_weight, features.shape[0]), features.dtype)
+    weighted = features * ops.expand_dims(weight, -1)
+    # Segment sums cost n d, not the n C d of a one-hot matmul (C = 1000 heads).
     # Invalid labels in a compiled step make every statistic NaN (eager calls raise).
     poison = ops.where(valid, 0.0, float("nan"))
+
+    def per_class(values):
+        return ops.segment_sum(values, labels, num_segments=num_classes) + poison
+
     stats = {
-        "counts": ops.sum(one_hot, axis=0) + poison,
-        "sums": ops.matmul(ops.transpose(one_hot), features) + poison,
-        "sq_norms": ops.matmul(ops.transpose(one_hot), ops.sum(ops.square(features), axis=-1))
-        + poison,
+        "counts": per_class(weight),
+        "sums": per_class(weighted),
+        "sq_norms": per_class(ops.sum(weighted * features, axis=-1)),
     }
     if second_moment:
-        weights = ops.sum(one_hot, axis=-1, keepdims=True)  # (n, 1)
-        stats["second_moment"] = ops.matmul(ops.transpose(features * weights), features) + poison
+        stats["second_moment"] = ops.matmul(ops.transpose(weighted), features) + poison
     return stats
 
 
@@ -835,7 +839,9 @@ def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
     `information_ratios(*class_pairing_grams(counts, sums, head_weights, center))`
     for statistics accumulated over an epoch (e.g. by the class-pairing metrics).
     Like `neural_collapse_measures`, it never raises on the values: statistics or
-    head rows holding NaN or inf (a compiled step that saw bad input) give NaN.
+    head rows holding NaN or inf (a compiled step that saw bad input) give NaN;
+    it computes in float64 where the backend has it and, called eagerly, on the
+    classes present only (`C' x C'` eigendecompositions, not `C x C`).
 
     Args:
         counts: `(C,)` per-class counts.
@@ -848,6 +854,9 @@ def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
         A tuple of two scalar tensors, `(mir, hdr)`.
     """
     arrays, finite = _finite_or_zero({"counts": counts, "sums": sums, "head_weights": head_weights})
+    dtype = _statistics_dtype()
+    arrays = {name: ops.cast(value, dtype) for name, value in arrays.items()}
+    arrays, _ = _rows_of_present_classes(arrays["counts"], arrays)
     k_m, k_w = class_pairing_grams(
         arrays["counts"], arrays["sums"], arrays["head_weights"], center=center
     )
@@ -869,15 +878,61 @@ def _finite_or_zero(arrays):
     return {name: ops.where(finite, value, 0.0) for name, value in arrays.items()}, finite
 
 
-def _pinv_psd(a, rtol):
-    """Pseudo-inverse of a symmetric PSD matrix via `eigh` (small eigenvalues cut).
+def _statistics_dtype():
+    """The widest float the backend computes in: float64, or float32 on JAX without x64."""
+    if keras.backend.backend() == "jax":
+        import jax
 
-    Callers pass finite matrices (`neural_collapse_measures` sanitises first).
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
+def _eps(dtype):
+    return 2.0**-52 if dtype == "float64" else 2.0**-23
+
+
+def _rows_of_present_classes(counts, arrays):
+    """Eager statistics: the rows of the classes present only (C' x d instead of C x d).
+
+    Classes absent from the data take no part in any measure; dropping them
+    keeps the factorisations at the size of the data (a 10,000-class head
+    seen for a few steps) and away from blocks of exactly repeated zeros. While
+    traced (static shapes) the rows are kept and masked instead.
     """
-    w, v = ops.eigh(a)  # 2-D: no batched kernel (see _eigenvalues)
-    keep = w > rtol * ops.max(w)
-    inv = ops.where(keep, 1.0 / ops.where(keep, w, 1.0), 0.0)
-    return ops.matmul(v * ops.expand_dims(inv, 0), ops.transpose(v))
+    if not _is_concrete(counts):
+        return arrays, ops.cast(counts > 0, counts.dtype)
+    import numpy as np
+
+    present = ops.convert_to_numpy(counts) > 0
+    # At least two rows (absent ones, masked) so that every shape stays valid.
+    padding = np.flatnonzero(~present)[: max(0, 2 - int(present.sum()))]
+    rows = np.sort(np.concatenate([np.flatnonzero(present), padding]))
+    arrays = {name: ops.take(value, rows, axis=0) for name, value in arrays.items()}
+    return arrays, ops.convert_to_tensor(present[rows].astype(_dtype_name(counts)))
+
+
+def _nc1(centred, means, counts, second, total):
+    """`tr(Sigma_W Sigma_B^+) / C'` from the singular vectors of the centred means `M`.
+
+    `Sigma_B^+ = C' V S^-2 V^T` with `M = U S V^T`, so NC1 is
+    `sum_k v_k^T Sigma_W v_k / s_k^2` over the singular values above the
+    round-off cut `max(C', d) * eps * s_max` (NumPy's `pinv`/`matrix_rank`
+    convention). Working with `M` itself, not `M M^T`, keeps the condition
+    number from being squared (and squared again by a pseudo-inverse of
+    `M M^T` taken twice).
+    """
+    dtype = _dtype_name(centred)
+    _, singular, vt = ops.svd(centred, full_matrices=False)  # vt: (k, d)
+    size = max(int(centred.shape[0] or 1), int(centred.shape[1] or 1))
+    cut = size * _eps(dtype) * ops.max(singular)
+    keep = singular > cut
+    # v^T Sigma_W v = (v^T S2 v - sum_c N_c (v . mu_c)^2) / N
+    along_second = ops.sum(ops.matmul(vt, second) * vt, axis=-1)
+    along_means = ops.matmul(means, ops.transpose(vt))  # (C', k)
+    between = ops.sum(ops.expand_dims(counts, -1) * ops.square(along_means), axis=0)
+    within = _maximum((along_second - between) / total, ops.zeros_like(between))
+    safe = ops.where(keep, singular, 1.0)
+    return ops.sum(ops.where(keep, within / ops.square(safe), 0.0))
 
 
 def neural_collapse_measures(statistics, head_weights=None):
@@ -889,8 +944,14 @@ def neural_collapse_measures(statistics, head_weights=None):
     covariance `Sigma_B = M^T M / C'`:
 
     - `nc1`: `tr(Sigma_W Sigma_B^+) / C'` (Papyan, Han and Donoho, 2020),
-      computed in the `C x C` space (no `d x d` pseudo-inverse); only when the
-      statistics hold `second_moment`;
+      from the singular value decomposition of `M` (no `d x d` pseudo-inverse,
+      no squared condition number); only when the statistics hold
+      `second_moment`. `Sigma_B^+` is the Moore-Penrose pseudo-inverse: between-class
+      directions with a singular value at round-off level (below
+      `max(C', d) * eps * s_max`) are left out, as NumPy's `pinv` does. A truly
+      degenerate direction (class means that do not span it) then contributes
+      nothing; a direction that is merely small contributes its full, large
+      `within / s^2` ratio, which is why NC1 of ill-conditioned means is large;
     - `cdnv`: class-distance normalised variance (Galanti et al., 2022),
       the mean over pairs of classes of `(Var_c + Var_c') / (2 ||mu_c - mu_c'||^2)`;
     - `etf_error` (NC2): `|| M M^T / ||M M^T||_F - (I - 11^T/C') / sqrt(C'-1) ||_F`;
@@ -904,6 +965,12 @@ def neural_collapse_measures(statistics, head_weights=None):
     the zero matrix from the normalised ETF, and the others are 0. Non-finite statistics or
     head rows (a compiled step that saw bad input) give NaN.
 
+    Precision: computed in float64 where the backend has it (TensorFlow,
+    PyTorch; JAX with `jax_enable_x64`), else float32. Called eagerly (as the
+    metrics do at the end of an epoch), only the classes present are used, so
+    the cost is that of the classes in the data: one SVD of `C' x d` for NC1
+    and `C' x C'` products for the others.
+
     Args:
         statistics: a dict from `class_statistics` (or sums of several).
         head_weights: optional `(C, d)` classifier rows.
@@ -912,7 +979,7 @@ def neural_collapse_measures(statistics, head_weights=None):
         A dict of scalar tensors.
     """
     # Non-finite statistics (a compiled step saw bad input) give NaN measures;
-    # they are zeroed first so that the pseudo-inverse's `eigh` never sees them.
+    # they are zeroed first so that no factorisation sees them.
     names = ["counts", "sums", "sq_norms"] + (
         ["second_moment"] if "second_moment" in statistics else []
     )
@@ -920,44 +987,37 @@ def neural_collapse_measures(statistics, head_weights=None):
     if head_weights is not None:
         arrays["head_weights"] = head_weights
     arrays, finite = _finite_or_zero(arrays)
-    counts, sums, sq_norms = arrays["counts"], arrays["sums"], arrays["sq_norms"]
-    means, global_mean, present = class_means(counts, sums)
-    mask = ops.cast(present, means.dtype)
+    dtype = _statistics_dtype()
+    arrays = {name: ops.cast(value, dtype) for name, value in arrays.items()}
+    per_class = {name: arrays[name] for name in ("counts", "sums", "sq_norms", "head_weights")
+                 if name in arrays}  # fmt: skip
+    per_class, mask = _rows_of_present_classes(arrays["counts"], per_class)
+    counts, sums, sq_norms = per_class["counts"], per_class["sums"], per_class["sq_norms"]
+    present = mask > 0
     num_present = ops.sum(mask)
     two_or_more = num_present >= 2
     c_safe = ops.where(two_or_more, num_present, 2.0)
     total = ops.sum(counts)
     total_safe = ops.where(total > 0, total, 1.0)
-    centred = (means - global_mean) * ops.expand_dims(mask, -1)  # (C, d)
+    safe_counts = ops.where(present, counts, 1.0)
+    means = ops.where(ops.expand_dims(present, -1), sums / ops.expand_dims(safe_counts, -1), 0.0)
+    global_mean = ops.sum(sums, axis=0) / total_safe
+    centred = (means - global_mean) * ops.expand_dims(mask, -1)  # (C', d)
 
-    gram_m = ops.matmul(centred, ops.transpose(centred))  # M M^T
     result = {}
-    if "second_moment" in statistics:
-        # NC1 in the C x C space: tr(Sigma_W (M^T M)^+) with
-        # (M^T M)^+ = M^T (M M^T)^{+2} M and
-        # M Sigma_W M^T = (M S2 M^T - (M mu^T) diag(N) (mu M^T)) / N, S2 = sum z z^T.
-        second = arrays["second_moment"]
-        m_mu = ops.matmul(centred, ops.transpose(means))  # (C, C)
-        sigma_w_proj = (
-            ops.matmul(ops.matmul(centred, second), ops.transpose(centred))
-            - ops.matmul(m_mu * ops.expand_dims(counts, 0), ops.transpose(m_mu))
-        ) / total_safe
-        pinv = _pinv_psd(gram_m, _EIG_RTOL[_dtype_name(gram_m)] * 100)
-        nc1 = ops.trace(ops.matmul(ops.matmul(pinv, pinv), sigma_w_proj))
+    if "second_moment" in arrays:
+        nc1 = _nc1(centred, means, counts, arrays["second_moment"], total_safe)
         result["nc1"] = ops.where(two_or_more, nc1, 0.0)
 
-    # CDNV over pairs of present classes.
-    safe_counts = ops.where(present, counts, 1.0)
+    # CDNV over pairs of present classes. Distances from the centred means
+    # (smaller norms than the raw means: less cancellation in sq + sq - 2 <,>).
     variances = sq_norms / safe_counts - ops.sum(ops.square(means), axis=-1)
     variances = ops.where(present, _maximum(variances, ops.zeros_like(variances)), 0.0)
-    sq = ops.sum(ops.square(means), axis=-1)
-    dist2 = (
-        ops.expand_dims(sq, 0)
-        + ops.expand_dims(sq, 1)
-        - 2.0 * ops.matmul(means, ops.transpose(means))
-    )
-    pair = ops.expand_dims(mask, 0) * ops.expand_dims(mask, 1) * (1.0 - ops.eye(ops.shape(mask)[0]))
-    pair = ops.cast(pair, means.dtype)
+    gram_m = ops.matmul(centred, ops.transpose(centred))  # M M^T
+    sq = ops.diagonal(gram_m)
+    dist2 = ops.expand_dims(sq, 0) + ops.expand_dims(sq, 1) - 2.0 * gram_m
+    pair = ops.expand_dims(mask, 0) * ops.expand_dims(mask, 1)
+    pair = pair * (1.0 - ops.eye(ops.shape(mask)[0], dtype=dtype))
     dist2 = _maximum(dist2, ops.zeros_like(dist2))
     ratio = (ops.expand_dims(variances, 0) + ops.expand_dims(variances, 1)) / (
         2.0 * ops.where(dist2 > 0, dist2, 1.0)
@@ -969,14 +1029,14 @@ def neural_collapse_measures(statistics, head_weights=None):
     # NC2: ETF error and equinorm.
     frob = ops.sqrt(ops.sum(ops.square(gram_m)))
     target = (
-        (ops.eye(ops.shape(mask)[0], dtype=means.dtype) - ops.ones_like(gram_m) / c_safe)
+        (ops.eye(ops.shape(mask)[0], dtype=dtype) - ops.ones_like(gram_m) / c_safe)
         * ops.expand_dims(mask, 0)
         * ops.expand_dims(mask, 1)
         / ops.sqrt(c_safe - 1.0)
     )
     etf = ops.sqrt(ops.sum(ops.square(gram_m / ops.where(frob > 0, frob, 1.0) - target)))
     etf = ops.where(two_or_more, etf, 0.0)
-    norms = ops.sqrt(_maximum(ops.sum(ops.square(centred), axis=-1), ops.zeros_like(mask)))
+    norms = ops.sqrt(_maximum(sq, ops.zeros_like(sq)))
     mean_norm = ops.sum(norms) / c_safe
     std_norm = ops.sqrt(ops.sum(mask * ops.square(norms - mean_norm)) / c_safe)
     equinorm = ops.where(
@@ -985,7 +1045,7 @@ def neural_collapse_measures(statistics, head_weights=None):
 
     result.update(cdnv=cdnv, etf_error=etf, equinorm=equinorm)
     if head_weights is not None:
-        head = arrays["head_weights"] * ops.expand_dims(mask, -1)
+        head = per_class["head_weights"] * ops.expand_dims(mask, -1)
         w_norm = ops.sqrt(ops.sum(ops.square(head)))
         m_norm = ops.sqrt(ops.sum(ops.square(centred)))
         diff = head / ops.where(w_norm > 0, w_norm, 1.0) - centred / ops.where(

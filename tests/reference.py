@@ -78,8 +78,9 @@ def neural_collapse(features, labels, head, num_classes):
     c_ = len(present)
     mu = np.stack([z[labels == c].mean(axis=0) for c in present])
     centred = mu - z.mean(axis=0)
-    sigma_w = sum(np.outer(z[i] - mu[present.index(labels[i])], z[i] - mu[present.index(labels[i])])
-                  for i in range(len(z))) / len(z)  # fmt: skip
+    row = {c: i for i, c in enumerate(present)}
+    residual = z - mu[[row[c] for c in labels]]
+    sigma_w = residual.T @ residual / len(z)
     sigma_b = centred.T @ centred / c_
     var = np.array(
         [
