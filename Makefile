@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: setup demo test lint docs bench experiments clean
+.PHONY: setup demo test test-kernels lint docs bench experiments clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: $(STAMP)
 		echo "=== KERAS_BACKEND=$$backend ==="; \
 		KERAS_BACKEND=$$backend $(BIN)/python -m pytest $(PYTEST_ARGS) tests; \
 	done
+
+## The numerics tests under other CPU kernels (BLAS, LAPACK, oneDNN, MKL), so that a
+## result that depends on one machine's kernels fails here, not on a user's machine.
+NUMERICS := tests/test_ops.py tests/test_metrics.py tests/test_properties.py \
+	tests/test_bad_input.py tests/test_theory.py tests/test_class_measures.py
+test-kernels: $(STAMP)
+	OPENBLAS_CORETYPE=Sandybridge ONEDNN_MAX_CPU_ISA=AVX2 KERAS_BACKEND=tensorflow \
+		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
+	TF_ENABLE_ONEDNN_OPTS=0 KERAS_BACKEND=tensorflow $(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
+	MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Sandybridge KERAS_BACKEND=torch \
+		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -296,6 +296,7 @@ class ClassStatistics(keras.metrics.Metric):
         self.second_moment = bool(second_moment)
         self.built_for = False
         self.deferring = False
+        self.head_source = None
         self._memo = (None, {})
         if num_classes is not None and feature_dim is not None:
             self.build_for(num_classes, feature_dim)
@@ -311,16 +312,45 @@ class ClassStatistics(keras.metrics.Metric):
             return
         self.num_classes, self.feature_dim = int(num_classes), int(feature_dim)
         c, d = self.num_classes, self.feature_dim
-        self.counts = self.add_variable(shape=(c,), initializer="zeros", name="counts")
-        self.sums = self.add_variable(shape=(c, d), initializer="zeros", name="sums")
-        self.sq_norms = self.add_variable(shape=(c,), initializer="zeros", name="sq_norms")
+        # Columns: count, sum of squared norms, feature sums (one update a step).
+        self.per_class = self.add_variable(shape=(c, d + 2), initializer="zeros", name="per_class")
         if self.second_moment:
             self.moment = self.add_variable(shape=(d, d), initializer="zeros", name="second_moment")
         # Every replica assigns the same rows: read the first, not their sum.
-        self.head = self.add_variable(
+        self.head_rows = self.add_variable(
             shape=(c, d), initializer="zeros", name="head", aggregation="only_first_replica"
         )
         self.built_for = True
+
+    @property
+    def counts(self):
+        """`(C,)` per-class counts (sums of sample weights)."""
+        return self.per_class[:, 0]
+
+    @property
+    def sq_norms(self):
+        """`(C,)` per-class sums of squared feature norms."""
+        return self.per_class[:, 1]
+
+    @property
+    def sums(self):
+        """`(C, d)` per-class feature sums."""
+        return self.per_class[:, 2:]
+
+    @property
+    def head(self):
+        """`(C, d)` head rows: the model's current ones, or those of the last update."""
+        if self.head_source is not None:
+            return self.head_source()
+        return self.head_rows
+
+    def read_head_from(self, head_source):
+        """Reads the head rows from `head_source()` when needed instead of storing them.
+
+        `CollapseClassifier` passes its head (a `(C, d)` view of the kernel), so
+        that a step does not copy `C x d` rows into the state.
+        """
+        self.head_source = head_source
 
     def update_state(self, y_true, features, head_weights=None, sample_weight=None, step=None):
         features = _features(features)
@@ -336,13 +366,13 @@ class ClassStatistics(keras.metrics.Metric):
         if step is None:
             step = CollapseStep(y_true, features, head_weights, sample_weight)
         stats = step.class_statistics(self.num_classes, self.second_moment)
-        self.counts.assign_add(ops.cast(stats["counts"], self.dtype))
-        self.sums.assign_add(ops.cast(stats["sums"], self.dtype))
-        self.sq_norms.assign_add(ops.cast(stats["sq_norms"], self.dtype))
+        columns = [ops.expand_dims(stats["counts"], -1), ops.expand_dims(stats["sq_norms"], -1),
+                   stats["sums"]]  # fmt: skip
+        self.per_class.assign_add(ops.cast(ops.concatenate(columns, axis=-1), self.dtype))
         if self.second_moment:
             self.moment.assign_add(ops.cast(stats["second_moment"], self.dtype))
-        if head_weights is not None:
-            self.head.assign(ops.cast(head_weights, self.dtype))
+        if head_weights is not None and self.head_source is None:
+            self.head_rows.assign(ops.cast(head_weights, self.dtype))
 
     def statistics(self):
         """The accumulated sums, as `keras_nc.ops.class_statistics` names them."""
@@ -380,9 +410,9 @@ class ClassStatistics(keras.metrics.Metric):
         Eager reads only: several metrics sharing these statistics then run
         one computation at the end of an epoch.
         """
-        if not nc_ops._is_concrete(self.counts.value):
+        if not nc_ops._is_concrete(self.per_class.value):
             return compute()
-        parts = [self.counts, self.sums, self.head] + ([self.moment] if self.second_moment else [])
+        parts = [self.per_class, self.head] + ([self.moment] if self.second_moment else [])
         fingerprint = tuple(ops.convert_to_numpy(ops.sum(p)).item() for p in parts)
         fingerprint += (ops.convert_to_numpy(self.counts).tobytes(),)
         if self._memo[0] != fingerprint:

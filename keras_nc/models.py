@@ -230,6 +230,7 @@ class CollapseClassifier(keras.Model):
                 second_moment=any(m.needs_second_moment for m in readers),
                 name="class_statistics",
             )
+            statistics.read_head_from(lambda: ops.transpose(self.head.kernel))
             for metric in readers:
                 metric.share_statistics(statistics)
         for metric in collapse_metrics:

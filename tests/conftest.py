@@ -1,6 +1,12 @@
 """Shared test helpers: the active backend's autodiff and compilation.
 
 The suite runs once per `KERAS_BACKEND`; the few backend branches live here.
+
+Tolerance policy: every numerical tolerance follows from the float32 analysis
+of the quantity, evaluated on the float64 reference of the test's own data,
+never from the value one machine returned (tests/tolerances.py states the
+analysis for entropies of each order, MIR/HDR, the NC measures and CMA). The
+numerics tests also run under other CPU kernels in CI (`make test-kernels`).
 """
 
 import os

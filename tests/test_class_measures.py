@@ -159,3 +159,17 @@ def test_measures_are_computed_in_float64_where_the_backend_has_it(rng):
     stats = nc_ops.class_statistics(z, y, 10)
     values = nc_ops.neural_collapse_measures(stats, np.ones((10, 16), "float32"))
     assert all(keras.backend.standardize_dtype(v.dtype) == "float64" for v in values.values())
+
+
+def test_class_statistics_of_float64_features(rng):
+    z, y = _ill_conditioned(rng, n=50)
+    wide = nc_ops.class_statistics(z.astype("float64"), y, 10)
+    narrow = nc_ops.class_statistics(z, y, 10)
+    for key in ("counts", "sums", "sq_norms", "second_moment"):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(wide[key]), keras.ops.convert_to_numpy(narrow[key]),
+            rtol=1e-5,
+        )  # fmt: skip
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(wide["counts"]), np.bincount(y, minlength=10)
+    )

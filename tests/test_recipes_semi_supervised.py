@@ -367,3 +367,28 @@ def test_program_runs_and_writes_outputs(tmp_path):
     assert results["labels"] == 20
     loaded = keras.saving.load_model(os.fspath(out / "model.keras"), safe_mode=True)
     assert isinstance(loaded, FreeMatch)
+
+
+def test_steps_not_a_multiple_of_eval_every_runs_exactly_steps(tmp_path):
+    out = tmp_path / "run"
+    train.main(
+        [
+            "--dataset", "digits", "--algorithm", "supervised", "--labels-per-class", "2",
+            "--model", "wrn10_1", "--width", "0.25", "--batch-size", "4",
+            "--steps", "5", "--eval-every", "3", "--test-samples", "20",
+            "--output", str(out), "--verbose", "0",
+        ]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["steps"] == 5
+    # Two evaluation periods: 3 steps, then the last, shorter one of 2.
+    assert len(results["history"]["val_accuracy"]) == 2
+    loaded = keras.saving.load_model(os.fspath(out / "model.keras"), safe_mode=True)
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 5
+
+
+def test_model_help_lists_the_accepted_names(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "wrn<depth>_<k>" in text and "resnet18" in text

@@ -37,7 +37,8 @@ RESNETS = {
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
 }
-BACKBONES = (*RESNETS, "wrn28_<k>")
+# Any WideResNet `wrn<depth>_<k>` with depth = 6n + 4 >= 10 (wrn28_2, wrn10_2, ...).
+BACKBONES = (*RESNETS, "wrn<depth>_<k>")
 
 
 def _channels(base, width):
@@ -169,7 +170,10 @@ def wide_resnet(
 
 
 def build_backbone(name, input_shape=(32, 32, 3), width=1.0, kernel_regularizer=None):
-    """A backbone by name: `resnet18`, `resnet34`, `resnet50` or `wrn28_<k>`.
+    """A backbone by name: `resnet18`, `resnet34`, `resnet50` or `wrn<depth>_<k>`.
+
+    `wrn<depth>_<k>` is any WideResNet with `depth = 6n + 4 >= 10` and widening
+    factor `k` (`wrn28_2` in the papers, `wrn10_2` on a CPU).
 
     Example:
 

@@ -8,7 +8,8 @@ the chosen algorithm and USB's defaults (SPEC 3.2): labelled batch 64,
 rate `lr * cos(7 pi k / (16 K))`, an exponential moving average of the
 weights (0.999) for every evaluation. One "epoch" is `--eval-every` steps;
 the test set (or a fixed seeded subset of `--test-samples` images) is
-evaluated with the averaged weights after each.
+evaluated with the averaged weights after each. Exactly `--steps` steps run:
+when it is not a multiple of `--eval-every`, the last period is shorter.
 
 Outputs in `--output`: `history.csv` (per epoch: loss, `sup_loss`,
 `unsup_loss`, `mask_ratio`, `pseudo_accuracy`, `threshold`, `fairness_loss`
@@ -124,7 +125,7 @@ def build_parser():
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", default="wrn28_2", help=f"backbone: {', '.join(BACKBONES)} (e.g. wrn28_2)"
+        "--model", default="wrn28_2", help=f"backbone: {', '.join(BACKBONES)}, depth = 6n + 4 (e.g. wrn28_2, wrn10_2)"
     )
     model.add_argument(
         "--width", type=float, default=1.0, help="channel multiplier (e.g. 0.25 on a CPU)"
@@ -247,6 +248,27 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training after `steps` optimizer steps in all (resumed runs included).
+
+    Keras runs the epoch's end as usual after the stop (validation, logs), so a
+    last, shorter evaluation period closes the run.
+    """
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+        self.done = 0
+
+    def on_train_begin(self, logs=None):
+        self.done = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done >= self.steps:
+            self.model.stop_training = True
+
+
 def main(argv=None):
     """Runs the recipe; returns the results dict also written to `results.json`."""
     args = resolve(build_parser().parse_args(argv))
@@ -286,8 +308,11 @@ def main(argv=None):
     test = data_lib.evaluation_dataset(x_test, y_test, 256)
     model = build_model(args, images.image_shape, images.num_classes)
 
+    # The last evaluation period is shorter when --steps is not a multiple of
+    # --eval-every: StopAtStep ends it after exactly --steps steps.
     epochs = math.ceil(args.steps / args.eval_every)
     callbacks = [
+        StopAtStep(args.steps),
         keras.callbacks.SwapEMAWeights(),
         keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"), append=args.resume),
     ]
