@@ -109,6 +109,7 @@ class CollapseStep:
                 num_classes,
                 sample_weight=self.sample_weight,
                 second_moment=second_moment,
+                exponent="auto",
             )
         return self._class_statistics[key]
 
@@ -153,10 +154,31 @@ def _head(head_weights, name):
     return ops.convert_to_tensor(head_weights)
 
 
-def _batch_size(features, sample_weight):
+def _pow2(exponent):
+    """`2 ** exponent` in the dtype of `exponent` (float64 stays float64 on every backend)."""
+    return ops.power(ops.full_like(exponent, 2.0), exponent)
+
+
+def _batch_weight(features, sample_weight):
+    """Weight of a batch in the epoch mean of a per-batch measure.
+
+    The batch size (the sum of the sample weights), or 0 for a batch of fewer
+    than two samples: a Gram matrix of one sample carries no geometry (its
+    entropies are 0 and MIR/HDR their degenerate 0), so a ragged last batch of
+    one sample neither crashes nor pulls the epoch mean towards 0.
+    """
+    n = ops.shape(features)[0]
     if sample_weight is not None:
-        return ops.sum(ops.cast(sample_weight, "float32"))
-    return ops.cast(ops.shape(features)[0], "float32")
+        weight = ops.sum(ops.cast(sample_weight, "float32"))
+    else:
+        weight = ops.cast(n, "float32")
+    return ops.where(ops.cast(n, "float32") >= 2.0, weight, 0.0)
+
+
+def _normalized(entropy, n):
+    """`entropy / log n`, 0 for `n < 2` (static or traced `n`)."""
+    n = ops.cast(n, entropy.dtype)
+    return ops.where(n >= 2.0, entropy / ops.log(ops.maximum(n, 2.0)), 0.0)
 
 
 class _BatchMean(CollapseMetric):
@@ -187,7 +209,8 @@ class MatrixEntropy(_BatchMean):
 
     `of="features"`: `H(K_Z)` of the cosine Gram of each batch's features
     (centred by the batch mean by default), computed on the `min(n, d)` side and
-    averaged over the epoch's batches weighted by their size. `of="head"`:
+    averaged over the epoch's batches weighted by their size (a batch of fewer
+    than two samples has no geometry and weight 0). `of="head"`:
     `H(Gram(W))` of the head rows, averaged over batches. At Neural Collapse
     both tend to `log(C - 1)` (`keras_nc.theory.entropy_at_collapse`).
 
@@ -196,7 +219,8 @@ class MatrixEntropy(_BatchMean):
         center: centre the features by the batch mean (default `True`).
         alpha: entropy order (1: von Neumann; see `keras_nc.ops.matrix_entropy`).
         normalize: divide by `log n` (by `log C` for the head).
-        name: metric name (default `"matrix_entropy"`).
+        name: metric name (default `"matrix_entropy"`; `"head_entropy"` for
+            `of="head"`).
         dtype: metric dtype.
 
     Example:
@@ -213,11 +237,12 @@ class MatrixEntropy(_BatchMean):
         center=True,
         alpha=1.0,
         normalize=False,
-        name="matrix_entropy",
+        name=None,
         dtype=None,
     ):
         if of not in ("features", "head"):
             raise ValueError(f'`of` must be "features" or "head"; received {of!r}.')
+        name = name or ("matrix_entropy" if of == "features" else "head_entropy")
         super().__init__(name=name, dtype=dtype)
         self.of, self.center, self.alpha, self.normalize = of, bool(center), alpha, normalize
         nc_ops._check_alpha(alpha)
@@ -236,8 +261,8 @@ class MatrixEntropy(_BatchMean):
         step = step if step is not None else CollapseStep(y_true, features, head_weights)
         value = step.feature_entropy(self.center, self.alpha)
         if self.normalize:
-            value = value / nc_ops._log_n(nc_ops._num_rows(features), "features")
-        self._accumulate(value, _batch_size(features, sample_weight))
+            value = _normalized(value, nc_ops._num_rows(features))
+        self._accumulate(value, _batch_weight(features, sample_weight))
 
     def get_config(self):
         return {
@@ -265,6 +290,16 @@ class ClassStatistics(keras.metrics.Metric):
     metrics there are. It adds nothing to the logs (`result()` is an empty
     dict). Standalone metrics own one each.
 
+    The state is float64 where the backend has it (TensorFlow, PyTorch; JAX
+    with `jax_enable_x64`): sums of features of any finite float32 magnitude
+    fit. A float32 state (JAX by default) holds the statistics of
+    `features * 2**-e`, `e` the largest batch scale seen so far
+    (`keras_nc.ops.scale_exponent`), rescaling by powers of two (exact) when a
+    larger batch arrives; every measure is scale-invariant, so the values are
+    those of the features. (A float32 state assumes one program over the
+    global batch, as JAX's `DataParallel` runs it; under TensorFlow's
+    `MirroredStrategy` use the default float64 state.)
+
     Args:
         num_classes: optional number of classes `C` (else set by
             `build_for` or from the head rows of the first update).
@@ -291,7 +326,7 @@ class ClassStatistics(keras.metrics.Metric):
         name="class_statistics",
         dtype=None,
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name, dtype=dtype or nc_ops._statistics_dtype())
         self.num_classes, self.feature_dim = num_classes, feature_dim
         self.second_moment = bool(second_moment)
         self.built_for = False
@@ -313,12 +348,31 @@ class ClassStatistics(keras.metrics.Metric):
         self.num_classes, self.feature_dim = int(num_classes), int(feature_dim)
         c, d = self.num_classes, self.feature_dim
         # Columns: count, sum of squared norms, feature sums (one update a step).
-        self.per_class = self.add_variable(shape=(c, d + 2), initializer="zeros", name="per_class")
+        dtype = self.dtype
+        self.per_class = self.add_variable(
+            shape=(c, d + 2), initializer="zeros", dtype=dtype, name="per_class"
+        )
         if self.second_moment:
-            self.moment = self.add_variable(shape=(d, d), initializer="zeros", name="second_moment")
+            self.moment = self.add_variable(
+                shape=(d, d), initializer="zeros", dtype=dtype, name="second_moment"
+            )
+        self.exponent = None
+        if self.dtype != "float64":
+            # Float32 state holds statistics of features * 2**-exponent (the
+            # largest batch scale seen): no overflow for any finite features.
+            self.exponent = self.add_variable(
+                shape=(),
+                initializer=keras.initializers.Constant(-1000.0),
+                dtype=dtype,
+                name="exponent",
+            )
         # Every replica assigns the same rows: read the first, not their sum.
         self.head_rows = self.add_variable(
-            shape=(c, d), initializer="zeros", name="head", aggregation="only_first_replica"
+            shape=(c, d),
+            initializer="zeros",
+            dtype=dtype,
+            name="head",
+            aggregation="only_first_replica",
         )
         self.built_for = True
 
@@ -368,9 +422,31 @@ class ClassStatistics(keras.metrics.Metric):
         stats = step.class_statistics(self.num_classes, self.second_moment)
         columns = [ops.expand_dims(stats["counts"], -1), ops.expand_dims(stats["sq_norms"], -1),
                    stats["sums"]]  # fmt: skip
-        self.per_class.assign_add(ops.cast(ops.concatenate(columns, axis=-1), self.dtype))
-        if self.second_moment:
-            self.moment.assign_add(ops.cast(stats["second_moment"], self.dtype))
+        columns = ops.cast(ops.concatenate(columns, axis=-1), self.dtype)
+        # The batch's statistics are those of features * 2**-e (no overflow in float32);
+        # column powers: counts 0, squared norms 2, sums 1 (the second moment: 2).
+        powers = ops.concatenate(
+            [
+                ops.convert_to_tensor([0.0, 2.0], self.dtype),
+                ops.ones((self.feature_dim,), self.dtype),
+            ]
+        )
+        batch_exponent = ops.cast(stats["exponent"], self.dtype)
+        if self.exponent is None:  # float64 state: absolute units (2**(2e) fits for any float32 e)
+            self.per_class.assign_add(columns * _pow2(powers * batch_exponent))
+            if self.second_moment:
+                moment = ops.cast(stats["second_moment"], self.dtype)
+                self.moment.assign_add(moment * _pow2(2.0 * batch_exponent))
+        else:  # float32 state: units of 2**exponent, the largest batch scale so far
+            exponent = ops.maximum(self.exponent.value, batch_exponent)
+            old, new = self.exponent.value - exponent, batch_exponent - exponent  # both <= 0
+            self.per_class.assign(
+                self.per_class.value * _pow2(powers * old) + columns * _pow2(powers * new)
+            )
+            if self.second_moment:
+                moment = ops.cast(stats["second_moment"], self.dtype)
+                self.moment.assign(self.moment.value * _pow2(2.0 * old) + moment * _pow2(2.0 * new))
+            self.exponent.assign(exponent)
         if head_weights is not None and self.head_source is None:
             self.head_rows.assign(ops.cast(head_weights, self.dtype))
 
@@ -388,6 +464,13 @@ class ClassStatistics(keras.metrics.Metric):
         if self.built_for:
             for variable in self.variables:
                 variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
+            if self.exponent is not None:
+                self.exponent.assign(-1000.0)
+
+    @property
+    def means_exponent(self):
+        """`e` when the state holds statistics of `features * 2**-e` (float32 state), else None."""
+        return None if self.exponent is None else self.exponent.value
 
     @contextlib.contextmanager
     def deferred(self):
@@ -603,7 +686,7 @@ class _InformationRatio(CollapseMetric):
         if self.pairing == "sample":
             step = step if step is not None else CollapseStep(y_true, features, head)
             value = step.sample_ratios(self.center, self.alpha)[self._index]
-            self._inner._accumulate(value, _batch_size(features, sample_weight))
+            self._inner._accumulate(value, _batch_weight(features, sample_weight))
         else:
             self._inner.update_state(y_true, features, head, sample_weight=sample_weight,
                                      step=step)  # fmt: skip
@@ -633,7 +716,8 @@ class MIR(_InformationRatio):
 
     `pairing="sample"` (default, what the paper tracks): for each batch, the
     cosine Gram of the (batch-centred) features against that of the head rows
-    picked by the labels; averaged over batches weighted by size.
+    picked by the labels; averaged over batches weighted by size (a batch of
+    one sample has weight 0).
     `pairing="class"`: per-class sums are accumulated over the epoch (mergeable
     across batches and devices) and the globally centred class means are
     compared with the head rows at `result()`.
@@ -649,7 +733,8 @@ class MIR(_InformationRatio):
         num_classes: optional, class pairing: size of the state (otherwise set
             by `CollapseClassifier.compile` or the first update).
         feature_dim: optional, class pairing: feature width.
-        name: metric name (default `"mir"`).
+        name: metric name (default `"mir"`, `"mir_class"` for the class
+            pairing, so both can be logged side by side).
         dtype: metric dtype.
 
     Example:
@@ -666,7 +751,8 @@ class MIR(_InformationRatio):
     _index = 0
 
     def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
-                 feature_dim=None, name="mir", dtype=None):  # fmt: skip
+                 feature_dim=None, name=None, dtype=None):  # fmt: skip
+        name = name or ("mir" if pairing == "sample" else "mir_class")
         super().__init__(pairing, center, alpha, num_classes, feature_dim, name, dtype)
 
 
@@ -683,7 +769,8 @@ class HDR(_InformationRatio):
         alpha: entropy order.
         num_classes: optional, class pairing state size.
         feature_dim: optional, class pairing feature width.
-        name: metric name (default `"hdr"`).
+        name: metric name (default `"hdr"`, `"hdr_class"` for the class
+            pairing).
         dtype: metric dtype.
 
     Example:
@@ -696,7 +783,8 @@ class HDR(_InformationRatio):
     _index = 1
 
     def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
-                 feature_dim=None, name="hdr", dtype=None):  # fmt: skip
+                 feature_dim=None, name=None, dtype=None):  # fmt: skip
+        name = name or ("hdr" if pairing == "sample" else "hdr_class")
         super().__init__(pairing, center, alpha, num_classes, feature_dim, name, dtype)
 
 
@@ -864,7 +952,9 @@ class NCCAgreement(_UsesClassStatistics):
         super().update_state(y_true, features, head_weights, logits, sample_weight, step)
         statistics = self._statistics
         means, _, present = nc_ops.class_means(statistics.counts, statistics.sums)
-        value = nc_ops.ncc_agreement(features, logits, means, present)
+        value = nc_ops.ncc_agreement(
+            features, logits, means, present, means_exponent=statistics.means_exponent
+        )
         n = ops.cast(ops.shape(features)[0], self.dtype)
         self.agree.assign_add(ops.cast(value, self.dtype) * n)
         self.seen.assign_add(n)

@@ -64,6 +64,13 @@ class CollapseClassifier(keras.Model):
                 f"`head` must be a keras.layers.Dense with num_classes={num_classes} units; "
                 f"received {head!r}."
             )
+        if head.activation not in (keras.activations.linear, None):
+            raise ValueError(
+                f"`head` must output logits (a Dense layer without activation); received "
+                f"activation={head.activation.__name__!r}. The collapse measures read its "
+                "kernel as the linear classifier W, and the losses expect logits: use "
+                "`from_logits=True` losses and apply softmax when you need probabilities."
+            )
         self.backbone = backbone
         self.num_classes = num_classes
         self.head = head
@@ -203,6 +210,7 @@ class CollapseClassifier(keras.Model):
         if any(item is None for item in plain_losses):
             raise ValueError("`loss` entries must be losses; received None.")
         metrics = list(metrics or [])
+        _check_unique_names(metrics)
         collapse_metrics = [item for item in metrics if isinstance(item, CollapseMetric)]
         plain_metrics = [item for item in metrics if not isinstance(item, CollapseMetric)]
 
@@ -374,6 +382,22 @@ class CollapseClassifier(keras.Model):
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
+
+
+def _check_unique_names(metrics):
+    """Two metrics with one name would log one value: refuse them with a clear error."""
+    names = [item if isinstance(item, str) else getattr(item, "name", None) for item in metrics]
+    seen, repeated = set(), []
+    for name in names:
+        if name is not None and name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    if repeated:
+        raise ValueError(
+            f"`metrics` holds several metrics named {repeated}: only one value per name "
+            "would be logged. Give them distinct names, e.g. "
+            '`MIR(pairing="class", name="mir_class")`.'
+        )
 
 
 def _jax_on_cpu():

@@ -78,6 +78,19 @@ def _maximum(a, b):
     return ops.where(a > b, a, b)
 
 
+def _matmul(a, b):
+    """`ops.matmul` that keeps float64 as float64 on every backend.
+
+    Keras 3.15's PyTorch backend promotes `float64 @ float64` to float32
+    (`keras.backend.result_type("float64", "float64")` is float32 there), which
+    would silently turn the float64 paths (float64 inputs, the epoch-end class
+    measures) into float32 ones; `einsum` keeps the dtype.
+    """
+    if _dtype_name(a) == "float64" and len(a.shape) >= 2 and len(b.shape) >= 2:
+        return ops.einsum("...ij,...jk->...ik", a, b)
+    return ops.matmul(a, b)
+
+
 def _check_matrix(x, name, square):
     shape = tuple(x.shape)
     if len(shape) < 2:
@@ -226,9 +239,22 @@ def _information_ratios(h1, h2, h12, n):
 
 
 def _normalize_rows(x, eps):
-    """`x_i / max(||x_i||, eps)`; zero rows stay zero with finite gradients."""
+    """`x_i / max(||x_i||, eps * max_j ||x_j||)` over the rows of each matrix of `x`.
+
+    Scale-invariant: `x` is first divided by its largest absolute entry (a
+    constant for the gradient, which the result does not depend on), so no
+    square overflows or underflows for finite features of any magnitude
+    (1e-30 or 1e30 in float32). Rows whose norm is below `eps` times the
+    largest row norm are divided by that floor instead (zero rows stay zero,
+    with finite gradients).
+    """
+    scale = ops.abs(x)
+    scale = ops.stop_gradient(ops.max(scale, axis=(-2, -1), keepdims=True, initial=0.0))
+    x = x / ops.where(scale > 0, scale, 1.0)
     sq = ops.sum(ops.square(x), axis=-1, keepdims=True)
-    return x * ops.rsqrt(_maximum(sq, eps * eps))
+    largest = ops.stop_gradient(ops.max(sq, axis=-2, keepdims=True, initial=0.0))
+    floor = eps * eps * ops.where(largest > 0, largest, 1.0)
+    return x * ops.rsqrt(_maximum(sq, floor))
 
 
 def _centred(x, center, mean):
@@ -250,7 +276,7 @@ def _prepare_features(x, center, mean, eps, name="x"):
 def _cosine_gram(x, eps):
     """`Xhat Xhat^T` of the row-normalised `x` (no validation: internal callers)."""
     xhat = _normalize_rows(x, eps)
-    return ops.matmul(xhat, ops.swapaxes(xhat, -1, -2))
+    return _matmul(xhat, ops.swapaxes(xhat, -1, -2))
 
 
 def _min_side_gram(xhat):
@@ -262,8 +288,8 @@ def _min_side_gram(xhat):
     n, d = tuple(xhat.shape)[-2:]
     trace = ops.sum(ops.square(xhat), axis=(-2, -1))
     if n is not None and d is not None and n <= d:
-        return ops.matmul(xhat, ops.swapaxes(xhat, -1, -2)), trace
-    return ops.matmul(ops.swapaxes(xhat, -1, -2), xhat), trace
+        return _matmul(xhat, ops.swapaxes(xhat, -1, -2)), trace
+    return _matmul(ops.swapaxes(xhat, -1, -2), xhat), trace
 
 
 def _eigenvalue_cut(dtype, alpha, size):
@@ -713,12 +739,46 @@ def _check_head(head_weights, features, name="head_weights"):
     return head
 
 
-def class_statistics(features, labels, num_classes, sample_weight=None, second_moment=True):
+def scale_exponent(x):
+    """The power-of-two exponent `e` that brings `x`'s largest magnitude into `(1/2, 1]`.
+
+    `ceil(log2(max |x|))`, 0 for an all-zero (or empty) `x`. Dividing by `2**e`
+    is exact in floating point and keeps squares of features of any finite
+    magnitude (1e-30 to 1e30 in float32) in range; the measures of Neural
+    Collapse are scale-invariant, so statistics of `x * 2**-e` give the same
+    measures as those of `x`.
+
+    Args:
+        x: a tensor.
+
+    Returns:
+        A scalar float32 tensor holding an integer.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> float(nc_ops.scale_exponent(np.array([3.0, -5.0], "float32")))
+    3.0
+    """
+    x = _as_float(x)
+    largest = ops.cast(ops.max(ops.abs(x), initial=0.0), "float32")
+    finite = ops.isfinite(largest) & (largest > 0)
+    exponent = ops.ceil(ops.log2(ops.where(finite, largest, 1.0)))
+    return ops.stop_gradient(exponent)
+
+
+def class_statistics(
+    features, labels, num_classes, sample_weight=None, second_moment=True, exponent=None
+):
     """Mergeable per-class sums of a batch of features.
 
     Sums over batches (or devices) give the statistics of the concatenated
     data, from which `class_means`, `neural_collapse_measures` and the class
-    pairing of `mir`/`hdr` are computed.
+    pairing of `mir`/`hdr` are computed. All of these are scale-invariant, so
+    statistics of scaled features (`exponent`) give the same measures; in
+    float32, squared norms of features beyond about 1e19 (or below 1e-19)
+    overflow (underflow) unless the features are scaled.
 
     Args:
         features: `(n, d)` features.
@@ -728,11 +788,16 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
         sample_weight: optional `(n,)` non-negative weights (default 1).
         second_moment: also return the `(d, d)` second moment (only NC1 needs
             it; it costs `n d^2`).
+        exponent: `None` (statistics of the features as they are), a number
+            or scalar tensor `e` (statistics of `features * 2**-e`), or
+            `"auto"`: `e = scale_exponent(features)`, returned as the dict's
+            `"exponent"`.
 
     Returns:
         A dict of tensors: `counts` `(C,)`, `sums` `(C, d)`, `sq_norms` `(C,)`
         (per-class sums of `||z||^2`) and, when asked, `second_moment` `(d, d)`
-        (sum of `z z^T` over all samples). An empty batch gives zeros. Labels
+        (sum of `z z^T` over all samples); with `exponent="auto"` also
+        `exponent`. An empty batch gives zeros. Labels
         outside `[0, C)` raise in eager calls and make every statistic NaN
         inside compiled functions.
 
@@ -746,6 +811,14 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
     """
     features = _check_features(features)
     labels, valid = _check_labels(labels, num_classes, num_samples=features.shape[0])
+    auto = isinstance(exponent, str)
+    if auto:
+        if exponent != "auto":
+            raise ValueError(f'`exponent` must be None, a number or "auto"; received {exponent!r}.')
+        exponent = scale_exponent(features)
+    if exponent is not None:
+        factor = ops.power(2.0, -ops.cast(exponent, "float32"))
+        features = features * ops.cast(factor, features.dtype)
     if sample_weight is None:
         weight = ops.ones((ops.shape(features)[0],), dtype=features.dtype)
     else:
@@ -774,7 +847,9 @@ def class_statistics(features, labels, num_classes, sample_weight=None, second_m
     per_class = per_class + poison
     stats = {"counts": per_class[:, 0], "sq_norms": per_class[:, 1], "sums": per_class[:, 2:]}
     if second_moment:
-        stats["second_moment"] = ops.matmul(ops.transpose(weighted), features) + poison
+        stats["second_moment"] = _matmul(ops.transpose(weighted), features) + poison
+    if auto:
+        stats["exponent"] = exponent
     return stats
 
 
@@ -937,8 +1012,8 @@ def _nc1(centred, means, counts, second, total):
     cut = size * _eps(dtype) * ops.max(singular)
     keep = singular > cut
     # v^T Sigma_W v = (v^T S2 v - sum_c N_c (v . mu_c)^2) / N
-    along_second = ops.sum(ops.matmul(vt, second) * vt, axis=-1)
-    along_means = ops.matmul(means, ops.transpose(vt))  # (C', k)
+    along_second = ops.sum(_matmul(vt, second) * vt, axis=-1)
+    along_means = _matmul(means, ops.transpose(vt))  # (C', k)
     between = ops.sum(ops.expand_dims(counts, -1) * ops.square(along_means), axis=0)
     within = _maximum((along_second - between) / total, ops.zeros_like(between))
     safe = ops.where(keep, singular, 1.0)
@@ -1023,7 +1098,7 @@ def neural_collapse_measures(statistics, head_weights=None):
     # (smaller norms than the raw means: less cancellation in sq + sq - 2 <,>).
     variances = sq_norms / safe_counts - ops.sum(ops.square(means), axis=-1)
     variances = ops.where(present, _maximum(variances, ops.zeros_like(variances)), 0.0)
-    gram_m = ops.matmul(centred, ops.transpose(centred))  # M M^T
+    gram_m = _matmul(centred, ops.transpose(centred))  # M M^T
     sq = ops.diagonal(gram_m)
     dist2 = ops.expand_dims(sq, 0) + ops.expand_dims(sq, 1) - 2.0 * gram_m
     pair = ops.expand_dims(mask, 0) * ops.expand_dims(mask, 1)
@@ -1065,7 +1140,7 @@ def neural_collapse_measures(statistics, head_weights=None):
     return {name: _nan_where_not(finite, value) for name, value in result.items()}
 
 
-def ncc_agreement(features, logits, means, present=None):
+def ncc_agreement(features, logits, means, present=None, means_exponent=None):
     """Fraction of samples whose classifier argmax equals the nearest class mean (NC4).
 
     Args:
@@ -1073,6 +1148,9 @@ def ncc_agreement(features, logits, means, present=None):
         logits: `(n, C)` classifier outputs.
         means: `(C, d)` class means (e.g. from `class_means`).
         present: optional `(C,)` boolean mask; absent classes are never nearest.
+        means_exponent: optional `e` when `means` are those of
+            `features * 2**-e` (statistics taken with `class_statistics(...,
+            exponent=e)`).
 
     Returns:
         A scalar tensor in `[0, 1]` (1 at Neural Collapse); 0 for an empty batch.
@@ -1090,7 +1168,14 @@ def ncc_agreement(features, logits, means, present=None):
     if finite is not None or not bool(_all_finite(means)):
         finite = _all_finite(features) & _all_finite(logits) & _all_finite(means)
         features, logits, means = (ops.where(finite, x, 0.0) for x in (features, logits, means))
-    dist = ops.sum(ops.square(means), axis=-1) - 2.0 * ops.matmul(features, ops.transpose(means))
+    means = ops.cast(means, features.dtype)
+    if means_exponent is not None:  # means of features * 2**-means_exponent
+        features = features * ops.cast(ops.power(2.0, -means_exponent), features.dtype)
+    # One power-of-two scale for both, so that no square overflows (scale-invariant).
+    scale = ops.maximum(scale_exponent(features), scale_exponent(means))
+    factor = ops.cast(ops.power(2.0, -scale), features.dtype)
+    features, means = features * factor, means * factor
+    dist = ops.sum(ops.square(means), axis=-1) - 2.0 * _matmul(features, ops.transpose(means))
     if present is not None:
         dist = ops.where(ops.expand_dims(present, 0), dist, float("inf"))
     agree = ops.cast(ops.argmin(dist, axis=-1) == ops.argmax(logits, axis=-1), features.dtype)
@@ -1155,12 +1240,12 @@ def _label_head_gram(what, labels):
     side = min(sides, key=sides.get)
     if side == "classes":
         root = ops.sqrt(counts)  # labels carry no gradient
-        gram = ops.matmul(what, ops.transpose(what))
+        gram = _matmul(what, ops.transpose(what))
         return gram * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace
     if side == "width":
-        return ops.matmul(ops.transpose(what) * ops.expand_dims(counts, 0), what), trace
+        return _matmul(ops.transpose(what) * ops.expand_dims(counts, 0), what), trace
     picked = ops.take(what, labels, axis=0)
-    return ops.matmul(picked, ops.transpose(picked)), trace
+    return _matmul(picked, ops.transpose(picked)), trace
 
 
 def _sample_head_entropies(zhat, what, labels, valid, alpha, h_z=None):
@@ -1175,7 +1260,7 @@ def _sample_head_entropies(zhat, what, labels, valid, alpha, h_z=None):
     k_w, trace_w = _label_head_gram(what, labels)
     h_w = _entropy_of_psd(k_w, alpha, trace=trace_w)
     picked = ops.take(what, labels, axis=0)
-    joint = ops.matmul(zhat, ops.transpose(zhat)) * ops.matmul(picked, ops.transpose(picked))
+    joint = _matmul(zhat, ops.transpose(zhat)) * _matmul(picked, ops.transpose(picked))
     h_zw = _entropy_of_psd(joint, alpha)
     return h_z, _nan_where_not(valid, h_w), _nan_where_not(valid, h_zw)
 
@@ -1304,8 +1389,8 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     rows = ops.concatenate([features, ops.take(anchors, slot_class, axis=0)], axis=0)
     sample_blocks = ops.cast(ops.expand_dims(labels, 1) == ops.expand_dims(slot_class, 0), dtype)
     blocks = ops.concatenate([sample_blocks, ops.eye(slots, dtype=dtype)], axis=0)  # (n+P, P)
-    same_block = ops.matmul(blocks, ops.transpose(blocks))
-    matrix = ops.matmul(rows, ops.transpose(rows)) * same_block  # block diagonal (permuted)
+    same_block = _matmul(blocks, ops.transpose(blocks))
+    matrix = _matmul(rows, ops.transpose(rows)) * same_block  # block diagonal (permuted)
 
     eigenvalues, eigenvectors = ops.eigh(matrix)
     eigenvalues = ops.stop_gradient(eigenvalues)
@@ -1313,11 +1398,11 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     # share[k, p]: the part of eigenvector k in block p (0 or 1 unless groups
     # share the eigenvalue); quotient[k, p]: its Rayleigh quotient on block p,
     # whose gradient is the eigenvalue's gradient restricted to the block.
-    share = ops.matmul(ops.transpose(ops.square(eigenvectors)), blocks)  # (n+P, P)
-    quotient = ops.matmul(
-        ops.transpose(eigenvectors * ops.matmul(matrix, eigenvectors)), blocks
+    share = _matmul(ops.transpose(ops.square(eigenvectors)), blocks)  # (n+P, P)
+    quotient = _matmul(
+        ops.transpose(eigenvectors * _matmul(matrix, eigenvectors)), blocks
     )  # (n+P, P), equal to share * eigenvalue
-    trace = ops.matmul(ops.diagonal(matrix), blocks)  # (P,)
+    trace = _matmul(ops.diagonal(matrix), blocks)  # (P,)
 
     has_mass = trace > 0
     trace_safe = ops.where(has_mass, trace, 1.0)
