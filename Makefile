@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/overhead.py --model convnet
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/class_measures.py
 
 ## Fashion-MNIST experiments: supervised recipe -> docs/recipes.md (about an hour),
 ## semi-supervised grid -> docs/semi_supervised.md (about half an hour).

@@ -391,8 +391,11 @@ def gram(x, center=False, mean=None, eps=1e-6):
     """Cosine Gram matrix of the rows of `x`.
 
     Optionally centres the rows (`z_i - mu`), then normalises each row to unit
-    length (`z_i / max(||z_i||, eps)`) and returns `K = Zhat Zhat^T`: symmetric,
-    positive semi-definite, with ones on the diagonal (zeros for zero rows).
+    length (`z_i / max(||z_i||, eps * max_j ||z_j||)`) and returns
+    `K = Zhat Zhat^T`: symmetric, positive semi-definite, with ones on the
+    diagonal (zeros for zero rows). Scale-invariant: the rows are divided by
+    the largest absolute entry first, so features of any finite magnitude
+    (1e-30 to 1e30 in float32) give the same Gram.
 
     Args:
         x: features of shape `(..., n, d)`, one row per sample.
@@ -402,8 +405,8 @@ def gram(x, center=False, mean=None, eps=1e-6):
         mean: optional explicit mean of shape `(d,)` or `(..., d)` (e.g. a
             global feature mean) to subtract instead of the batch mean.
             Overrides `center`.
-        eps: rows with a norm below `eps` are divided by `eps`, so zero rows
-            stay zero.
+        eps: rows with a norm below `eps` times the largest row norm are
+            divided by that floor instead, so zero rows stay zero.
 
     Returns:
         A tensor of shape `(..., n, n)` in float32 (float64 for float64 input).
@@ -909,20 +912,27 @@ def class_pairing_grams(counts, sums, head_weights, center=True):
         `(K_M, K_W)`, two `(C, C)` Gram matrices for `mir`/`hdr`; NaN when the
         statistics or the head hold non-finite values.
     """
+    rows_m, rows_w = _class_pairing_rows(counts, sums, head_weights, center)
+    return _cosine_gram(rows_m, 1e-6), _cosine_gram(rows_w, 1e-6)
+
+
+def _class_pairing_rows(counts, sums, head_weights, center):
+    """The rows whose cosine Grams the class pairing compares: `(means, head rows)`."""
     means, global_mean, present = class_means(counts, sums)
     head = _as_float(head_weights)
     _check_rank(head, "head_weights", 2, "(num_classes, d)")
-    head = _nan_where_not(_all_finite(head), head)
+    head = _nan_where_not(_all_finite(head), ops.cast(head, means.dtype))
     mask = ops.expand_dims(ops.cast(present, means.dtype), -1)
     centred = (means - global_mean) * mask if center else means
-    return _cosine_gram(centred, 1e-6), _cosine_gram(head * mask, 1e-6)
+    return centred, head * mask
 
 
 def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
     """`(MIR, HDR)` of the class pairing, from class statistics and head rows.
 
-    `information_ratios(*class_pairing_grams(counts, sums, head_weights, center))`
-    for statistics accumulated over an epoch (e.g. by the class-pairing metrics).
+    Equal to `information_ratios(*class_pairing_grams(counts, sums, head_weights,
+    center))`, with `H(K_M)` and `H(K_W)` from their `min(C', d)` sides, for
+    statistics accumulated over an epoch (e.g. by the class-pairing metrics).
     Like `neural_collapse_measures`, it never raises on the values: statistics or
     head rows holding NaN or inf (a compiled step that saw bad input) give NaN;
     it computes in float64 where the backend has it and, called eagerly, on the
@@ -942,10 +952,23 @@ def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
     dtype = _statistics_dtype()
     arrays = {name: ops.cast(value, dtype) for name, value in arrays.items()}
     arrays, _ = _rows_of_present_classes(arrays["counts"], arrays)
-    k_m, k_w = class_pairing_grams(
+    rows_m, rows_w = _class_pairing_rows(
         arrays["counts"], arrays["sums"], arrays["head_weights"], center=center
     )
-    mir_value, hdr_value = information_ratios(k_m, k_w, alpha=alpha)
+    # H(K_M) and H(K_W) from their min(C', d) sides; only the Hadamard product
+    # needs a C' x C' eigendecomposition (one, not three; and none of a C' x C'
+    # matrix of rank d < C', whose repeated zero eigenvalues some LAPACK
+    # kernels fail to converge on).
+    alpha = _check_alpha(alpha)
+    what = _normalize_rows(rows_w, 1e-6)
+    mhat = _normalize_rows(rows_m, 1e-6)
+    entropies = []
+    for rows in (mhat, what):
+        k, trace = _min_side_gram(rows)
+        entropies.append(_entropy_of_psd(k, alpha, trace=trace))
+    joint = _matmul(mhat, ops.transpose(mhat)) * _matmul(what, ops.transpose(what))
+    h_mw = _entropy_of_psd(joint, alpha)
+    mir_value, hdr_value = _information_ratios(*entropies, h_mw, _num_rows(mhat))
     return _nan_where_not(finite, mir_value), _nan_where_not(finite, hdr_value)
 
 
