@@ -80,7 +80,9 @@ def build_parser():
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", default="resnet18", help=f"backbone: {', '.join(BACKBONES)}, depth = 6n + 4 (e.g. wrn28_2, wrn10_2)"
+        "--model",
+        default="resnet18",
+        help=f"backbone: {', '.join(BACKBONES)}, depth = 6n + 4 (e.g. wrn28_2, wrn10_2)",
     )
     model.add_argument(
         "--width", type=float, help="channel multiplier (default: 0.25 for digits, else 1)"

@@ -125,7 +125,9 @@ def build_parser():
 
     model = parser.add_argument_group("model")
     model.add_argument(
-        "--model", default="wrn28_2", help=f"backbone: {', '.join(BACKBONES)}, depth = 6n + 4 (e.g. wrn28_2, wrn10_2)"
+        "--model",
+        default="wrn28_2",
+        help=f"backbone: {', '.join(BACKBONES)}, depth = 6n + 4 (e.g. wrn28_2, wrn10_2)",
     )
     model.add_argument(
         "--width", type=float, default=1.0, help="channel multiplier (e.g. 0.25 on a CPU)"
