@@ -310,12 +310,14 @@ class ClassStatistics(keras.metrics.Metric):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> from keras_nc.metrics import ClassStatistics
     >>> stats = ClassStatistics(num_classes=3, feature_dim=2)
-    >>> stats.update_state(np.array([0, 1, 1]), features=np.ones((3, 2)))
-    >>> [float(c) for c in stats.statistics()["counts"]]
-    [1.0, 2.0, 0.0]
+    >>> stats.update_state(np.array([0, 1, 1]), features=np.ones((3, 2), "float32"))
+    >>> counts = keras.ops.convert_to_numpy(stats.statistics()["counts"])
+    >>> int(counts[1]), int(counts.sum())
+    (2, 3)
     """
 
     def __init__(

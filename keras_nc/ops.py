@@ -416,7 +416,7 @@ def gram(x, center=False, mean=None, eps=1e-6):
     >>> import numpy as np
     >>> from keras_nc import ops as nc_ops
     >>> k = nc_ops.gram(np.eye(3, 4))
-    >>> k.shape
+    >>> tuple(k.shape)
     (3, 3)
     """
     return _cosine_gram(_prepare_features(x, center, mean, eps), eps)

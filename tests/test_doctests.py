@@ -1,0 +1,19 @@
+"""The `>>>` examples of the docstrings run (on one backend: they are backend-agnostic)."""
+
+import doctest
+import importlib
+
+import pytest
+from conftest import BACKEND
+
+# The modules whose docstrings hold `>>>` examples (the others show ```python blocks).
+MODULES = ["keras_nc.ops", "keras_nc.metrics", "keras_nc.theory"]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the examples run eagerly; one backend suffices")
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"no examples found in {name}"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
