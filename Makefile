@@ -7,11 +7,11 @@ STAMP := $(VENV)/.installed
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: setup demo test test-kernels lint docs bench experiments clean
+.PHONY: setup demo test test-kernels wheel-check lint docs bench experiments clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[jax,torch,dev]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[tensorflow,jax,torch,plot,recipes,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -38,6 +38,17 @@ test-kernels: $(STAMP)
 	MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Sandybridge KERAS_BACKEND=torch \
 		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
 
+## The light install: the library's wheel in a fresh venv with keras, numpy and jax only
+## (no tensorflow, keras-hub or torch) fits a CollapseClassifier with collapse terms.
+WHEEL_DIR := build/wheel-check
+wheel-check: $(STAMP)
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/pip wheel --quiet --no-deps -w $(WHEEL_DIR) .
+	$(PYTHON) -m venv $(WHEEL_DIR)/venv
+	$(WHEEL_DIR)/venv/bin/pip install --quiet -c requirements/constraints.txt \
+		$(WHEEL_DIR)/keras_nc-*.whl jax jaxlib
+	cd $(WHEEL_DIR) && KERAS_BACKEND=jax venv/bin/python $(CURDIR)/tests/wheel_smoke.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -61,4 +72,4 @@ experiments: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m recipes.semi_supervised.experiment --labels 4 25 --seeds 0 --steps 500
 
 clean:
-	rm -rf $(VENV) site outputs .pytest_cache .hypothesis
+	rm -rf $(VENV) site outputs build .pytest_cache .hypothesis

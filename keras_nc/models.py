@@ -160,8 +160,10 @@ class CollapseClassifier(keras.Model):
         only and is lifted afterwards.
         """
         if (self._collapse_metrics or self._collapse_losses) and _jax_on_cpu():
-            import threadpoolctl
-
+            try:
+                import threadpoolctl  # the `jax` extra installs it
+            except ImportError:
+                return contextlib.nullcontext()
             return threadpoolctl.threadpool_limits(1, user_api="blas")
         return contextlib.nullcontext()
 
