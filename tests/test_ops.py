@@ -277,6 +277,13 @@ def test_float64_inputs_stay_float64(rng):
     value = nc.mir(t1, t2)
     assert keras.backend.standardize_dtype(value.dtype) == "float64"
     np.testing.assert_allclose(to_numpy(value), ref.mir(k1, k2), rtol=1e-9)
+    # From features: the Gram's matmul too stays float64 (Keras 3.15's torch
+    # backend computes float64 @ float64 in float32; the ops avoid that).
+    k = nc.gram(keras.ops.convert_to_tensor(z, dtype="float64"))
+    assert keras.backend.standardize_dtype(k.dtype) == "float64"
+    np.testing.assert_allclose(to_numpy(k), ref.gram(z), atol=1e-13)
+    h = nc.feature_entropy(keras.ops.convert_to_tensor(z, dtype="float64"))
+    np.testing.assert_allclose(to_numpy(h), ref.entropy(ref.gram(z)), rtol=1e-12)
 
 
 def test_ops_compile_with_xla(rng):
