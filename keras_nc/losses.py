@@ -48,7 +48,7 @@ class CollapseLoss(keras.losses.Loss):
 
     Subclasses implement `compute(y_true, features, head_weights)`, returning
     a scalar; a `compute` that also accepts `step=` receives the step's shared
-    `keras_nc.metrics.CollapseStep` (None outside `CollapseClassifier`), whose
+    `keras_nc.step.CollapseStep` (None outside `CollapseClassifier`), whose
     memoised values the step's metrics then reuse. Calling the loss returns that
     value (already multiplied by its weight; under a `tf.distribute` strategy
     divided by the number of replicas, like every Keras loss); `sample_weight`

@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from keras_nc.losses import CollapseLoss
-from keras_nc.metrics import ClassStatistics, CollapseMetric, CollapseStep
+from keras_nc.metrics import ClassStatistics, CollapseMetric
+from keras_nc.step import CollapseStep
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
