@@ -89,12 +89,20 @@ class CollapseClassifier(keras.Model):
     # ------------------------------------------------------------------ #
 
     def build(self, input_shape=None):
+        """Builds the backbone (if needed), the head and the collapse metrics' state.
+
+        A backbone with known inputs is built at construction; an unbuilt one
+        (a `Sequential` without `Input`, a bare layer) is built here from the
+        first batch's shape, as Keras builds its models: by `fit`, `evaluate`,
+        `predict`, a first call or an explicit `model.build(input_shape)`.
+        """
         if self.built:
             return
         if input_shape is not None and not getattr(self.backbone, "built", True):
             self.backbone.build(input_shape)
         if not self.head.built:
             self.head.build(self._feature_shape(input_shape))
+        self._build_collapse_state()
         self.built = True
 
     def _feature_shape(self, input_shape):
@@ -107,7 +115,9 @@ class CollapseClassifier(keras.Model):
 
     @property
     def feature_dim(self):
-        """Width `d` of the (pooled) features."""
+        """Width `d` of the (pooled) features; `None` until the model is built."""
+        if not self.head.built:
+            return None
         return int(self.head.kernel.shape[0])
 
     def extract_features(self, inputs, training=False):
@@ -117,15 +127,33 @@ class CollapseClassifier(keras.Model):
             features = ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
         return features
 
+    def head_rows(self):
+        """The head rows `W` `(C, d)` (a tensor): the transpose of `head.kernel`.
+
+        What the collapse metrics and losses receive as `head_weights`, and
+        what the class-statistics metrics (`NC1`, `MIR(pairing="class")`, ...)
+        read at the end of an epoch. A subclass whose rows come from
+        elsewhere overrides it together with `classify`.
+        """
+        return ops.transpose(self.head.kernel)
+
+    def classify(self, features):
+        """Logits `(n, C)` and head rows `(C, d)` of pooled features `(n, d)`.
+
+        The one hook for a subclass with another head (see
+        `recipes/clip/model.py`, whose rows are CLIP text embeddings): `call`
+        returns these logits, and hands the features and these rows to the
+        collapse metrics and losses during `fit` and `evaluate`; a subclass
+        overrides this method and never sees how they are passed. Default:
+        `(self.head(features), self.head_rows())`.
+        """
+        return self.head(features), self.head_rows()
+
     def call(self, inputs, training=None):
         features = self.extract_features(inputs, training=training)
-        logits = self.head(features)
+        logits, head_rows = self.classify(features)
         if self._collapse_outputs:
-            return {
-                "logits": logits,
-                "features": features,
-                "head_weights": ops.transpose(self.head.kernel),
-            }
+            return {"logits": logits, "features": features, "head_weights": head_rows}
         return logits
 
     def compute_output_spec(self, inputs, training=None):
@@ -201,8 +229,16 @@ class CollapseClassifier(keras.Model):
                 `jit_compile="auto"` means `False`: XLA's CPU `eigh` is 30 to
                 60 times slower than LAPACK's (see the Performance page). Pass
                 `jit_compile=True` to force XLA.
+
+        The compile config (saved in `.keras` files) keeps the arguments as
+        passed, `jit_compile` included: a model compiled with
+        `jit_compile="auto"` (the default) resolves it again on the backend
+        that loads it (XLA on JAX, eager on PyTorch, graph mode on TensorFlow
+        on CPU with collapse terms), while an explicit `True` or `False` is
+        kept on every backend (`True` on PyTorch means `torch.compile`).
         """
         user_loss, user_metrics = loss, metrics
+        user_jit_compile = kwargs.get("jit_compile", "auto")
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics == "auto":
@@ -227,8 +263,11 @@ class CollapseClassifier(keras.Model):
         else:
             plain_loss = plain_losses[0] if plain_losses else None
         super().compile(optimizer=optimizer, loss=plain_loss, metrics=plain_metrics, **kwargs)
-        # Keep what the user passed, so that a saved model recompiles identically.
-        self._compile_config.config.update(loss=user_loss, metrics=user_metrics)
+        # Keep what the user passed, so that a saved model recompiles identically
+        # ("auto" stays "auto" and is resolved by the backend that loads it).
+        self._compile_config.config.update(
+            loss=user_loss, metrics=user_metrics, jit_compile=user_jit_compile
+        )
 
         # One accumulator of class statistics for all the metrics that read them:
         # a step adds its batch once, and the epoch measures are computed once.
@@ -237,18 +276,26 @@ class CollapseClassifier(keras.Model):
         if readers:
             statistics = ClassStatistics(
                 self.num_classes,
-                self.feature_dim,
                 second_moment=any(m.needs_second_moment for m in readers),
                 name="class_statistics",
             )
-            statistics.read_head_from(lambda: ops.transpose(self.head.kernel))
+            statistics.read_head_from(self.head_rows)
             for metric in readers:
                 metric.share_statistics(statistics)
-        for metric in collapse_metrics:
-            metric.build_for(self.num_classes, self.feature_dim)
         object.__setattr__(self, "_class_statistics", statistics)
         object.__setattr__(self, "_collapse_metrics", collapse_metrics)
         object.__setattr__(self, "_collapse_losses", collapse_losses)
+        self._build_collapse_state()
+
+    def _build_collapse_state(self):
+        """Sizes the collapse metrics' state `(C, d)` once the head is built.
+
+        At `compile` when the model is built, else when `build` sees the first
+        batch (an unbuilt backbone): before any step is traced either way.
+        """
+        if self.head.built:
+            for metric in self._collapse_metrics:
+                metric.build_for(self.num_classes, self.feature_dim)
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
