@@ -1,15 +1,22 @@
-"""`CollapseMonitor`: Neural Collapse measures of a held-out set at epoch ends."""
+"""Callbacks: `CollapseMonitor` (Neural Collapse measures of a dataset at epoch ends)
+and `TerminateOnNonFiniteWeights`.
 
-import csv
-import os
+`CollapseMonitor` only computes: it adds its values to the epoch's `logs`, and
+Keras' own callbacks placed after it write them (`keras.callbacks.CSVLogger`,
+`keras.callbacks.TensorBoard`, `History`, the progress bar). Figures are in
+`keras_nc.plotting`.
+"""
+
+import collections.abc
+import warnings
 
 import keras
 import numpy as np
 
 from keras_nc import ops as nc_ops
-from keras_nc import theory
+from keras_nc.models import CollapseClassifier
 
-# Keys added to the logs, in the order of the CSV columns.
+# The measures of `collapse_report`, in the order of `CollapseMonitor.history`'s rows.
 MEASURES = (
     "mir",
     "hdr",
@@ -22,6 +29,25 @@ MEASURES = (
     "self_duality",
     "ncc_agreement",
 )
+
+# Names that lived here before the figures moved to `keras_nc.plotting` (0.1.0).
+_MOVED_TO_PLOTTING = ("collapse_panels", "draw_panel", "plot_collapse_history")
+
+# Arguments of `CollapseMonitor` removed in favour of Keras' own writers.
+_REMOVED_ARGUMENTS = ("output_dir", "tensorboard", "plot")
+
+
+def __getattr__(name):
+    if name in _MOVED_TO_PLOTTING:
+        warnings.warn(
+            f"`keras_nc.callbacks.{name}` moved to `keras_nc.plotting.{name}`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from keras_nc import plotting
+
+        return getattr(plotting, name)
+    raise AttributeError(f"module 'keras_nc.callbacks' has no attribute {name!r}")
 
 
 def collapse_report(features, labels, head_weights, logits, num_classes, center=True):
@@ -66,98 +92,74 @@ def collapse_report(features, labels, head_weights, logits, num_classes, center=
     return {key: float(keras.ops.convert_to_numpy(values[key])) for key in MEASURES}
 
 
-def collapse_panels(num_classes):
-    """The panels of `plot_collapse_history`: `(title, keys, reference, reference_label)`.
-
-    `reference` is the value at Neural Collapse drawn as a dotted line (`None`:
-    no line); MIR* and log(C-1) are drawn only when `num_classes >= 3`.
-    """
-    reference = num_classes >= 3
-    return [
-        ("MIR (class pairing)", ["mir"], theory.mir_at_collapse(num_classes) if reference else None,
-         "MIR*"),
-        ("HDR (class pairing)", ["hdr"], 0.0, "HDR* = 0"),
-        ("Matrix entropy (nats)", ["feature_entropy", "head_entropy"],
-         theory.entropy_at_collapse(num_classes) if reference else None, "log(C-1)"),
-        ("NC1 and CDNV (log scale)", ["nc1", "cdnv"], None, None),
-        ("NC2 / NC3", ["etf_error", "equinorm", "self_duality"], 0.0, "0 at collapse"),
-        ("NC4: NCC agreement", ["ncc_agreement"], 1.0, "1 at collapse"),
-    ]  # fmt: skip
-
-
-def draw_panel(ax, title, curves, reference=None, reference_label=None, log_scale=False):
-    """Draws `curves` (`{label: (epochs, values)}`) and a reference line on `ax`."""
-    for label, (epochs, values) in curves.items():
-        ax.plot(epochs, values, marker=".", label=label)
-    if reference is not None:
-        ax.axhline(reference, color="k", lw=1, ls=":", label=reference_label)
-    values = [v for _, vs in curves.values() for v in vs]
-    if log_scale and values and all(v > 0 for v in values):
-        ax.set_yscale("log")
-    ax.set(title=title, xlabel="epoch")
-    ax.legend(fontsize=8)
-
-
-def plot_collapse_history(rows, num_classes, path, title=None):
-    """Plots `CollapseMonitor` rows with the Neural Collapse reference values; writes a PNG.
-
-    Args:
-        rows: list of dicts with an `epoch` key and the `MEASURES` keys.
-        num_classes: `C`, for MIR* and log(C-1) (drawn when `C >= 3`).
-        path: output PNG path.
-        title: optional figure title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in rows]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
-    panels = collapse_panels(num_classes)
-    for ax, (name, keys, ref, ref_label) in zip(axes.flat, panels, strict=True):
-        curves = {key: (epochs, [row[key] for row in rows]) for key in keys}
-        draw_panel(ax, name, curves, ref, ref_label, log_scale=keys[0] == "nc1")
-    fig.suptitle(title or f"Neural Collapse measures ({keras.backend.backend()})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 class CollapseMonitor(keras.callbacks.Callback):
-    """Evaluates Neural Collapse measures of a dataset every `every` epochs.
+    """Adds the Neural Collapse measures of a fixed dataset to the epoch logs.
 
-    At the end of an epoch it computes the features and logits of the given
-    data with `model.extract_features` and `model.head` (a
-    `keras_nc.models.CollapseClassifier`), then the class-pairing MIR and HDR,
-    the matrix entropies of features and head, and NC1, CDNV, NC2 (ETF error,
-    equinorm), NC3 (self-duality) and the exact NC4 (`collapse_report`). The
-    values are added to `logs` with the prefix `collapse_`, so `History`,
-    `CSVLogger` (placed after this callback) and the progress bar see them; they
-    are also appended to `collapse.csv`, drawn into `collapse.png` with the
-    reference values MIR*, HDR* = 0 and log(C-1), and written as TensorBoard
-    scalars when asked.
+    At the end of an epoch it computes the features, logits and head rows of
+    the data (with `model.extract_features`, `model.classify` and
+    `model.head_rows`), then, exactly and in two
+    passes, the class-pairing MIR and HDR, the matrix entropies of features
+    and head, NC1, CDNV, NC2 (ETF error, equinorm), NC3 (self-duality) and the
+    exact NC4 (`collapse_report`). It adds them to the epoch's `logs` as
+    `<prefix><measure>` (default `collapse_mir`, ..., `collapse_ncc_agreement`)
+    and appends a row to `history`. It writes no file: the Keras callbacks
+    placed after it in `callbacks` receive the same `logs` and write them:
+    `keras.callbacks.CSVLogger` (columns `collapse_*`), `keras.callbacks.TensorBoard`
+    (scalars `epoch_collapse_*`), `History` and the progress bar; `EarlyStopping`
+    or `ModelCheckpoint` can watch them too. `keras_nc.plotting.plot_collapse_history`
+    draws `history` with the reference values.
+
+    It evaluates after the first and the last epoch of each `fit`, and after
+    every epoch whose number is a multiple of `every`. Epoch numbers continue
+    across `fit` calls: they are Keras' (1-based) epoch numbers, which continue
+    with `fit(initial_epoch=...)`; a later `fit` that restarts at epoch 0
+    continues after the last epoch this monitor saw.
+
+    The model is a `keras_nc.models.CollapseClassifier`, or a functional
+    `keras.Model` with a `Dense` logits head, which the monitor splits with
+    `CollapseClassifier.from_model(model, features_layer, head_layer)` (sharing
+    its layers). The arguments and the model are checked when `fit` starts
+    (`set_model`, then one forward pass of the first batch in
+    `on_train_begin`), not after the first epoch.
 
     Args:
-        x: inputs (array), or a dataset / iterable of `(x, y)` batches.
-        y: integer labels when `x` is an array.
-        every: evaluate every `every` epochs (and after the first and the
-            last epoch of `fit`).
-        output_dir: folder for `collapse.csv`, `collapse.png` and TensorBoard
-            logs; `None` keeps results in `logs` and `history` only.
-        tensorboard: write TensorBoard scalars under `output_dir/tensorboard`.
-        plot: redraw `collapse.png` at every evaluation.
+        x: inputs (an array, or a dict or list of arrays for several inputs)
+            with `y`; or, with `y=None`, a re-iterable, finite dataset of
+            `(inputs, labels)` or `(inputs, labels, sample_weight)` batches
+            (a `tf.data.Dataset`, a `keras.utils.PyDataset`, a torch
+            `DataLoader`, a list of tuples). Sample weights are ignored: the
+            measures are those of the set as given.
+        y: labels when `x` holds the inputs: integers `(n,)` or `(n, 1)`, or
+            one-hot `(n, num_classes)` (as the losses and metrics accept).
+        every: evaluate after every `every`-th epoch (and after the first and
+            the last epoch of each `fit`).
+        batch_size: batch size of the feature extraction when `x` is an array.
         center: centre features by the global mean (see the Concepts page).
-        batch_size: batch size of the feature extraction for array inputs.
+        prefix: prefix of the keys added to `logs`. Use `"val_collapse_"` for
+            a held-out set: Keras' `TensorBoard` then draws the values in its
+            validation run, next to the `collapse_` values of a training
+            subset.
+        features_layer: for a plain functional model only: name of the layer
+            whose output are the features (default: the input of the head).
+        head_layer: for a plain functional model only: name of its `Dense`
+            head (default: its last `Dense` layer).
 
     Attributes:
-        history: list of dicts, one per evaluation (`epoch` and the measures).
+        history: list of dicts, one per evaluation: `epoch` (1-based) and the
+            measures of `MEASURES`, kept across `fit` calls.
 
     Example:
 
     ```python
-    monitor = CollapseMonitor(x_val, y_val, every=5, output_dir="runs/nc")
-    model.fit(x, y, epochs=100, callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")])
+    from keras_nc.callbacks import CollapseMonitor
+    from keras_nc.plotting import plot_collapse_history
+
+    monitor = CollapseMonitor(x_val, y_val, every=5)
+    model.fit(
+        x, y, epochs=100,
+        callbacks=[monitor, keras.callbacks.CSVLogger("log.csv")],  # the monitor first
+    )
+    plot_collapse_history(monitor.history, num_classes=10, path="collapse.png")
     ```
     """
 
@@ -166,93 +168,214 @@ class CollapseMonitor(keras.callbacks.Callback):
         x,
         y=None,
         every=1,
-        output_dir=None,
-        tensorboard=False,
-        plot=True,
-        center=True,
         batch_size=256,
+        center=True,
+        prefix="collapse_",
+        features_layer=None,
+        head_layer=None,
+        **kwargs,
     ):
+        removed = [name for name in _REMOVED_ARGUMENTS if name in kwargs]
+        if removed:
+            raise TypeError(
+                f"CollapseMonitor no longer takes {', '.join(f'`{n}`' for n in removed)}: it "
+                "adds its values to the epoch logs and writes no file. Put "
+                "keras.callbacks.CSVLogger / keras.callbacks.TensorBoard after it in "
+                "`callbacks`, and draw its figure with "
+                "keras_nc.plotting.plot_collapse_history(monitor.history, num_classes, path)."
+            )
+        if kwargs:
+            raise TypeError(f"CollapseMonitor got unexpected arguments {sorted(kwargs)}.")
         super().__init__()
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"`every` must be a positive integer; received {every!r}.")
-        if tensorboard and output_dir is None:
-            raise ValueError("`tensorboard=True` needs an `output_dir` to write to.")
-        self.x, self.y = x, y
-        self.every, self.output_dir = every, output_dir
-        self.tensorboard, self.plot, self.center = tensorboard, plot, center
-        self.batch_size = batch_size
+        _check_positive_int(every, "every")
+        _check_positive_int(batch_size, "batch_size")
+        if not isinstance(prefix, str):
+            raise ValueError(f"`prefix` must be a string; received {prefix!r}.")
+        self.every, self.batch_size, self.center, self.prefix = every, batch_size, center, prefix
+        self.features_layer, self.head_layer = features_layer, head_layer
+        self.x = x
+        self.y = None if y is None else _integer_labels(y, "`y`")
+        _check_data(x, self.y)
         self.history = []
-        self._writer = None
+        self._classifier = None
+        self._last_epoch = 0  # number (1-based) of the last epoch seen
+        self._epoch_offset = None  # set at the first epoch of each fit
+
+    def set_model(self, model):
+        super().set_model(model)
+        # A model that cannot give features and head rows fails here, when fit starts.
+        self._classifier = _collapse_view(self.model, self.features_layer, self.head_layer)
+
+    def on_train_begin(self, logs=None):
+        self._epoch_offset = None
+        self._check_first_batch()
+
+    def _check_first_batch(self):
+        """One forward pass of the first batch and its labels, before training."""
+        inputs, labels = next(iter(self._batches()), (None, None))
+        if inputs is None:
+            raise ValueError("CollapseMonitor: `x` holds no batch; it needs samples to measure.")
+        features = self._classifier.extract_features(inputs, training=False)
+        self._classifier.classify(features)
+        if len(labels) != features.shape[0]:
+            raise ValueError(
+                f"CollapseMonitor: a batch holds {features.shape[0]} inputs and "
+                f"{len(labels)} labels; they must match."
+            )
+        checked = labels if self.y is None else self.y
+        num_classes = self._classifier.num_classes
+        if checked.size and (checked.min() < 0 or checked.max() >= num_classes):
+            raise ValueError(
+                f"CollapseMonitor: labels must be in [0, {num_classes}) for a model with "
+                f"{num_classes} classes; received labels from {checked.min()} to {checked.max()}."
+            )
 
     def _batches(self):
+        """`(inputs, integer labels)` batches of the data."""
         if self.y is not None:
-            x, y = self.x, np.asarray(self.y)
-            for start in range(0, len(y), self.batch_size):
-                yield x[start : start + self.batch_size], y[start : start + self.batch_size]
-        else:
-            yield from self.x
+            for start in range(0, len(self.y), self.batch_size):
+                rows = slice(start, start + self.batch_size)
+                yield keras.tree.map_structure(lambda a, r=rows: a[r], self.x), self.y[rows]
+            return
+        for batch in self.x:
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+                raise ValueError(
+                    "CollapseMonitor: each batch of `x` must be `(inputs, labels)` or "
+                    "`(inputs, labels, sample_weight)`; received a "
+                    f"{type(batch).__name__}{length}."
+                )
+            yield batch[0], _integer_labels(batch[1], "the labels of `x`'s batches")
 
     def _collect(self):
         features, logits, labels = [], [], []
         for x, y in self._batches():
-            z = self.model.extract_features(x, training=False)
+            z = self._classifier.extract_features(x, training=False)
             features.append(keras.ops.convert_to_numpy(z))
-            logits.append(keras.ops.convert_to_numpy(self.model.head(z)))
-            labels.append(np.asarray(keras.ops.convert_to_numpy(y)).reshape(-1))
+            logits.append(keras.ops.convert_to_numpy(self._classifier.classify(z)[0]))
+            labels.append(y)
         return np.concatenate(features), np.concatenate(logits), np.concatenate(labels)
 
     def evaluate(self, epoch):
-        """Computes the measures now; returns the row added to `history`."""
+        """Computes the measures now; returns the row added to `history`.
+
+        Args:
+            epoch: 0-based index of the epoch just finished (the row's `epoch`
+                is `epoch + 1`).
+        """
+        model = self.model  # on JAX, this syncs the training state into the variables
+        if self._classifier is None:
+            self._classifier = _collapse_view(model, self.features_layer, self.head_layer)
         features, logits, labels = self._collect()
-        head = keras.ops.convert_to_numpy(self.model.head.kernel).T
-        row = {"epoch": epoch + 1}
-        row.update(
-            collapse_report(
-                features.astype("float32"),
-                labels.astype("int32"),
-                head.astype("float32"),
-                logits.astype("float32"),
-                self.model.num_classes,
-                center=self.center,
-            )
+        head = keras.ops.convert_to_numpy(self._classifier.head_rows())
+        report = collapse_report(
+            features.astype("float32"),
+            labels,
+            head.astype("float32"),
+            logits.astype("float32"),
+            self._classifier.num_classes,
+            center=self.center,
         )
+        row = {"epoch": int(epoch) + 1, **report}
         self.history.append(row)
-        if self.output_dir is not None:
-            self._write(row)
         return row
 
     def on_epoch_end(self, epoch, logs=None):
+        first = self._epoch_offset is None
+        if first:  # continue after the epochs of an earlier fit that restarted at 0
+            self._epoch_offset = max(0, self._last_epoch - epoch)
+        number = epoch + 1 + self._epoch_offset
+        self._last_epoch = number
         last = (self.params or {}).get("epochs") == epoch + 1
-        if epoch != 0 and (epoch + 1) % self.every and not last:
+        if not (first or last or number % self.every == 0):
             return
-        row = self.evaluate(epoch)
+        row = self.evaluate(number - 1)
         if logs is not None:
-            logs.update({f"collapse_{key}": row[key] for key in MEASURES})
+            logs.update({self.prefix + key: row[key] for key in MEASURES})
 
-    def _write(self, row):
-        os.makedirs(self.output_dir, exist_ok=True)
-        path = os.path.join(self.output_dir, "collapse.csv")
-        new = not os.path.exists(path) or len(self.history) == 1
-        with open(path, "w" if new else "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["epoch", *MEASURES])
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.plot:
-            plot_collapse_history(
-                self.history, self.model.num_classes, os.path.join(self.output_dir, "collapse.png")
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+
+
+def _integer_labels(y, name):
+    """`(n,)` int32 labels from integer `(n,)`/`(n, 1)` or one-hot `(n, C)` labels."""
+    labels = np.asarray(keras.ops.convert_to_numpy(y))
+    if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot (or class probabilities)
+        labels = np.argmax(labels, axis=-1)
+    elif labels.ndim == 2:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"CollapseMonitor: {name} must be integer labels of shape (n,) or (n, 1), or "
+            f"one-hot labels (n, num_classes); received shape {labels.shape}."
+        )
+    if labels.dtype.kind not in "iub":
+        if labels.dtype.kind != "f" or not np.all(np.isfinite(labels) & (labels % 1 == 0)):
+            raise ValueError(
+                f"CollapseMonitor: {name} must hold integer class labels; received "
+                f"{labels.dtype} values such as {labels[:3].tolist()}."
             )
-        if self.tensorboard:
-            import tensorflow as tf
+    return labels.astype("int32")
 
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(
-                    os.path.join(self.output_dir, "tensorboard")
-                )
-            with self._writer.as_default():
-                for key in MEASURES:
-                    tf.summary.scalar(f"collapse/{key}", row[key], step=row["epoch"])
-            self._writer.flush()
+
+def _check_data(x, y):
+    """Checks `x`/`y` at construction (the model is checked by `set_model`)."""
+    if y is not None:
+        leaves = keras.tree.flatten(x)
+        if not leaves or not all(hasattr(leaf, "shape") for leaf in leaves):
+            raise ValueError(
+                "CollapseMonitor: with `y`, `x` must be an array (or a dict or list of arrays); "
+                f"received {type(x).__name__}. Pass a dataset of batches as `x` with `y=None`."
+            )
+        sizes = {int(leaf.shape[0]) for leaf in leaves}
+        if sizes != {len(y)}:
+            raise ValueError(
+                f"CollapseMonitor: `x` and `y` must hold the same number of samples; received "
+                f"{sorted(sizes)} inputs and {len(y)} labels."
+            )
+        if not len(y):
+            raise ValueError("CollapseMonitor: `x` and `y` are empty; it needs samples to measure.")
+        return
+    if hasattr(x, "shape"):
+        raise ValueError(
+            "CollapseMonitor: `y` is required when `x` is an array; or pass a dataset of "
+            "`(inputs, labels)` batches as `x`."
+        )
+    if isinstance(x, collections.abc.Iterator) or not isinstance(x, collections.abc.Iterable):
+        raise ValueError(
+            "CollapseMonitor: `x` must be arrays with `y`, or a re-iterable dataset of "
+            "`(inputs, labels)` batches (a tf.data.Dataset, a keras.utils.PyDataset, a torch "
+            f"DataLoader, a list); received a {type(x).__name__}, which "
+            + (
+                "would be exhausted after the first evaluation."
+                if isinstance(x, collections.abc.Iterator)
+                else "is not iterable."
+            )
+        )
+
+
+def _collapse_view(model, features_layer, head_layer):
+    """`model` itself when a `CollapseClassifier`, else `CollapseClassifier.from_model(model)`."""
+    if isinstance(model, CollapseClassifier):
+        if features_layer is not None or head_layer is not None:
+            raise ValueError(
+                "CollapseMonitor: `features_layer` and `head_layer` are for a plain functional "
+                "model; a CollapseClassifier's features and head are its own."
+            )
+        return model
+    try:
+        return CollapseClassifier.from_model(
+            model, features_layer=features_layer, head_layer=head_layer
+        )
+    except (ValueError, AttributeError) as error:
+        raise ValueError(
+            "CollapseMonitor needs a keras_nc.models.CollapseClassifier, or a functional "
+            "keras.Model with a Dense logits head (split with CollapseClassifier.from_model, "
+            f"`features_layer` and `head_layer` naming its layers); {type(model).__name__} "
+            f"{getattr(model, 'name', '')!r} cannot be used: {error}"
+        ) from None
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")

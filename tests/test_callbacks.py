@@ -1,7 +1,14 @@
-"""CollapseMonitor: exact epoch-end measures, logs, CSV, PNG and TensorBoard output."""
+"""CollapseMonitor: exact epoch-end measures in `logs`, written by Keras' own callbacks.
+
+Also: the inputs it accepts (one-hot labels, `(x, y, sample_weight)` batches,
+plain functional models), the errors it raises when `fit` starts (not after an
+epoch), epoch numbers across `fit` calls, and `keras_nc.plotting`.
+"""
 
 import csv
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -10,14 +17,20 @@ import reference as ref
 from conftest import to_numpy
 
 import keras_nc
+from keras_nc import plotting
 from keras_nc.callbacks import MEASURES, CollapseMonitor
 
 
-def _model_and_data():
+def _data():
     rng = np.random.default_rng(0)
-    keras.utils.set_random_seed(0)
     y = np.repeat(np.arange(4), 30).astype("int32")
     x = (rng.normal(size=(4, 12))[y] + 0.7 * rng.normal(size=(120, 12))).astype("float32")
+    return x, y
+
+
+def _model_and_data():
+    keras.utils.set_random_seed(0)
+    x, y = _data()
     inputs = keras.Input((12,))
     backbone = keras.Model(inputs, keras.layers.Dense(8, activation="relu")(inputs))
     model = keras_nc.models.CollapseClassifier(backbone, num_classes=4)
@@ -25,53 +38,241 @@ def _model_and_data():
     return model, x, y
 
 
-def test_monitor_logs_equal_reference_and_files_are_written(tmp_path):
+def _plain_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
+    logits = keras.layers.Dense(4, name="logits")(keras.layers.Dropout(0.0)(features))
+    model = keras.Model(inputs, logits)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _reference(z, y, head):
+    k_m, k_w = ref.class_pairing(z, y, head, 4)
+    nc = ref.neural_collapse(z, y, head, 4)
+    return {"mir": ref.mir(k_m, k_w), "hdr": ref.hdr(k_m, k_w), **nc}
+
+
+def _assert_matches_reference(row, expected, z):
+    np.testing.assert_allclose(row["mir"], expected["mir"], atol=2e-4)
+    np.testing.assert_allclose(row["hdr"], expected["hdr"], atol=2e-4)
+    np.testing.assert_allclose(row["nc1"], expected["nc1"], rtol=2e-3)
+    np.testing.assert_allclose(row["etf_error"], expected["etf_error"], rtol=1e-4)
+    np.testing.assert_allclose(
+        row["feature_entropy"], ref.entropy(ref.gram(z, center=True)), rtol=1e-4
+    )
+
+
+def _tensorboard_tags(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(log_dir)
+    events.Reload()
+    return set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
+
+
+def test_values_go_to_logs_and_keras_writers_write_them(tmp_path):
+    pytest.importorskip("tensorboard")
     model, x, y = _model_and_data()
-    out = str(tmp_path / "nc")
-    monitor = CollapseMonitor(x[:80], y[:80], every=2, output_dir=out, tensorboard=True)
-    history = model.fit(x, y, epochs=5, batch_size=40, callbacks=[monitor], verbose=0).history
+    monitor = CollapseMonitor(x[:80], y[:80], every=2)
+    log = str(tmp_path / "log.csv")
+    board = str(tmp_path / "tb")
+    callbacks = [monitor, keras.callbacks.CSVLogger(log), keras.callbacks.TensorBoard(board)]
+    history = model.fit(x, y, epochs=5, batch_size=40, callbacks=callbacks, verbose=0).history
     # Evaluated after the first epoch, every second one and the last one.
     assert [row["epoch"] for row in monitor.history] == [1, 2, 4, 5]
     for key in MEASURES:
-        assert f"collapse_{key}" in history
+        assert len(history[f"collapse_{key}"]) == 4, key
     # The last evaluation against the float64 reference on the same weights.
     z = to_numpy(model.extract_features(x[:80]))
-    head = to_numpy(model.head.kernel).T
-    k_m, k_w = ref.class_pairing(z, y[:80], head, 4)
-    nc = ref.neural_collapse(z, y[:80], head, 4)
     last = monitor.history[-1]
-    np.testing.assert_allclose(last["mir"], ref.mir(k_m, k_w), atol=2e-4)
-    np.testing.assert_allclose(last["hdr"], ref.hdr(k_m, k_w), atol=2e-4)
-    np.testing.assert_allclose(last["nc1"], nc["nc1"], rtol=2e-3)
-    np.testing.assert_allclose(last["etf_error"], nc["etf_error"], rtol=1e-4)
-    np.testing.assert_allclose(
-        last["feature_entropy"], ref.entropy(ref.gram(z, center=True)), rtol=1e-4
-    )
+    _assert_matches_reference(last, _reference(z, y[:80], to_numpy(model.head.kernel).T), z)
     assert history["collapse_mir"][-1] == pytest.approx(last["mir"])
-    with open(os.path.join(out, "collapse.csv")) as f:
+    # CSVLogger (after the monitor) saw the same logs: one row per epoch, NA when not evaluated.
+    with open(log) as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 4, 5]
-    assert float(rows[-1]["nc1"]) == pytest.approx(last["nc1"], rel=1e-6)
-    png = os.path.join(out, "collapse.png")
-    with open(png, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert any(name.startswith("events") for name in os.listdir(os.path.join(out, "tensorboard")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["collapse_nc1"] != "NA" for r in rows] == [True, True, False, True, True]
+    assert float(rows[-1]["collapse_nc1"]) == pytest.approx(last["nc1"], rel=1e-6)
+    assert float(rows[-1]["loss"]) == pytest.approx(history["loss"][-1], rel=1e-6)
+    # TensorBoard (after the monitor) wrote them as training scalars.
+    tags = _tensorboard_tags(os.path.join(board, "train"))
+    assert {"epoch_loss", "epoch_collapse_mir", "epoch_collapse_ncc_agreement"} <= tags
 
 
-def test_monitor_accepts_a_dataset_of_batches():
+def test_val_prefix_goes_to_the_validation_run(tmp_path):
+    pytest.importorskip("tensorboard")
     model, x, y = _model_and_data()
-    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
-    from_batches = CollapseMonitor(batches)
-    from_arrays = CollapseMonitor(x[:96], y[:96], batch_size=50)
-    for monitor in (from_batches, from_arrays):
+    monitor = CollapseMonitor(x[80:], y[80:], prefix="val_collapse_")
+    board = str(tmp_path / "tb")
+    callbacks = [monitor, keras.callbacks.TensorBoard(board)]
+    history = model.fit(x[:80], y[:80], epochs=1, batch_size=40, callbacks=callbacks, verbose=0)
+    assert history.history["val_collapse_mir"] == [monitor.history[0]["mir"]]
+    assert "epoch_collapse_mir" in _tensorboard_tags(os.path.join(board, "validation"))
+
+
+def test_datasets_one_hot_labels_and_sample_weights_give_the_same_report():
+    model, x, y = _model_and_data()
+    one_hot = np.eye(4, dtype="float32")[y[:96]]
+    weights = np.ones(96, "float32")
+    monitors = [
+        CollapseMonitor(x[:96], y[:96], batch_size=50),
+        CollapseMonitor(x[:96], y[:96, None], batch_size=50),  # (n, 1)
+        CollapseMonitor(x[:96], one_hot),  # one-hot y
+        CollapseMonitor([(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]),
+        CollapseMonitor(  # (x, y, sample_weight) batches with one-hot labels
+            [(x[i : i + 32], one_hot[i : i + 32], weights[i : i + 32]) for i in range(0, 96, 32)]
+        ),
+    ]
+    rows = []
+    for monitor in monitors:
         monitor.set_model(model)
-    a, b = from_batches.evaluate(0), from_arrays.evaluate(0)
-    for key in MEASURES:
-        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+        monitor.on_train_begin()
+        rows.append(monitor.evaluate(0))
+    z = to_numpy(model.extract_features(x[:96]))
+    _assert_matches_reference(rows[0], _reference(z, y[:96], to_numpy(model.head.kernel).T), z)
+    for row in rows[1:]:
+        for key in MEASURES:
+            assert row[key] == pytest.approx(rows[0][key], rel=1e-4, abs=1e-6), key
 
 
-def test_monitor_argument_errors():
+def test_one_hot_dataset_with_sample_weights_in_fit():
+    model, x, y = _model_and_data()
+    one_hot = np.eye(4, dtype="float32")[y]
+    batches = [(x[i : i + 40], one_hot[i : i + 40], np.ones(40, "float32")) for i in (0, 40, 80)]
+    monitor = CollapseMonitor(batches)
+    history = model.fit(x, y, epochs=1, batch_size=40, callbacks=[monitor], verbose=0)
+    assert np.isfinite(history.history["collapse_nc1"][0])
+
+
+def test_plain_functional_model_is_split_at_its_dense_head():
+    model = _plain_model()
+    x, y = _data()
+    monitor = CollapseMonitor(x, y)
+    named = CollapseMonitor(x, y, features_layer="features", head_layer="logits")
+    history = model.fit(x, y, epochs=1, batch_size=40, callbacks=[monitor, named], verbose=0)
+    z = to_numpy(keras.Model(model.inputs[0], model.get_layer("features").output)(x))
+    head = to_numpy(model.get_layer("logits").kernel).T
+    _assert_matches_reference(monitor.history[0], _reference(z, y, head), z)
+    assert named.history[0]["nc1"] == pytest.approx(monitor.history[0]["nc1"], rel=1e-6)
+    assert history.history["collapse_nc1"] == [monitor.history[0]["nc1"]]
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(4)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def _fit_raises(model, monitor, match):
+    """`fit` raises `match` before a single training step."""
+    x, y = _data()
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, y, epochs=1, batch_size=40, callbacks=[monitor], verbose=0)
+    assert int(to_numpy(model.optimizer.iterations)) == 0
+
+
+def test_unusable_model_or_data_fail_when_fit_starts():
+    x, y = _data()
+    model = _Subclassed()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    _fit_raises(model, CollapseMonitor(x, y), "needs a keras_nc.models.CollapseClassifier")
+    softmax = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="softmax")])
+    softmax.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    _fit_raises(softmax, CollapseMonitor(x, y), "CollapseClassifier.*softmax")
+    _fit_raises(_plain_model(), CollapseMonitor(x, y, head_layer="nope"), "nope")
+    model, x, y = _model_and_data()
+    _fit_raises(model, CollapseMonitor(x, y + 1), r"labels must be in \[0, 4\).*1 to 4")
+    _fit_raises(model, CollapseMonitor([(x,)]), r"`\(inputs, labels\)`.*tuple of length 1")
+    _fit_raises(model, CollapseMonitor([(x[:5], y[:4])]), "5 inputs and 4 labels")
+    _fit_raises(model, CollapseMonitor([]), "holds no batch")
+    _fit_raises(model, CollapseMonitor(x, y, head_layer="head"), "for a plain functional model")
+
+
+def test_argument_errors_at_construction():
+    x, y = np.zeros((4, 2), "float32"), np.zeros(4)
     with pytest.raises(ValueError, match="`every` must be a positive integer"):
-        CollapseMonitor(np.zeros((2, 2)), np.zeros(2), every=0)
-    with pytest.raises(ValueError, match="`tensorboard=True` needs an `output_dir`"):
-        CollapseMonitor(np.zeros((2, 2)), np.zeros(2), tensorboard=True)
+        CollapseMonitor(x, y, every=0)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
+        CollapseMonitor(x, y, batch_size=True)
+    with pytest.raises(ValueError, match="same number of samples; received \\[4\\] inputs and 3"):
+        CollapseMonitor(x, y[:3])
+    with pytest.raises(ValueError, match="`y` is required when `x` is an array"):
+        CollapseMonitor(x)
+    with pytest.raises(ValueError, match="would be exhausted after the first evaluation"):
+        CollapseMonitor(iter([(x, y)]))
+    with pytest.raises(ValueError, match="must hold integer class labels"):
+        CollapseMonitor(x, y + 0.5)
+    with pytest.raises(ValueError, match=r"received shape \(4, 1, 1\)"):
+        CollapseMonitor(x, y.reshape(4, 1, 1))
+    with pytest.raises(TypeError, match=r"no longer takes `output_dir`, `tensorboard`.*CSVLogger"):
+        CollapseMonitor(x, y, output_dir="out", tensorboard=True)
+
+
+def test_epoch_numbers_continue_across_fits(tmp_path):
+    model, x, y = _model_and_data()
+    monitor = CollapseMonitor(x, y, every=3)
+    log = str(tmp_path / "log.csv")
+
+    def fit(**kwargs):
+        callbacks = [monitor, keras.callbacks.CSVLogger(log, append=True)]
+        model.fit(x, y, batch_size=40, callbacks=callbacks, verbose=0, **kwargs)
+
+    fit(epochs=2)
+    fit(epochs=4, initial_epoch=2)  # Keras' epoch numbers continue: 3 and 4
+    assert [row["epoch"] for row in monitor.history] == [1, 2, 3, 4]
+    with open(log) as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [0, 1, 2, 3]
+    fit(epochs=3)  # restarts at 0: the monitor continues with 5, 6 (every 3rd) and 7
+    assert [row["epoch"] for row in monitor.history] == [1, 2, 3, 4, 5, 6, 7]
+    assert len({row["epoch"] for row in monitor.history}) == len(monitor.history)
+
+
+def test_plot_collapse_history_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [
+        {"epoch": e, **{key: 1.0 / e for key in MEASURES}} for e in (1, 2, 3)
+    ]  # fmt: skip
+    path = str(tmp_path / "collapse.png")
+    plotting.plot_collapse_history(rows, num_classes=4, path=path)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # The old location still works, with a warning naming the new one.
+    with pytest.warns(DeprecationWarning, match="keras_nc.plotting.plot_collapse_history"):
+        from keras_nc.callbacks import plot_collapse_history
+    assert plot_collapse_history is plotting.plot_collapse_history
+
+
+_BLOCK_MATPLOTLIB = """
+import sys
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("matplotlib is not installed")
+
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def test_the_library_works_without_matplotlib(tmp_path):
+    # Keras imports matplotlib itself when it is installed: block it instead.
+    code = _BLOCK_MATPLOTLIB + (
+        "import keras_nc, keras_nc.callbacks, keras_nc.plotting\n"
+        "try:\n"
+        f"    keras_nc.plotting.plot_collapse_history([], 4, {str(tmp_path / 'c.png')!r})\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    )
+    assert "needs matplotlib: `pip install keras-nc[plot]`" in out.stdout, out.stderr[-2000:]

@@ -1,0 +1,133 @@
+"""Figures of the Neural Collapse measures (needs matplotlib: `pip install keras-nc[plot]`).
+
+matplotlib is imported inside the functions that draw, so importing this module
+(or `keras_nc`) does not import it. Figures are drawn on a
+`matplotlib.figure.Figure` (no `pyplot`), so drawing a file never changes the
+pyplot backend of the session (e.g. a notebook's).
+"""
+
+import keras
+
+from keras_nc import theory
+
+
+def collapse_panels(num_classes):
+    """The panels of `plot_collapse_history`: `(title, keys, reference, reference_label)`.
+
+    `keys` name the measures of `keras_nc.callbacks.MEASURES` drawn in the
+    panel; `reference` is the value at Neural Collapse drawn as a dotted line
+    (`None`: no line); MIR* and log(C-1) are drawn only when `num_classes >= 3`.
+
+    Example:
+
+    >>> from keras_nc.plotting import collapse_panels
+    >>> title, keys, reference, label = collapse_panels(10)[0]
+    >>> keys, round(reference, 6), label
+    (['mir'], 0.952351, 'MIR*')
+    """
+    reference = num_classes >= 3
+    return [
+        ("MIR (class pairing)", ["mir"], theory.mir_at_collapse(num_classes) if reference else None,
+         "MIR*"),
+        ("HDR (class pairing)", ["hdr"], 0.0, "HDR* = 0"),
+        ("Matrix entropy (nats)", ["feature_entropy", "head_entropy"],
+         theory.entropy_at_collapse(num_classes) if reference else None, "log(C-1)"),
+        ("NC1 and CDNV (log scale)", ["nc1", "cdnv"], None, None),
+        ("NC2 / NC3", ["etf_error", "equinorm", "self_duality"], 0.0, "0 at collapse"),
+        ("NC4: NCC agreement", ["ncc_agreement"], 1.0, "1 at collapse"),
+    ]  # fmt: skip
+
+
+def draw_panel(ax, title, curves, reference=None, reference_label=None, log_scale=False):
+    """Draws `curves` and a reference line on the matplotlib axes `ax`.
+
+    Args:
+        ax: a `matplotlib.axes.Axes`.
+        title: panel title.
+        curves: `{label: (epochs, values)}`.
+        reference: optional value drawn as a dotted horizontal line.
+        reference_label: legend label of the reference line.
+        log_scale: logarithmic y axis (when every value is positive).
+
+    Example:
+
+    ```python
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    draw_panel(ax, "NC1", {"nc1": ([1, 2, 3], [0.9, 0.4, 0.1])}, 0.0, "0 at collapse")
+    ```
+    """
+    for label, (epochs, values) in curves.items():
+        ax.plot(epochs, values, marker=".", label=label)
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=1, ls=":", label=reference_label)
+    values = [v for _, vs in curves.values() for v in vs]
+    if log_scale and values and all(v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel="epoch")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def new_figure(rows, columns, figsize):
+    """A matplotlib `Figure` with a `rows x columns` grid of axes, outside pyplot.
+
+    Args:
+        rows: number of rows of panels.
+        columns: number of columns of panels.
+        figsize: `(width, height)` in inches.
+
+    Returns:
+        A tuple `(figure, axes)`, `axes` a `(rows, columns)` array. Save with
+        `figure.savefig(path)`; nothing is shown and pyplot's state is untouched.
+
+    Example:
+
+    ```python
+    fig, axes = new_figure(1, 2, (8, 3))
+    draw_panel(axes[0, 0], "loss", {"loss": ([1, 2], [0.9, 0.5])})
+    fig.savefig("loss.png")
+    ```
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "keras_nc.plotting needs matplotlib: `pip install keras-nc[plot]` "
+            "(or `pip install matplotlib`)."
+        ) from None
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=False)
+
+
+def plot_collapse_history(rows, num_classes, path, title=None):
+    """Plots `CollapseMonitor.history` with the Neural Collapse reference values; writes a PNG.
+
+    Six panels: class-pairing MIR (with MIR*), HDR (with 0), the feature and
+    head entropies (with log(C-1)), NC1 and CDNV (log scale), NC2/NC3 and NC4.
+
+    Args:
+        rows: list of dicts with an `epoch` key and the measures of
+            `keras_nc.callbacks.MEASURES` (`CollapseMonitor.history`).
+        num_classes: `C`, for MIR* and log(C-1) (drawn when `C >= 3`).
+        path: output PNG path.
+        title: optional figure title.
+
+    Example:
+
+    ```python
+    monitor = CollapseMonitor(x_sub, y_sub)
+    model.fit(x, y, epochs=30, callbacks=[monitor])
+    plot_collapse_history(monitor.history, num_classes=10, path="collapse.png")
+    ```
+    """
+    epochs = [row["epoch"] for row in rows]
+    fig, axes = new_figure(2, 3, (15, 8))
+    panels = collapse_panels(num_classes)
+    for ax, (name, keys, ref, ref_label) in zip(axes.flat, panels, strict=True):
+        curves = {key: (epochs, [row[key] for row in rows]) for key in keys}
+        draw_panel(ax, name, curves, ref, ref_label, log_scale=keys[0] == "nc1")
+    fig.suptitle(title or f"Neural Collapse measures ({keras.backend.backend()})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
