@@ -11,11 +11,11 @@ loss_value = loss(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
 The mathematics lives in `keras_nc.ops`.
 """
 
-import inspect
-
 import keras
 
-from keras_nc import ops as nc_ops
+from keras_nc.ops import cma
+from keras_nc.ops._guards import check_alpha
+from keras_nc.step import CollapseStep
 
 
 def _check_weight(value, name, positive=False):
@@ -46,33 +46,36 @@ def _scale_for_replicas(value):
 class CollapseLoss(keras.losses.Loss):
     """Base class of the losses computed from labels, features and head rows.
 
-    Subclasses implement `compute(y_true, features, head_weights)`, returning
-    a scalar; a `compute` that also accepts `step=` receives the step's shared
-    `keras_nc.step.CollapseStep` (None outside `CollapseClassifier`), whose
-    memoised values the step's metrics then reuse. Calling the loss returns that
+    Subclasses implement `compute(step)`, returning a scalar from the step's
+    `keras_nc.step.CollapseStep` (its labelled batch, memoised entropies and
+    ratios, which the step's metrics then reuse). Calling the loss returns that
     value (already multiplied by its weight; under a `tf.distribute` strategy
     divided by the number of replicas, like every Keras loss); `sample_weight`
     is accepted and ignored (these are batch-level quantities).
+    `keras_nc.models.CollapseClassifier` calls
+    `loss(y_true, features=z, head_weights=w, step=step)`; a plain
+    `keras.Model` would pass predictions (`loss(y_true, y_pred)`), which these
+    losses cannot use: they raise an error saying so.
     """
 
-    def compute(self, y_true, features, head_weights):
+    def compute(self, step):
         raise NotImplementedError
 
-    def __call__(self, y_true, features=None, head_weights=None, sample_weight=None, step=None):
-        if features is None or head_weights is None:
+    def __call__(
+        self, y_true, y_pred=None, sample_weight=None, *, features=None, head_weights=None,
+        step=None,
+    ):  # fmt: skip
+        if y_pred is not None or features is None or head_weights is None:
             raise ValueError(
-                f"{type(self).__name__} needs `features` (n, d) and `head_weights` (C, d); "
-                "use it inside CollapseClassifier.compile(loss=[...]) or pass them explicitly."
+                f"{type(self).__name__} reads the features and head rows of a classifier "
+                "(`features` (n, d), `head_weights` (C, d)), not its predictions: use it in "
+                "`keras_nc.models.CollapseClassifier`'s `compile(loss=[...])` (wrap a "
+                "functional model with `CollapseClassifier.from_model(model)`), or call "
+                "`loss(y_true, features=..., head_weights=...)`."
             )
-        features = keras.ops.convert_to_tensor(features)
-        head_weights = keras.ops.convert_to_tensor(head_weights)
-        if len(features.shape) == 2 and len(head_weights.shape) == 2 and head_weights.shape[0]:
-            nc_ops._check_labels(
-                y_true, head_weights.shape[0], name="y_true", num_samples=features.shape[0]
-            )
-        if step is not None and "step" in inspect.signature(self.compute).parameters:
-            return _scale_for_replicas(self.compute(y_true, features, head_weights, step=step))
-        return _scale_for_replicas(self.compute(y_true, features, head_weights))
+        if step is None:
+            step = CollapseStep(y_true, features, head_weights)
+        return _scale_for_replicas(self.compute(step))
 
     def call(self, y_true, y_pred):
         raise NotImplementedError(
@@ -113,8 +116,8 @@ class CMALoss(CollapseLoss):
         super().__init__(name=name, **kwargs)
         self.weight = _check_weight(weight, "weight", positive=True)
 
-    def compute(self, y_true, features, head_weights):
-        return self.weight * nc_ops.cma_entropy(features, head_weights, y_true)
+    def compute(self, step):
+        return self.weight * cma.cma_entropy_of(step.batch())
 
     def get_config(self):
         return {"name": self.name, "weight": self.weight}
@@ -167,15 +170,10 @@ class InformationRegularizer(CollapseLoss):
         self.mir_weight = _check_weight(mir_weight, "mir_weight")
         self.hdr_weight = _check_weight(hdr_weight, "hdr_weight")
         self.center = bool(center)
-        self.alpha = nc_ops._check_alpha(alpha)
+        self.alpha = check_alpha(alpha)
 
-    def compute(self, y_true, features, head_weights, step=None):
-        if step is not None:
-            mir, hdr = step.sample_ratios(self.center, self.alpha)
-        else:
-            mir, hdr = nc_ops.sample_head_ratios(
-                features, y_true, head_weights, center=self.center, alpha=self.alpha
-            )
+    def compute(self, step):
+        mir, hdr = step.sample_ratios(self.center, self.alpha)
         return self.hdr_weight * hdr - self.mir_weight * mir
 
     def get_config(self):

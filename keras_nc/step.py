@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_nc import ops as nc_ops
+from keras_nc.ops import pairing, statistics
 
 
 class CollapseStep:
@@ -11,23 +12,35 @@ class CollapseStep:
     `CollapseClassifier` builds one per step and hands it to every collapse
     loss and metric (`step=`), so that, e.g., `InformationRegularizer`, `MIR()`,
     `HDR()` and `MatrixEntropy()` in one `compile` share one computation of the
-    sample-head entropies instead of repeating it. Values are memoised for the
+    sample-head entropies instead of repeating it, and the step's labels are
+    validated once (errors name them `y_true`). Values are memoised for the
     current step only, keyed by their settings (`center`, `alpha`, ...).
 
     Args:
-        y_true: `(n,)` integer labels.
+        y_true: `(n,)` integer labels (or `(n, 1)`, or one-hot).
         features: `(n, d)` features.
-        head_weights: `(C, d)` head rows.
+        head_weights: `(C, d)` head rows, or None (class statistics with a
+            known number of classes only).
         sample_weight: optional `(n,)` weights (class statistics only).
         cache: optional dict of values already computed for this step (the
             `cache` of another `CollapseStep` of the same step, e.g. the one the
             losses used inside the gradient computation).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc.step import CollapseStep
+    >>> rng = np.random.default_rng(0)
+    >>> step = CollapseStep(rng.integers(0, 3, 16), rng.normal(size=(16, 4)),
+    ...                     rng.normal(size=(3, 4)))
+    >>> mir, hdr = step.sample_ratios(center=True, alpha=1.0)
     """
 
     def __init__(self, y_true, features, head_weights, sample_weight=None, cache=None):
         self.y_true, self.features, self.head_weights = y_true, features, head_weights
         self.sample_weight = sample_weight
         self._cache = dict(cache or {})
+        self._batches = {}
         self._class_statistics = {}
         self._updated = set()
 
@@ -36,27 +49,38 @@ class CollapseStep:
         """The memoised tensors, keyed by strings (a pytree every backend can carry)."""
         return dict(self._cache)
 
+    def batch(self, num_classes=None):
+        """The step's `keras_nc.ops.LabelledBatch`, validated once per step."""
+        if num_classes is None:
+            if self.head_weights is None:
+                raise ValueError("The step has no `head_weights`: pass `num_classes`.")
+            num_classes = int(ops.shape(self.head_weights)[0])
+        if num_classes not in self._batches:
+            self._batches[num_classes] = nc_ops.labelled_batch(
+                self.features,
+                self.y_true,
+                head_weights=self.head_weights,
+                num_classes=num_classes,
+                sample_weight=self.sample_weight,
+                labels_name="y_true",
+            )
+        return self._batches[num_classes]
+
     def feature_entropy(self, center, alpha):
         """`H(K_Z)` of the batch features (`keras_nc.ops.feature_entropy`), once per setting."""
         key = f"feature_entropy/{bool(center)}/{float(alpha)}"
         if key not in self._cache:
-            self._cache[key] = nc_ops.feature_entropy(
-                _features(self.features), center=center, alpha=alpha
-            )
+            self._cache[key] = nc_ops.feature_entropy(self.features, center=center, alpha=alpha)
         return self._cache[key]
 
     def sample_entropies(self, center, alpha):
         """`(H(K_Z), H(K_W), H(K_Z o K_W))` of the sample-head pairing, once per setting."""
         key = f"sample_entropies/{bool(center)}/{float(alpha)}"
         if key not in self._cache:
-            head = _head(self.head_weights, "MIR/HDR")
-            _check_y_true(self.y_true, head.shape[0], self.features)
             feature_key = f"feature_entropy/{bool(center)}/{float(alpha)}"
-            zhat, what, labels, valid = nc_ops._sample_head_inputs(
-                self.features, self.y_true, head, center, None
-            )
-            entropies = nc_ops._sample_head_entropies(
-                zhat, what, labels, valid, nc_ops._check_alpha(alpha), self._cache.get(feature_key)
+            inputs = pairing.sample_head_of(self.batch(), center=center)
+            entropies = pairing.sample_head_entropies_of(
+                inputs, alpha, feature_entropy=self._cache.get(feature_key)
             )
             self._cache[feature_key] = entropies[0]
             self._cache[key] = ops.stack(entropies)
@@ -65,53 +89,29 @@ class CollapseStep:
     def sample_ratios(self, center, alpha):
         """`(MIR, HDR)` of the sample-head pairing (`keras_nc.ops.sample_head_ratios`)."""
         h_z, h_w, h_zw = self.sample_entropies(center, alpha)
-        n = nc_ops._num_rows(_features(self.features))
-        return nc_ops._information_ratios(h_z, h_w, h_zw, n)
-
-    def update_statistics(self, statistics):
-        """Adds the step's batch to `statistics` (a `ClassStatistics`) once per step.
-
-        Metrics sharing one accumulator all call this; only the first call of
-        a step adds the batch.
-        """
-        if id(statistics) not in self._updated:
-            self._updated.add(id(statistics))
-            statistics.update_state(
-                self.y_true, self.features, self.head_weights, self.sample_weight, step=self
-            )
+        return nc_ops.ratios_from_entropies(h_z, h_w, h_zw, self.batch().features.shape[0])
 
     def class_statistics(self, num_classes, second_moment):
         """`keras_nc.ops.class_statistics` of the step, computed once per setting."""
         key = (int(num_classes), bool(second_moment))
         if key not in self._class_statistics:
-            _check_y_true(self.y_true, num_classes, self.features)
-            self._class_statistics[key] = nc_ops.class_statistics(
-                self.features,
-                self.y_true,
-                num_classes,
-                sample_weight=self.sample_weight,
-                second_moment=second_moment,
-                exponent="auto",
+            self._class_statistics[key] = statistics.class_statistics_of(
+                self.batch(num_classes), second_moment=second_moment, exponent="auto"
             )
         return self._class_statistics[key]
 
+    def update_statistics(self, accumulator):
+        """Adds the step's batch to `accumulator` (a `ClassStatistics`) once per step.
 
-def _check_y_true(y_true, num_classes, features):
-    """Clear errors that name `y_true` (the ops, called next, name it `labels`)."""
-    features = _features(features)
-    nc_ops._check_labels(y_true, num_classes, name="y_true", num_samples=features.shape[0])
-
-
-def _features(features):
-    features = ops.convert_to_tensor(features)
-    nc_ops._check_rank(features, "features", 2, "(n, d)")
-    return features
-
-
-def _head(head_weights, name):
-    if head_weights is None:
-        raise ValueError(
-            f"`{name}` needs `head_weights`, the (num_classes, d) classifier rows "
-            "(a Dense kernel transposed)."
-        )
-    return ops.convert_to_tensor(head_weights)
+        Metrics sharing one accumulator all call this; only the first call of
+        a step adds the batch.
+        """
+        if id(accumulator) not in self._updated:
+            self._updated.add(id(accumulator))
+            accumulator.update_state(
+                self.y_true,
+                features=self.features,
+                head_weights=self.head_weights,
+                sample_weight=self.sample_weight,
+                step=self,
+            )

@@ -7,8 +7,9 @@ import reference as ref
 from conftest import grad, to_numpy
 
 from keras_nc import losses, metrics
-from keras_nc import step as step_module
 from keras_nc import ops as nc
+from keras_nc import step as step_module
+from keras_nc.ops import pairing
 
 C, D = 6, 9
 
@@ -227,20 +228,22 @@ def test_loss_arguments_are_checked():
         losses.CMALoss(weight=-1.0)
     with pytest.raises(ValueError, match="`mir_weight` must be >= 0"):
         losses.InformationRegularizer(mir_weight=-0.1)
-    with pytest.raises(ValueError, match="needs `features`"):
+    with pytest.raises(ValueError, match="reads the features and head rows"):
         losses.CMALoss()(np.zeros(3, "int32"))
+    with pytest.raises(ValueError, match="not its predictions"):  # as a plain model calls it
+        losses.CMALoss()(np.zeros(3, "int32"), np.zeros((3, 4), "float32"))
 
 
 def test_mir_and_hdr_share_one_step_computation(rng, head, monkeypatch):
     z, y = _batches(rng, sizes=(24,))[0]
     calls = []
-    compute = nc._sample_head_entropies
+    compute = pairing.sample_head_entropies_of
 
     def counted(*args, **kwargs):
-        calls.append(kwargs.get("h_z", args[5] if len(args) > 5 else None))
+        calls.append(kwargs.get("feature_entropy"))
         return compute(*args, **kwargs)
 
-    monkeypatch.setattr(nc, "_sample_head_entropies", counted)
+    monkeypatch.setattr(pairing, "sample_head_entropies_of", counted)
     step = step_module.CollapseStep(y, z, head)
     h_z = step.feature_entropy(True, 1.0)
     first = step.sample_ratios(True, 1.0)

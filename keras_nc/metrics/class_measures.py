@@ -1,0 +1,375 @@
+"""Measures of a whole epoch's class statistics: class-pairing MIR/HDR, NC1-NC4, CDNV."""
+
+import keras
+from keras import ops
+
+from keras_nc import ops as nc_ops
+from keras_nc.metrics.base import CollapseMetric
+from keras_nc.metrics.class_statistics import ClassStatistics
+from keras_nc.ops._guards import check_alpha, is_concrete
+
+
+class StatisticsReader(CollapseMetric, keras.metrics.Metric):
+    """A metric reading a `ClassStatistics` accumulator: its own, or one shared in a model.
+
+    Standalone, the metric owns (and Keras tracks) its accumulator.
+    `CollapseClassifier.compile` shares one accumulator among all its readers
+    (`share_statistics`): a step then adds its batch once, and the model, not
+    the reader, holds the shared variables.
+    """
+
+    uses_class_statistics = True
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.statistics = ClassStatistics(
+            num_classes, feature_dim, self.needs_second_moment, name=f"{self.name}_statistics"
+        )
+        self.owns_statistics = True
+
+    @property
+    def num_classes(self):
+        return self.statistics.num_classes
+
+    @property
+    def feature_dim(self):
+        return self.statistics.feature_dim
+
+    def share_statistics(self, statistics):
+        """Reads (and updates) `statistics` instead of its own; `CollapseClassifier` calls it."""
+        if self.needs_second_moment and not statistics.second_moment:
+            raise ValueError(f"{self.name} needs statistics with `second_moment=True`.")
+        if self.owns_statistics:
+            # Keras' tracker would list the shared variables under this metric too.
+            self._tracker.untrack(self.statistics)
+        object.__setattr__(self, "statistics", statistics)
+        self.owns_statistics = False
+
+    def build_for(self, num_classes, feature_dim):
+        self.statistics.build_for(num_classes, feature_dim)
+
+    def update_state(
+        self,
+        y_true,
+        y_pred=None,
+        sample_weight=None,
+        *,
+        features=None,
+        head_weights=None,
+        logits=None,
+        step=None,
+    ):
+        step = self.collapse_step(
+            y_true, y_pred, features, head_weights, sample_weight, step, needs_head=False
+        )
+        step.update_statistics(self.statistics)
+
+    def reset_state(self):
+        """Resets the accumulator (when owned); a measure's last value is kept."""
+        if self.owns_statistics:
+            self.statistics.reset_state()
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "feature_dim": self.feature_dim,
+        }
+
+
+class EpochMeasure(StatisticsReader):
+    """A measure of the whole epoch's class statistics, computed when read outside a step.
+
+    Inside `CollapseClassifier`'s training and test steps the result is the
+    value computed at the previous read outside a step (the last epoch's; NaN
+    before the first), so the factorisations run once per epoch and once per
+    `evaluate`, not once per step and metric. Read directly (a custom loop,
+    the end of an epoch), the value is exact for the data seen so far.
+    Subclasses implement `compute(statistics)`.
+    """
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        self.last_result = self.add_variable(
+            shape=(),
+            initializer=keras.initializers.Constant(float("nan")),
+            name="last_result",
+            aggregation="only_first_replica",
+        )
+
+    def compute(self, statistics):
+        """The measure from a built `ClassStatistics` (a scalar tensor)."""
+        raise NotImplementedError
+
+    def result(self):
+        statistics = self.statistics
+        if statistics.deferring:
+            return ops.convert_to_tensor(self.last_result.value)
+        if not statistics.built_for:
+            return ops.zeros((), dtype=self.dtype)
+        value = ops.cast(self.compute(statistics), self.dtype)
+        if is_concrete(value):
+            self.last_result.assign(value)
+        return value
+
+
+class _ClassRatio(EpochMeasure):
+    """MIR or HDR of the class pairing."""
+
+    _index = None  # 0: MIR, 1: HDR
+    _default_name = None
+
+    def __init__(self, center=True, alpha=1.0, num_classes=None, feature_dim=None, name=None,
+                 dtype=None):  # fmt: skip
+        super().__init__(num_classes, feature_dim, name=name or self._default_name, dtype=dtype)
+        self.pairing, self.center, self.alpha = "class", bool(center), check_alpha(alpha)
+
+    def compute(self, statistics):
+        def ratios():
+            return nc_ops.class_pairing_ratios(
+                statistics.counts, statistics.sums, statistics.head, self.center, self.alpha
+            )
+
+        key = f"pairing/{self.center}/{float(self.alpha)}"
+        return statistics.epoch_value(key, ratios)[self._index]
+
+    def get_config(self):
+        return {**super().get_config(), "center": self.center, "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class ClassMIR(_ClassRatio):
+    """MIR of the class pairing: the epoch's centred class means against the head rows.
+
+    Per-class sums are accumulated over the epoch (mergeable across batches
+    and devices) and the globally centred class means are compared with the
+    head rows when the result is read (`keras_nc.ops.class_pairing_ratios`).
+    `MIR(pairing="class")` builds one.
+
+    Args:
+        center: centre the class means by the global mean.
+        alpha: entropy order.
+        num_classes: optional state size (set by `CollapseClassifier.compile`).
+        feature_dim: optional feature width.
+        name: metric name (default `"mir_class"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.MIR(), keras_nc.metrics.ClassMIR()])
+    ```
+    """
+
+    _index = 0
+    _default_name = "mir_class"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class ClassHDR(_ClassRatio):
+    """HDR of the class pairing: the epoch's centred class means against the head rows.
+
+    See `ClassMIR`; `HDR(pairing="class")` builds one.
+
+    Args:
+        center: centre the class means by the global mean.
+        alpha: entropy order.
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"hdr_class"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.HDR(), keras_nc.metrics.ClassHDR()])
+    ```
+    """
+
+    _index = 1
+    _default_name = "hdr_class"
+
+
+class _NeuralCollapseMeasure(EpochMeasure):
+    """One classic NC measure of the epoch's class statistics (all computed together)."""
+
+    _key = None
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
+        super().__init__(num_classes, feature_dim, name=name or self._key, dtype=dtype)
+
+    def compute(self, statistics):
+        stats = statistics.statistics()
+
+        def measures():
+            return nc_ops.neural_collapse_measures(stats, statistics.head)
+
+        return statistics.epoch_value(f"measures/{'second_moment' in stats}", measures)[self._key]
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class NC1(_NeuralCollapseMeasure):
+    """NC1, within-class variability collapse: `tr(Sigma_W Sigma_B^+) / C`.
+
+    Accumulates per-class sums and the `d x d` second moment over the epoch;
+    the value is computed in the `C x C` space (see
+    `keras_nc.ops.neural_collapse_measures`). Tends to 0 at collapse.
+
+    Args:
+        num_classes: optional state size (set by `CollapseClassifier.compile`).
+        feature_dim: optional feature width.
+        name: metric name (default `"nc1"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.NC1()])
+    ```
+    """
+
+    _key = "nc1"
+    needs_second_moment = True
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class CDNV(_NeuralCollapseMeasure):
+    """Class-distance normalised variance (Galanti et al., 2022); 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"cdnv"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.CDNV()])
+    ```
+    """
+
+    _key = "cdnv"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class ETFError(_NeuralCollapseMeasure):
+    """NC2: distance of the centred class-mean Gram from a simplex ETF; 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"etf_error"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.ETFError()])
+    ```
+    """
+
+    _key = "etf_error"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class Equinorm(_NeuralCollapseMeasure):
+    """NC2: coefficient of variation of the centred class-mean norms; 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"equinorm"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.Equinorm()])
+    ```
+    """
+
+    _key = "equinorm"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class SelfDuality(_NeuralCollapseMeasure):
+    """NC3: `||W/||W||_F - M/||M||_F||_F^2` between head rows and centred means.
+
+    Uses the head weights of the last update. 0 at collapse.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"self_duality"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.SelfDuality()])
+    ```
+    """
+
+    _key = "self_duality"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class NCCAgreement(StatisticsReader):
+    """NC4: agreement of the classifier with the nearest-class-mean rule.
+
+    One pass: each batch is compared with the class means accumulated so far in
+    the epoch (its own samples included), so early batches use rougher means
+    than late ones; `keras_nc.callbacks.CollapseMonitor` computes the exact
+    two-pass value. Tends to 1 at collapse. Cheap (a `C x d` comparison per
+    step), so it is updated in every step.
+
+    Args:
+        num_classes: optional state size.
+        feature_dim: optional feature width.
+        name: metric name (default `"ncc_agreement"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[keras_nc.metrics.NCCAgreement()])
+    ```
+    """
+
+    def __init__(self, num_classes=None, feature_dim=None, name="ncc_agreement", dtype=None):
+        super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        self.agreement = keras.metrics.Mean(name=f"{self.name}_mean", dtype=dtype)
+
+    def update_state(
+        self,
+        y_true,
+        y_pred=None,
+        sample_weight=None,
+        *,
+        features=None,
+        head_weights=None,
+        logits=None,
+        step=None,
+    ):
+        step = self.collapse_step(
+            y_true, y_pred, features, head_weights, sample_weight, step, logits is None
+        )
+        if logits is None:
+            head = ops.convert_to_tensor(head_weights)
+            logits = ops.matmul(ops.convert_to_tensor(features), ops.transpose(head))
+        step.update_statistics(self.statistics)
+        statistics = self.statistics
+        means, _, present = nc_ops.class_means(statistics.counts, statistics.sums)
+        value = nc_ops.ncc_agreement(
+            features, logits, means, present, means_exponent=statistics.means_exponent
+        )
+        n = ops.shape(ops.convert_to_tensor(features))[0]
+        self.agreement.update_state(value, sample_weight=ops.cast(n, self.dtype))
+
+    def result(self):
+        return self.agreement.result()
+
+    def reset_state(self):
+        super().reset_state()
+        self.agreement.reset_state()

@@ -1,0 +1,193 @@
+"""Per-batch measures: matrix entropy of the features, sample-pairing MIR and HDR."""
+
+import keras
+from keras import ops
+
+from keras_nc import ops as nc_ops
+from keras_nc.metrics.base import BatchMeasure
+from keras_nc.metrics.class_measures import ClassHDR, ClassMIR
+from keras_nc.ops._guards import check_alpha
+
+_PAIRINGS = ("sample", "class")
+
+
+def _check_pairing(pairing):
+    if pairing not in _PAIRINGS:
+        raise ValueError(f'`pairing` must be "sample" or "class"; received {pairing!r}.')
+
+
+def _normalized(entropy, n):
+    """`entropy / log n`, 0 for `n < 2` (static or traced `n`)."""
+    n = ops.cast(n, entropy.dtype)
+    return ops.where(n >= 2.0, entropy / ops.log(ops.maximum(n, 2.0)), 0.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class MatrixEntropy(BatchMeasure):
+    """Matrix entropy of the batch features (or of the classifier head).
+
+    `of="features"`: `H(K_Z)` of the cosine Gram of each batch's features
+    (centred by the batch mean by default), computed on the `min(n, d)` side and
+    averaged over the epoch's batches weighted by their size (a batch of fewer
+    than two samples has no geometry and weight 0). `of="head"`:
+    `H(Gram(W))` of the head rows, averaged over batches. At Neural Collapse
+    both tend to `log(C - 1)` (`keras_nc.theory.entropy_at_collapse`).
+
+    Args:
+        of: `"features"` or `"head"`.
+        center: centre the features by the batch mean (default `True`).
+        alpha: entropy order (1: von Neumann; see `keras_nc.ops.matrix_entropy`).
+        normalize: divide by `log n` (by `log C` for the head).
+        name: metric name (default `"matrix_entropy"`; `"head_entropy"` for
+            `of="head"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model = keras_nc.models.CollapseClassifier(backbone, num_classes=10)
+    model.compile(metrics=["accuracy", keras_nc.metrics.MatrixEntropy()])
+    ```
+    """
+
+    def __init__(
+        self,
+        of="features",
+        center=True,
+        alpha=1.0,
+        normalize=False,
+        name=None,
+        dtype=None,
+    ):
+        if of not in ("features", "head"):
+            raise ValueError(f'`of` must be "features" or "head"; received {of!r}.')
+        name = name or ("matrix_entropy" if of == "features" else "head_entropy")
+        super().__init__(name=name, dtype=dtype)
+        self.of, self.center, self.normalize = of, bool(center), normalize
+        self.alpha = check_alpha(alpha)
+        self.needs_head = of == "head"
+
+    def measure(self, step, features):
+        if self.of == "head":
+            head = ops.convert_to_tensor(step.head_weights)
+            return nc_ops.matrix_entropy(
+                nc_ops.gram(head), alpha=self.alpha, normalize=self.normalize
+            )
+        value = step.feature_entropy(self.center, self.alpha)
+        return _normalized(value, ops.shape(features)[0]) if self.normalize else value
+
+    def weight(self, features, sample_weight):
+        if self.of == "head":  # one value of the head per batch
+            return ops.ones((), dtype="float32")
+        return super().weight(features, sample_weight)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "of": self.of,
+            "center": self.center,
+            "alpha": self.alpha,
+            "normalize": self.normalize,
+        }
+
+
+class _SampleRatio(BatchMeasure):
+    """MIR or HDR of the sample-head pairing, averaged over batches."""
+
+    _index = None  # 0: MIR, 1: HDR
+    _class_pairing = None  # the class to build for pairing="class"
+    _default_names = None  # (sample, class)
+
+    def __new__(cls, pairing="sample", *args, **kwargs):
+        _check_pairing(pairing)
+        if pairing == "class":  # a documented factory: the class pairing's own class
+            return cls._class_pairing(*args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
+                 feature_dim=None, name=None, dtype=None):  # fmt: skip
+        super().__init__(name=name or self._default_names[0], dtype=dtype)
+        self.pairing, self.center, self.alpha = "sample", bool(center), check_alpha(alpha)
+
+    def measure(self, step, features):
+        return step.sample_ratios(self.center, self.alpha)[self._index]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pairing": self.pairing,
+            "center": self.center,
+            "alpha": self.alpha,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class MIR(_SampleRatio):
+    """Matrix Mutual Information Ratio between features and classifier head.
+
+    `pairing="sample"` (default, what the paper tracks): for each batch, the
+    cosine Gram of the (batch-centred) features against that of the head rows
+    picked by the labels; averaged over batches weighted by size (a batch of
+    one sample has weight 0).
+    `pairing="class"`: per-class sums are accumulated over the epoch (mergeable
+    across batches and devices) and the globally centred class means are
+    compared with the head rows at `result()`.
+
+    Rises towards `keras_nc.theory.mir_at_collapse(C)` at Neural Collapse.
+    A batch of a single class gives 0 (see `keras_nc.ops.mir`).
+
+    Args:
+        pairing: `"sample"` or `"class"`.
+        center: centre features (batch mean, or global mean for the class
+            pairing); `False` reproduces the authors' code.
+        alpha: entropy order.
+        num_classes: optional, class pairing: size of the state (otherwise set
+            by `CollapseClassifier.compile` or the first update).
+        feature_dim: optional, class pairing: feature width.
+        name: metric name (default `"mir"`, `"mir_class"` for the class
+            pairing, so both can be logged side by side).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=["accuracy", MIR(), MIR(pairing="class", name="mir_class")])
+    # custom loop
+    mir = MIR()
+    mir.update_state(labels, features=z, head_weights=model.head.kernel.T)
+    mir.result()
+    ```
+    """
+
+    _index = 0
+    _class_pairing = ClassMIR
+    _default_names = ("mir", "mir_class")
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class HDR(_SampleRatio):
+    """Matrix Entropy Difference Ratio between features and classifier head.
+
+    Same pairings and arguments as `MIR`; falls towards 0 at Neural Collapse.
+    Two rank-1 Grams (a collapsed single-class batch) give 0.
+
+    Args:
+        pairing: `"sample"` or `"class"`.
+        center: centre the features (see `MIR`).
+        alpha: entropy order.
+        num_classes: optional, class pairing state size.
+        feature_dim: optional, class pairing feature width.
+        name: metric name (default `"hdr"`, `"hdr_class"` for the class
+            pairing).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(metrics=[HDR(), HDR(pairing="class", name="hdr_class")])
+    ```
+    """
+
+    _index = 1
+    _class_pairing = ClassHDR
+    _default_names = ("hdr", "hdr_class")

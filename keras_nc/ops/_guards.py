@@ -1,0 +1,367 @@
+"""Input checks of `keras_nc.ops`: shapes always, values through one guard.
+
+Shapes, ranks and dtypes are static and checked on every call. Values
+(NaN or infinite entries, labels outside `[0, C)`, fractional float labels)
+are checked by `guard`, the one place that implements the policy of the
+package: eager calls raise a `ValueError` naming the user's argument; traced
+calls (`jax.jit`, `tf.function`, `torch.compile`, the train step of `fit`)
+cannot raise on data, so they get sanitised tensors (no backend kernel sees a
+bad value) and an `ok` flag, and return NaN where it is False (`nan_unless`).
+"""
+
+import collections
+import math
+
+import keras
+from keras import ops
+
+
+def as_float(x):
+    """Converts `x` to a tensor of float32 or float64 (never half precision)."""
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    target = "float64" if dtype == "float64" else "float32"
+    return x if dtype == target else ops.cast(x, target)
+
+
+def dtype_name(x):
+    """The standardised dtype name of a tensor (`"float32"`, `"int64"`, ...)."""
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def is_concrete(x):
+    """Whether the values of `x` are known now, so a data-dependent check can raise.
+
+    False while a function is traced for compilation (`jax.jit`, `tf.function`,
+    `torch.compile`) and for symbolic `keras.KerasTensor`s.
+    """
+    if isinstance(x, keras.KerasTensor):
+        return False
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return True
+
+
+def statistics_dtype():
+    """The widest float the backend computes in: float64, or float32 on JAX without x64."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
+def check_alpha(alpha):
+    """A valid entropy order as a float (a number > 0, finite)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"`alpha` must be a number > 0 (1 for von Neumann); received {alpha!r}.")
+    if math.isinf(alpha):
+        raise ValueError("`alpha` must be finite; received inf.")
+    return float(alpha)
+
+
+def check_rank(x, name, rank, layout):
+    """Static check that `x` has `rank` dimensions (`layout` names them in the error)."""
+    shape = tuple(x.shape)
+    if len(shape) != rank:
+        raise ValueError(f"`{name}` must have shape {layout}; received shape {shape}.")
+    return shape
+
+
+def check_matrix(x, name, square):
+    """Static check of a batch of matrices `(..., n, n)` (square) or `(..., n, d)`."""
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        raise ValueError(
+            f"`{name}` must have rank >= 2 (shape (..., n, {'n' if square else 'd'})); "
+            f"received shape {shape}."
+        )
+    if square and shape[-1] is not None and shape[-2] is not None and shape[-1] != shape[-2]:
+        raise ValueError(
+            f"`{name}` must be a square matrix or a batch of square matrices with shape "
+            f"(..., n, n); received shape {shape}."
+        )
+    return shape
+
+
+def check_same_shape(k1, k2):
+    """Static check that two Gram batches have one shape (same samples, same order)."""
+    s1, s2 = tuple(k1.shape), tuple(k2.shape)
+    if len(s1) != len(s2) or any(
+        a is not None and b is not None and a != b for a, b in zip(s1, s2, strict=True)
+    ):
+        raise ValueError(
+            "`k1` and `k2` must have the same shape (..., n, n) (one Gram matrix per "
+            f"sample set, same samples in the same order); received {s1} and {s2}."
+        )
+
+
+def check_width(x, name, width, other):
+    """Static check that the last dimension of `x` equals `width` (that of `other`)."""
+    d = x.shape[-1]
+    if d is not None and width is not None and d != width:
+        raise ValueError(
+            f"`{name}` must have {width} columns, the width of `{other}`; "
+            f"received shape {tuple(x.shape)}."
+        )
+
+
+def features_tensor(features, name="features"):
+    """`(n, d)` float features (static checks only)."""
+    features = as_float(features)
+    check_rank(features, name, 2, "(n, d)")
+    return features
+
+
+def head_tensor(head_weights, features, name="head_weights"):
+    """`(C, d)` float head rows matching the width of `features` (static checks only)."""
+    head = as_float(head_weights)
+    check_rank(head, name, 2, "(num_classes, d)")
+    check_width(head, name, features.shape[-1], "features")
+    if head.shape[0] is None:
+        raise ValueError(f"`{name}` must have a static number of rows (num_classes).")
+    return head
+
+
+def label_indices(labels, num_classes, name="labels", num_samples=None):
+    """Labels as a `(n,)` tensor of class indices (static checks only).
+
+    Accepts integer (or integral float) indices of shape `(n,)` or `(n, 1)`,
+    and one-hot or soft labels of shape `(n, num_classes)` (reduced to their
+    argmax). Values are checked by `guard`.
+    """
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be a positive integer; received {num_classes!r}.")
+    try:
+        labels = ops.convert_to_tensor(labels)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`{name}` must be a tensor of integer class indices; received {type(labels).__name__} "
+            f"that does not convert to a numeric tensor ({error})."
+        ) from error
+    shape = tuple(labels.shape)
+    if len(shape) == 2 and shape[-1] == 1:
+        labels = ops.squeeze(labels, -1)
+    elif len(shape) == 2 and shape[-1] == num_classes:
+        labels = ops.argmax(labels, axis=-1)  # one-hot or soft labels
+    if len(labels.shape) != 1:
+        raise ValueError(
+            f"`{name}` must hold integer class indices of shape (n,) or (n, 1), or one-hot "
+            f"rows of shape (n, {num_classes}); received shape {shape}."
+        )
+    if num_samples is not None and labels.shape[0] is not None and labels.shape[0] != num_samples:
+        raise ValueError(
+            f"`{name}` must hold one label per row of the features ({num_samples}); "
+            f"received {labels.shape[0]} labels."
+        )
+    dtype = dtype_name(labels)
+    if dtype == "bool":
+        return ops.cast(labels, "int32")
+    if "float" in dtype:
+        return ops.cast(labels, "float32")
+    if "int" not in dtype:
+        raise ValueError(
+            f"`{name}` must be a tensor of integer class indices; received dtype {dtype}."
+        )
+    return labels
+
+
+def sample_weight_tensor(sample_weight, num_samples):
+    """`(n,)` float sample weights (static checks; values by `guard`)."""
+    weight = as_float(sample_weight)
+    if len(weight.shape) == 2 and weight.shape[-1] == 1:
+        weight = ops.squeeze(weight, -1)
+    if len(weight.shape) != 1 or (
+        num_samples is not None and weight.shape[0] not in (None, num_samples)
+    ):
+        raise ValueError(
+            f"`sample_weight` must have shape (n,) with n = {num_samples}, one weight per "
+            f"sample; received shape {tuple(ops.shape(sample_weight))}."
+        )
+    return weight
+
+
+Guarded = collections.namedtuple("Guarded", ["tensors", "labels", "ok"])
+Guarded.__doc__ = """What `guard` returns.
+
+`tensors`: the float tensors (a dict, same keys); `labels`: int32 class
+indices clipped into `[0, C)` (or None); `ok`: None after eager validation,
+else a scalar boolean tensor, False when some value was invalid.
+"""
+
+
+def guard(
+    tensors, labels=None, num_classes=None, labels_name="labels", strict=True, nonnegative=()
+):
+    """The one value check of the package: raise when eager, flag and sanitise when traced.
+
+    Args:
+        tensors: a dict `{argument name: float tensor}`; the names are the
+            user's (e.g. `"y_true"`, `"head_weights"`), used in the errors.
+        labels: optional class indices from `label_indices`.
+        num_classes: the number of classes `C` (with `labels`).
+        labels_name: the name of `labels` in the errors.
+        strict: `False` for consumers of accumulated statistics, which never
+            raise: they always get sanitised tensors and a (concrete) flag.
+        nonnegative: names of `tensors` whose values must also be `>= 0`
+            (sample weights).
+
+    Returns:
+        A `Guarded` tuple. Traced (or not strict), non-finite tensors are
+        replaced by zeros, all of them when any is bad, and `ok` says so.
+    """
+    first = next(iter(tensors.values()), labels)
+    if strict and first is not None and is_concrete(first):
+        for name, value in tensors.items():
+            _raise_if_not_finite(value, name, name in nonnegative)
+        if labels is not None:
+            _raise_if_bad_labels(labels, num_classes, labels_name)
+        return Guarded(tensors, _clipped(labels, num_classes), None)
+    ok = None
+    for name, value in tensors.items():
+        finite = ops.all(ops.isfinite(value))
+        if name in nonnegative:
+            finite = finite & ops.all(value >= 0)
+        ok = finite if ok is None else ok & finite
+    if labels is not None:
+        valid = _labels_valid(labels, num_classes)
+        ok = valid if ok is None else ok & valid
+    if ok is not None:
+        tensors = {name: ops.where(ok, value, 0.0) for name, value in tensors.items()}
+    return Guarded(tensors, _clipped(labels, num_classes), ok)
+
+
+def nan_unless(ok, value):
+    """`value` where `ok`, NaN elsewhere (the traced-mode signal of bad input).
+
+    `ok=None` (eager input, validated by `guard`) returns `value` unchanged.
+    """
+    return value if ok is None else ops.where(ok, value, float("nan"))
+
+
+def both(ok1, ok2):
+    """The conjunction of two `ok` flags (None means valid)."""
+    if ok1 is None:
+        return ok2
+    return ok1 if ok2 is None else ok1 & ok2
+
+
+def _labels_valid(labels, num_classes):
+    valid = ops.all((labels >= 0) & (labels < num_classes))
+    if "float" in dtype_name(labels):
+        valid = valid & ops.all(ops.floor(labels) == labels)
+    return valid
+
+
+def _clipped(labels, num_classes):
+    if labels is None:
+        return None
+    return ops.cast(ops.clip(labels, 0, num_classes - 1), "int32")
+
+
+def _raise_if_not_finite(x, name, nonnegative=False):
+    if nonnegative and not bool(ops.all(ops.isfinite(x) & (x >= 0))):
+        raise ValueError(f"`{name}` must hold finite, non-negative numbers.")
+    if bool(ops.all(ops.isfinite(x))):
+        return
+    bad = int(ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "int32")))
+    raise ValueError(
+        f"`{name}` must hold finite numbers; received {bad} NaN or infinite value(s) "
+        f"in a tensor of shape {tuple(x.shape)}. Non-finite features usually mean "
+        "that training diverged (check the learning rate and the loss)."
+    )
+
+
+def _raise_if_bad_labels(labels, num_classes, name):
+    dtype = dtype_name(labels)
+    if "float" in dtype and not bool(ops.all(ops.floor(labels) == labels)):
+        raise ValueError(
+            f"`{name}` must hold integer class indices; received fractional values in a "
+            f"float tensor."
+        )
+    if not bool(ops.all((labels >= 0) & (labels < num_classes))):
+        low, high = ops.convert_to_numpy(ops.min(labels)), ops.convert_to_numpy(ops.max(labels))
+        raise ValueError(
+            f"`{name}` must hold class indices in [0, {num_classes}); received values from "
+            f"{low} to {high}."
+        )
+
+
+LabelledBatch = collections.namedtuple(
+    "LabelledBatch", ["features", "labels", "head", "sample_weight", "ok", "num_classes"]
+)
+LabelledBatch.__doc__ = """A batch of features, labels and head rows that passed `guard`.
+
+`features` `(n, d)`, `labels` int32 `(n,)` in `[0, C)`, `head` `(C, d)` or
+None, `sample_weight` `(n,)` or None, `ok` the guard's flag (None after eager
+validation), `num_classes` `C`. Built by `keras_nc.ops.labelled_batch`.
+"""
+
+
+def labelled_batch(
+    features,
+    labels,
+    head_weights=None,
+    num_classes=None,
+    sample_weight=None,
+    labels_name="labels",
+    head_name="head_weights",
+):
+    """Checks a labelled batch once: shapes always, values through `guard`.
+
+    The measures that read labels take a `LabelledBatch`, so one training step
+    validates its labels once, however many measures read them, and errors
+    name the caller's arguments (`labels_name="y_true"` in metrics and losses).
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` class indices (or `(n, 1)`, or one-hot `(n, C)`).
+        head_weights: optional `(C, d)` head rows (or class anchors).
+        num_classes: `C`; default: the number of head rows.
+        sample_weight: optional `(n,)` non-negative weights.
+        labels_name: the name of `labels` in errors.
+        head_name: the name of `head_weights` in errors.
+
+    Returns:
+        A `LabelledBatch`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> batch = nc_ops.labelled_batch(np.ones((4, 3)), np.array([0, 1, 1, 2]), num_classes=3)
+    >>> batch.num_classes, tuple(batch.labels.shape)
+    (3, (4,))
+    """
+    features = features_tensor(features)
+    tensors = {"features": features}
+    head = None
+    if head_weights is not None:
+        head = head_tensor(head_weights, features, name=head_name)
+        tensors[head_name] = head
+        num_classes = head.shape[0] if num_classes is None else num_classes
+    if num_classes is None:
+        raise ValueError("`labelled_batch` needs `head_weights` or `num_classes`.")
+    labels = label_indices(labels, num_classes, labels_name, num_samples=features.shape[0])
+    if sample_weight is not None:
+        tensors["sample_weight"] = sample_weight_tensor(sample_weight, features.shape[0])
+    checked = guard(tensors, labels, num_classes, labels_name, nonnegative=("sample_weight",))
+    return LabelledBatch(
+        checked.tensors["features"],
+        checked.labels,
+        checked.tensors.get(head_name),
+        checked.tensors.get("sample_weight"),
+        checked.ok,
+        int(num_classes),
+    )

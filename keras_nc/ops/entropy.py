@@ -1,0 +1,346 @@
+"""Matrix entropies: cosine Gram matrices, matrix entropy, feature entropy, MI, MIR and HDR."""
+
+from keras import ops
+
+from keras_nc.ops._guards import (
+    as_float,
+    check_alpha,
+    check_matrix,
+    check_same_shape,
+    dtype_name,
+    guard,
+    nan_unless,
+)
+from keras_nc.ops._spectral import (
+    centred,
+    cosine_gram,
+    entropy_of_psd,
+    log_n,
+    maximum,
+    min_side_gram,
+    minimum,
+    normalize_rows,
+    num_rows,
+    ratio_of_entropies,
+)
+
+
+def normalized_features(x, center=False, mean=None, eps=1e-6, name="x"):
+    """Validated, (centred) row-normalised features `Zhat` and the guard's `ok` flag.
+
+    The rows whose cosine Gram `gram` returns; eager non-finite input raises a
+    `ValueError` naming `name`.
+
+    Args:
+        x: features of shape `(..., n, d)`.
+        center: subtract the batch mean row first.
+        mean: explicit mean to subtract instead.
+        eps: row-norm floor (see `gram`).
+        name: the argument's name in errors.
+
+    Returns:
+        `(xhat, ok)`, `ok` None after eager validation (see `keras_nc.ops`).
+    """
+    x = as_float(x)
+    check_matrix(x, name, square=False)
+    checked = guard({name: x})
+    return normalize_rows(centred(checked.tensors[name], center, mean), eps), checked.ok
+
+
+def gram(x, center=False, mean=None, eps=1e-6):
+    """Cosine Gram matrix of the rows of `x`.
+
+    Optionally centres the rows (`z_i - mu`), then normalises each row to unit
+    length (`z_i / max(||z_i||, eps * max_j ||z_j||)`) and returns
+    `K = Zhat Zhat^T`: symmetric, positive semi-definite, with ones on the
+    diagonal (zeros for zero rows). Scale-invariant: the rows are divided by
+    the largest absolute entry first, so features of any finite magnitude
+    (1e-30 to 1e30 in float32) give the same Gram.
+
+    Args:
+        x: features of shape `(..., n, d)`, one row per sample.
+        center: if `True`, subtract the mean row of each batch (axis `-2`)
+            before normalising. Centring makes the Gram of features after a
+            ReLU able to reach the Neural Collapse geometry.
+        mean: optional explicit mean of shape `(d,)` or `(..., d)` (e.g. a
+            global feature mean) to subtract instead of the batch mean.
+            Overrides `center`.
+        eps: rows with a norm below `eps` times the largest row norm are
+            divided by that floor instead, so zero rows stay zero.
+
+    Returns:
+        A tensor of shape `(..., n, n)` in float32 (float64 for float64 input).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> k = nc_ops.gram(np.eye(3, 4))
+    >>> tuple(k.shape)
+    (3, 3)
+    """
+    xhat, ok = normalized_features(x, center, mean, eps)
+    return nan_unless(ok, cosine_gram(xhat, eps))
+
+
+def matrix_entropy(k, alpha=1.0, normalize=False):
+    """Matrix (von Neumann or Renyi) entropy of a PSD matrix, in nats.
+
+    With `rho = k / tr(k)` and eigenvalues `l_i` of `rho`:
+
+    - `alpha=1` (default): `H = -sum_i l_i log l_i`;
+    - `alpha != 1`: Renyi entropy `log(sum_i l_i^alpha) / (1 - alpha)`;
+      `alpha=2` is computed as `-log(||k||_F^2 / tr(k)^2)` without an
+      eigendecomposition.
+
+    `0 <= H <= log n`; `H = log n` iff `k` is proportional to the identity and
+    `H = 0` iff `k` has rank 1. Defined values for edge cases: an all-zero
+    matrix and an empty `0 x 0` one have entropy 0; eigenvalues below
+    `1.2e-7 * max eigenvalue` (float32 machine epsilon; `2e-15` in float64)
+    count as zeros, so rank-deficient matrices give finite values and finite
+    gradients. Orders `alpha < 1` raise round-off eigenvalues to the power
+    `alpha` (`1e-7 ** 0.5 = 3e-4`), so for them the cut is the numerical-rank
+    tolerance `n * 1.2e-7 * max eigenvalue`: round-off never counts, and true
+    eigenvalues below the cut are lost (float32 accuracy of order
+    `n * (n eps)**alpha / (1 - alpha)` nats in the worst case, far less for
+    spectra without eigenvalues near the cut; see the Concepts page).
+    Non-finite entries raise a `ValueError` in eager calls and give NaN inside
+    compiled functions (see the module notes).
+
+    Args:
+        k: PSD matrices of shape `(..., n, n)` (e.g. from `gram`).
+        alpha: entropy order, a number > 0.
+        normalize: if `True`, divide by `log n` (requires `n >= 2`), giving a
+            value in `[0, 1]`.
+
+    Returns:
+        A tensor of shape `(...)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> float(nc_ops.matrix_entropy(np.eye(4)))  # log 4
+    1.386...
+    """
+    alpha = check_alpha(alpha)
+    k = as_float(k)
+    shape = check_matrix(k, "k", square=True)
+    checked = guard({"k": k})
+    entropy = nan_unless(checked.ok, entropy_of_psd(checked.tensors["k"], alpha))
+    if normalize:
+        n = shape[-1] if shape[-1] is not None else ops.shape(k)[-1]
+        entropy = entropy / log_n(n, "k")
+    return entropy
+
+
+def feature_entropy(x, center=False, mean=None, alpha=1.0, normalize=False, eps=1e-6):
+    """Matrix entropy of the cosine Gram of `x`, computed from the cheaper side.
+
+    Equal to `matrix_entropy(gram(x, center, mean, eps), alpha, normalize)`, but
+    the eigendecomposition is of size `min(n, d)`: the non-zero eigenvalues of
+    `Zhat Zhat^T` (n x n) and `Zhat^T Zhat` (d x d) coincide. When the number of
+    rows `n` is not known statically, the `d x d` side is used.
+
+    Args:
+        x: features of shape `(..., n, d)`.
+        center: subtract the batch mean row first (see `gram`).
+        mean: explicit mean of shape `(d,)` or `(..., d)` to subtract instead.
+        alpha: entropy order, a number > 0 (`matrix_entropy`).
+        normalize: divide by `log n` (requires `n >= 2`).
+        eps: row-norm floor (see `gram`).
+
+    Returns:
+        A tensor of shape `(...)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> z = np.random.default_rng(0).normal(size=(1024, 64))
+    >>> h = nc_ops.feature_entropy(z)  # one 64 x 64 eigh instead of 1024 x 1024
+    """
+    alpha = check_alpha(alpha)
+    xhat, ok = normalized_features(x, center, mean, eps)
+    k, trace = min_side_gram(xhat)
+    entropy = nan_unless(ok, entropy_of_psd(k, alpha, trace=trace))
+    if normalize:
+        entropy = entropy / log_n(num_rows(xhat), "x")
+    return entropy
+
+
+def effective_rank(k, alpha=1.0):
+    """Effective rank `exp(H(k))` of a PSD matrix (between 1 and `n`).
+
+    Args:
+        k: PSD matrices of shape `(..., n, n)`.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tensor of shape `(...)`; 1 for an all-zero matrix.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> round(float(nc_ops.effective_rank(np.diag([1.0, 1.0, 0.0]))), 4)
+    2.0
+    """
+    return ops.exp(matrix_entropy(k, alpha=alpha))
+
+
+def ratios_from_entropies(h1, h2, h12, n):
+    """`(MIR, HDR)` from the entropies `H(K1), H(K2), H(K1 o K2)` of Grams of `n` samples.
+
+    `MIR = (H1 + H2 - H12) / min(H1, H2)` and `HDR = |H1 - H2| / max(H1, H2)`,
+    each 0 when its denominator is at round-off level (see `mir`, `hdr`).
+
+    Args:
+        h1: entropy of the first Gram matrix.
+        h2: entropy of the second.
+        h12: entropy of their Hadamard product.
+        n: number of samples (a static int or a scalar tensor).
+
+    Returns:
+        A tuple of two tensors `(mir, hdr)`.
+
+    Example:
+
+    >>> from keras_nc import ops as nc_ops
+    >>> m, h = nc_ops.ratios_from_entropies(1.0, 0.5, 1.2, n=8)
+    >>> round(float(m), 4), round(float(h), 4)
+    (0.6, 0.5)
+    """
+    h1, h2, h12 = (as_float(h) for h in (h1, h2, h12))
+    return (
+        ratio_of_entropies(h1 + h2 - h12, minimum(h1, h2), n),
+        ratio_of_entropies(ops.abs(h1 - h2), maximum(h1, h2), n),
+    )
+
+
+def _validated_pair(k1, k2):
+    """Two Gram batches of the same samples in one dtype, and the guard's flag."""
+    k1, k2 = as_float(k1), as_float(k2)
+    check_matrix(k1, "k1", square=True)
+    check_matrix(k2, "k2", square=True)
+    check_same_shape(k1, k2)
+    if dtype_name(k1) != dtype_name(k2):
+        k1, k2 = ops.cast(k1, "float64"), ops.cast(k2, "float64")
+    checked = guard({"k1": k1, "k2": k2})
+    return checked.tensors["k1"], checked.tensors["k2"], checked.ok
+
+
+def _pair_entropies(k1, k2, alpha, joint=True):
+    """`H(k1), H(k2)` (and `H(k1 o k2)`) of validated Grams, one batched `eigh`."""
+    stack = [k1, k2, k1 * k2] if joint else [k1, k2]
+    entropies = entropy_of_psd(ops.stack(stack, axis=0), check_alpha(alpha))
+    return tuple(entropies[i] for i in range(len(stack)))
+
+
+def matrix_mutual_information(k1, k2, alpha=1.0):
+    """Matrix mutual information `I = H(k1) + H(k2) - H(k1 o k2)`.
+
+    `k1 o k2` is the Hadamard (entrywise) product of the two Gram matrices of
+    the same `n` samples, which is PSD by the Schur product theorem. For
+    unit-diagonal PSD inputs, `0 <= I <= min(H(k1), H(k2))`. The three
+    entropies share one batched eigendecomposition.
+
+    Args:
+        k1: PSD matrices of shape `(..., n, n)`.
+        k2: PSD matrices of the same shape.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tensor of shape `(...)`, in nats.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> k = nc_ops.gram(np.random.default_rng(0).normal(size=(8, 4)))
+    >>> i = nc_ops.matrix_mutual_information(k, k)  # equals H(k) - H(k o k)
+    """
+    k1, k2, ok = _validated_pair(k1, k2)
+    h1, h2, h12 = _pair_entropies(k1, k2, alpha)
+    return nan_unless(ok, h1 + h2 - h12)
+
+
+def mir(k1, k2, alpha=1.0):
+    """Matrix Mutual Information Ratio `I(k1; k2) / min(H(k1), H(k2))`.
+
+    In `[0, 1]` for unit-diagonal PSD inputs; at Neural Collapse with `C`
+    balanced classes it equals `keras_nc.theory.mir_at_collapse(C)`.
+
+    Degenerate case: when `min(H(k1), H(k2))` is zero (a rank-1 Gram, e.g. a
+    batch of a single class), the mutual information is zero too and `mir`
+    returns 0. "Zero" means at most `1e-4 * log n` nats in float32 (`1e-10 *
+    log n` in float64), the round-off level of a rank-1 Gram's entropy.
+
+    Args:
+        k1: PSD matrices of shape `(..., n, n)`.
+        k2: PSD matrices of the same shape.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tensor of shape `(...)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops, theory
+    >>> etf = theory.simplex_etf(4)
+    >>> k = nc_ops.gram(etf)
+    >>> round(float(nc_ops.mir(k, k)), 4) == round(theory.mir_at_collapse(4), 4)
+    True
+    """
+    return information_ratios(k1, k2, alpha)[0]
+
+
+def information_ratios(k1, k2, alpha=1.0):
+    """`(mir(k1, k2), hdr(k1, k2))` from one batched eigendecomposition.
+
+    Args:
+        k1: PSD matrices of shape `(..., n, n)`.
+        k2: PSD matrices of the same shape.
+        alpha: entropy order.
+
+    Returns:
+        A tuple of two tensors of shape `(...)`, as `mir` and `hdr` return them.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> k = nc_ops.gram(np.random.default_rng(0).normal(size=(8, 4)))
+    >>> m, h = nc_ops.information_ratios(k, k)
+    """
+    k1, k2, ok = _validated_pair(k1, k2)
+    ratios = ratios_from_entropies(*_pair_entropies(k1, k2, alpha), num_rows(k1))
+    return tuple(nan_unless(ok, value) for value in ratios)
+
+
+def hdr(k1, k2, alpha=1.0):
+    """Matrix Entropy Difference Ratio `|H(k1) - H(k2)| / max(H(k1), H(k2))`.
+
+    In `[0, 1]`; 0 at Neural Collapse. Degenerate case: when both entropies are
+    zero (both Grams rank 1; at most `1e-4 * log n` nats in float32) the
+    difference is zero and `hdr` returns 0.
+
+    Args:
+        k1: PSD matrices of shape `(..., n, n)`.
+        k2: PSD matrices of the same shape.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tensor of shape `(...)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> float(nc_ops.hdr(np.eye(3), np.eye(3)))
+    0.0
+    """
+    k1, k2, ok = _validated_pair(k1, k2)
+    h1, h2 = _pair_entropies(k1, k2, alpha, joint=False)
+    return nan_unless(ok, ratio_of_entropies(ops.abs(h1 - h2), maximum(h1, h2), num_rows(k1)))

@@ -1,0 +1,260 @@
+"""The two pairings of features with the classifier head that MIR and HDR compare.
+
+- Sample-head pairing (per batch, what the paper tracks and the regulariser
+  optimises): the cosine Gram of the batch features against that of the head
+  rows picked by the labels.
+- Class pairing (per epoch, from accumulated class statistics): the Gram of
+  the centred class means against that of the head rows.
+"""
+
+import collections
+import math
+
+from keras import ops
+
+from keras_nc.ops._guards import (
+    as_float,
+    check_alpha,
+    check_rank,
+    labelled_batch,
+    nan_unless,
+)
+from keras_nc.ops._spectral import (
+    centred,
+    cosine_gram,
+    entropy_of_psd,
+    matmul,
+    min_side_gram,
+    normalize_rows,
+    num_rows,
+    outer_gram,
+)
+from keras_nc.ops.entropy import ratios_from_entropies
+from keras_nc.ops.statistics import class_means, present_classes
+
+SampleHead = collections.namedtuple("SampleHead", ["zhat", "what", "labels", "ok"])
+SampleHead.__doc__ = """Row-normalised inputs of the sample-head pairing (`sample_head_of`).
+
+`zhat` `(n, d)` (centred) features, `what` `(C, d)` head rows, `labels`
+`(n,)` class indices, `ok` the guard's flag.
+"""
+
+
+def sample_head_of(batch, center=True, mean=None):
+    """The sample-head pairing's normalised rows from a `LabelledBatch` with head rows.
+
+    Args:
+        batch: a `LabelledBatch` (`keras_nc.ops.labelled_batch`) with `head`.
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+
+    Returns:
+        A `SampleHead`.
+    """
+    zhat = normalize_rows(centred(batch.features, center, mean), 1e-6)
+    return SampleHead(zhat, normalize_rows(batch.head, 1e-6), batch.labels, batch.ok)
+
+
+def sample_head_grams(features, labels, head_weights, center=True, mean=None):
+    """Gram matrices of the sample-head pairing.
+
+    `K_Z` is the cosine Gram of the (centred) batch features and `K_W` that of
+    the head rows picked by the labels, `w_{y_1}, ..., w_{y_n}`.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
+        head_weights: `(C, d)` classifier rows (a `Dense` kernel transposed).
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+
+    Returns:
+        `(K_Z, K_W)`, two `(n, n)` Gram matrices. Labels outside `[0, C)` raise
+        in eager calls and make `K_W` NaN inside compiled functions.
+    """
+    pairing = sample_head_of(labelled_batch(features, labels, head_weights), center, mean)
+    k_w = outer_gram(ops.take(pairing.what, pairing.labels, axis=0))
+    return nan_unless(pairing.ok, outer_gram(pairing.zhat)), nan_unless(pairing.ok, k_w)
+
+
+def _label_head_gram(what, labels):
+    """A matrix with the non-zero spectrum of `K_W`, on its smallest side, and its trace.
+
+    `K_W = S What What^T S^T` (`S` the n x C one-hot labels) shares its non-zero
+    eigenvalues with `D^1/2 What What^T D^1/2` (C x C, `D` the class counts) and
+    with `What^T D What` (d x d): the smallest of n, C and d is used.
+    """
+    num_classes, d = tuple(what.shape)
+    n = labels.shape[0]
+    counts = ops.sum(ops.one_hot(labels, num_classes, dtype=what.dtype), axis=0)
+    trace = ops.sum(counts * ops.sum(ops.square(what), axis=-1))
+    sides = {"classes": num_classes, "width": d, "samples": math.inf if n is None else n}
+    side = min(sides, key=sides.get)
+    if side == "classes":
+        root = ops.sqrt(counts)  # labels carry no gradient
+        return outer_gram(what) * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace
+    if side == "width":
+        return matmul(ops.transpose(what) * ops.expand_dims(counts, 0), what), trace
+    return outer_gram(ops.take(what, labels, axis=0)), trace
+
+
+def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
+    """`H(K_Z), H(K_W), H(K_Z o K_W)` of a `SampleHead` (see `sample_head_entropies`).
+
+    Args:
+        pairing: a `SampleHead` from `sample_head_of`.
+        alpha: entropy order.
+        feature_entropy: `H(K_Z)` when already known (e.g. computed for the
+            `MatrixEntropy` metric of the same step), else computed here.
+
+    Returns:
+        A tuple of three scalar tensors.
+    """
+    alpha = check_alpha(alpha)
+    zhat, what, labels = pairing.zhat, pairing.what, pairing.labels
+    h_z = feature_entropy
+    if h_z is None:
+        k_z, trace_z = min_side_gram(zhat)
+        h_z = entropy_of_psd(k_z, alpha, trace=trace_z)
+    k_w, trace_w = _label_head_gram(what, labels)
+    h_w = entropy_of_psd(k_w, alpha, trace=trace_w)
+    joint = outer_gram(zhat) * outer_gram(ops.take(what, labels, axis=0))
+    h_zw = entropy_of_psd(joint, alpha)
+    return tuple(nan_unless(pairing.ok, h) for h in (h_z, h_w, h_zw))
+
+
+def sample_head_entropies(features, labels, head_weights, center=True, mean=None, alpha=1.0):
+    """Entropies `H(K_Z), H(K_W), H(K_Z o K_W)` of the sample-head pairing.
+
+    The same values as `matrix_entropy` of the two matrices of
+    `sample_head_grams` and of their Hadamard product, computed from the cheapest
+    side of each: `K_Z` from its `min(n, d)` side, `K_W` (rank at most `C`) from
+    the class Gram of the head rows weighted by the class counts in the batch
+    (`min(n, C, d)` side); only `K_Z o K_W` needs an n x n eigendecomposition.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
+        head_weights: `(C, d)` classifier rows.
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tuple of three scalar tensors, in nats.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> rng = np.random.default_rng(0)
+    >>> z, w = rng.normal(size=(64, 16)), rng.normal(size=(10, 16))
+    >>> h_z, h_w, h_zw = nc_ops.sample_head_entropies(z, rng.integers(0, 10, 64), w)
+    """
+    pairing = sample_head_of(labelled_batch(features, labels, head_weights), center, mean)
+    return sample_head_entropies_of(pairing, alpha)
+
+
+def sample_head_ratios(features, labels, head_weights, center=True, mean=None, alpha=1.0):
+    """`(MIR, HDR)` of the sample-head pairing, from `sample_head_entropies`.
+
+    Equal to `information_ratios(*sample_head_grams(features, labels,
+    head_weights, center, mean), alpha)`, with one n x n eigendecomposition
+    instead of three. This is what the `MIR`/`HDR` metrics and the
+    `InformationRegularizer` compute.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
+        head_weights: `(C, d)` classifier rows.
+        center: centre the features by the batch mean.
+        mean: explicit feature mean to subtract instead.
+        alpha: entropy order (see `matrix_entropy`).
+
+    Returns:
+        A tuple of two scalar tensors, as `mir` and `hdr` return them.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> rng = np.random.default_rng(0)
+    >>> z, w = rng.normal(size=(64, 16)), rng.normal(size=(10, 16))
+    >>> mir, hdr = nc_ops.sample_head_ratios(z, rng.integers(0, 10, 64), w)
+    """
+    pairing = sample_head_of(labelled_batch(features, labels, head_weights), center, mean)
+    entropies = sample_head_entropies_of(pairing, alpha)
+    return ratios_from_entropies(*entropies, num_rows(pairing.zhat))
+
+
+def class_pairing_grams(counts, sums, head_weights, center=True):
+    """Gram matrices of the class pairing: class means against head rows.
+
+    Classes absent from the data get zero rows in both Grams, so they take no
+    part in the entropies. Means are centred by the global mean of the samples
+    when `center=True`.
+
+    Args:
+        counts: `(C,)` per-class counts.
+        sums: `(C, d)` per-class feature sums.
+        head_weights: `(C, d)` classifier rows (a `Dense` kernel transposed).
+        center: centre the class means by the global mean.
+
+    Returns:
+        `(K_M, K_W)`, two `(C, C)` Gram matrices for `mir`/`hdr`; NaN when the
+        statistics or the head hold non-finite values.
+    """
+    rows_m, rows_w = _class_pairing_rows(counts, sums, head_weights, center)
+    return cosine_gram(rows_m, 1e-6), cosine_gram(rows_w, 1e-6)
+
+
+def _class_pairing_rows(counts, sums, head_weights, center):
+    """The rows whose cosine Grams the class pairing compares: `(means, head rows)`."""
+    means, global_mean, present = class_means(counts, sums)
+    head = as_float(head_weights)
+    check_rank(head, "head_weights", 2, "(num_classes, d)")
+    finite = ops.all(ops.isfinite(head))
+    head = nan_unless(finite, ops.cast(ops.where(finite, head, 0.0), means.dtype))
+    mask = ops.expand_dims(ops.cast(present, means.dtype), -1)
+    centred_means = (means - global_mean) * mask if center else means
+    return centred_means, head * mask
+
+
+def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
+    """`(MIR, HDR)` of the class pairing, from class statistics and head rows.
+
+    Equal to `information_ratios(*class_pairing_grams(counts, sums, head_weights,
+    center))`, with `H(K_M)` and `H(K_W)` from their `min(C', d)` sides, for
+    statistics accumulated over an epoch (e.g. by the class-pairing metrics).
+    Like `neural_collapse_measures`, it never raises on the values: statistics or
+    head rows holding NaN or inf (a compiled step that saw bad input) give NaN;
+    it computes in float64 where the backend has it and, called eagerly, on the
+    classes present only (`C' x C'` eigendecompositions, not `C x C`).
+
+    Args:
+        counts: `(C,)` per-class counts.
+        sums: `(C, d)` per-class feature sums.
+        head_weights: `(C, d)` classifier rows.
+        center: centre the class means by the global mean.
+        alpha: entropy order.
+
+    Returns:
+        A tuple of two scalar tensors, `(mir, hdr)`.
+    """
+    alpha = check_alpha(alpha)
+    arrays, _, ok = present_classes({"counts": counts, "sums": sums, "head_weights": head_weights})
+    rows_m, rows_w = _class_pairing_rows(
+        arrays["counts"], arrays["sums"], arrays["head_weights"], center=center
+    )
+    # H(K_M) and H(K_W) from their min(C', d) sides; only the Hadamard product
+    # needs a C' x C' eigendecomposition (one, not three; and none of a C' x C'
+    # matrix of rank d < C', whose repeated zero eigenvalues some LAPACK
+    # kernels fail to converge on).
+    mhat, what = normalize_rows(rows_m, 1e-6), normalize_rows(rows_w, 1e-6)
+    entropies = []
+    for rows in (mhat, what):
+        k, trace = min_side_gram(rows)
+        entropies.append(entropy_of_psd(k, alpha, trace=trace))
+    h_mw = entropy_of_psd(outer_gram(mhat) * outer_gram(what), alpha)
+    ratios = ratios_from_entropies(*entropies, h_mw, num_rows(mhat))
+    return tuple(nan_unless(ok, value) for value in ratios)
