@@ -99,7 +99,7 @@ def worker(args):
     y = rng.integers(0, 10, size=steps * batch).astype("int32")
     picked = rng.choice(len(x), size=min(args.monitor_samples, len(x)), replace=False)
     callbacks = {variant: [] for variant in VARIANTS}
-    callbacks["monitor"] = [CollapseMonitor(x[picked], y[picked], plot=False, batch_size=batch)]
+    callbacks["monitor"] = [CollapseMonitor(x[picked], y[picked], batch_size=batch)]
     models = {v: build(v, args.model, args.width, jit) for v in VARIANTS}
     for variant, model in models.items():  # warm-up: compile
         model.fit(

@@ -3,7 +3,7 @@
 import math
 
 from keras_nc import theory
-from keras_nc.callbacks import collapse_panels, draw_panel
+from keras_nc.plotting import collapse_panels, draw_panel, new_figure
 
 
 def summary_rows(test, monitor_row, num_classes):
@@ -53,11 +53,6 @@ def plot_report(history, monitor_rows, num_classes, path, title=None, validation
         validation_every: `fit`'s `validation_freq`: `val_*` values exist for
             every k-th epoch only.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = list(range(1, len(history["loss"]) + 1))
     checks = [row["epoch"] for row in monitor_rows]
 
@@ -88,10 +83,9 @@ def plot_report(history, monitor_rows, num_classes, path, title=None, validation
     ]  # fmt: skip
     for name, keys, ref, ref_label in panels[3:]:
         figure_panels.append((name, monitored(*keys, prefix=""), ref, ref_label))
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    fig, axes = new_figure(2, 4, (20, 8.5))
     for ax, (name, curves, ref, ref_label) in zip(axes.flat, figure_panels, strict=True):
         draw_panel(ax, name, curves, ref, ref_label, log_scale=name.startswith(("NC1", "Loss")))
     fig.suptitle(title or "Training and Neural Collapse")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -8,13 +8,19 @@ regularisers in the loss, and a `CollapseMonitor` on a class-balanced subset.
 With no arguments it runs the embedded default: scikit-learn's digits
 (8 x 8) on a quarter-width ResNet-18 for 30 epochs.
 
-Outputs in `--output`: `history.csv` (every logged value per epoch),
-`collapse.csv` and `collapse.png` (the monitor), `report.png` (all curves
-with the Neural Collapse reference values), `results.json` (settings and the
-final table) and `model.keras`.
+The monitor adds its values (`collapse_mir`, ..., `collapse_ncc_agreement`)
+to the epoch logs; Keras' `CSVLogger` (and `TensorBoard` with
+`--tensorboard`), placed after it, write them with everything else, once.
+
+Outputs in `--output`: `history.csv` (every logged value per epoch, the
+monitor's included), `collapse.png` (the monitor's measures), `report.png`
+(all curves with the Neural Collapse reference values), `results.json`
+(settings, the final table, the monitor's rows), `model.keras` and, with
+`--tensorboard`, `tensorboard/`.
 """
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -27,6 +33,7 @@ import keras_nc
 from keras_nc.callbacks import CollapseMonitor
 from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
+from keras_nc.plotting import plot_collapse_history
 from recipes import data as data_lib
 from recipes._cli import HelpFormatter
 from recipes.cifar import report
@@ -150,7 +157,12 @@ def build_parser():
         help="evaluate on the test set every k epochs during training (the final test "
         "evaluation always runs)",
     )
-    out.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
+    out.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write TensorBoard logs (losses, metrics, the monitor's values) to "
+        "OUTPUT/tensorboard",
+    )
     out.add_argument(
         "--output", metavar="DIR", help="output directory (default: outputs/<dataset>-<model>)"
     )
@@ -174,6 +186,12 @@ def resolve(args):
             raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
     if args.mir_weight < 0 or args.hdr_weight < 0:
         raise SystemExit("error: --mir-weight and --hdr-weight must be >= 0")
+    missing = [name for name in ("tensorflow", "tensorboard") if not importlib.util.find_spec(name)]
+    if args.tensorboard and missing:
+        raise SystemExit(
+            f"error: --tensorboard needs {' and '.join(missing)} (keras.callbacks.TensorBoard "
+            "writes with tf.summary): pip install tensorflow tensorboard"
+        )
     return args
 
 
@@ -237,13 +255,8 @@ def main(argv=None):
     else:
         source_x, source_y = images.x_test, images.y_test
     subset = data_lib.balanced_subset(source_y, args.monitor_per_class, args.seed)
-    monitor = CollapseMonitor(
-        source_x[subset],
-        source_y[subset],
-        every=args.monitor_every,
-        output_dir=args.output,
-        tensorboard=args.tensorboard,
-    )
+    monitor = CollapseMonitor(source_x[subset], source_y[subset], every=args.monitor_every)
+    # The monitor first: the writers after it receive its values in the same logs.
     callbacks = [monitor, keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"))]
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "tensorboard")))
@@ -271,6 +284,12 @@ def main(argv=None):
     results = model.evaluate(test, verbose=0, return_dict=True)
     rows = report.summary_rows(results, monitor.history[-1], images.num_classes)
     title = f"{images.name}, {args.model} x{args.width}, {backend}"
+    plot_collapse_history(
+        monitor.history,
+        images.num_classes,
+        os.path.join(args.output, "collapse.png"),
+        title=f"Neural Collapse measures of the monitored subset: {title}",
+    )
     report.plot_report(
         history.history,
         monitor.history,
@@ -292,8 +311,8 @@ def main(argv=None):
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     print(
-        f"\nwrote history.csv, collapse.csv, collapse.png, report.png, results.json and "
-        f"model.keras to {args.output}"
+        f"\nwrote history.csv, collapse.png, report.png, results.json, model.keras"
+        f"{' and tensorboard/' if args.tensorboard else ''} to {args.output}"
     )
     return summary
 
