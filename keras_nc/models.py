@@ -298,7 +298,7 @@ class CollapseClassifier(keras.Model):
                 metric.build_for(self.num_classes, self.feature_dim)
 
     def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
+        config = keras.saving.deserialize_keras_object(_portable_optimizer(config))
         self.compile(**config)
         if hasattr(self, "optimizer") and self.built:
             self.optimizer.build(self.trainable_variables)
@@ -415,7 +415,9 @@ class CollapseClassifier(keras.Model):
         feature_tensor = (
             model.get_layer(features_layer).output if features_layer is not None else head.input
         )
-        backbone = keras.Model(model.inputs, feature_tensor, name=f"{model.name}_backbone")
+        # One input as a tensor, not a list of one (a list makes every call warn).
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        backbone = keras.Model(inputs, feature_tensor, name=f"{model.name}_backbone")
         return cls(backbone, head.units, head=head, **kwargs)
 
     def get_config(self):
@@ -448,6 +450,21 @@ def _check_unique_names(metrics):
             "would be logged. Give them distinct names, e.g. "
             '`MIR(pairing="class", name="mir_class")`.'
         )
+
+
+def _portable_optimizer(config):
+    """A compile config whose optimizer is named by its public Keras class.
+
+    On PyTorch, Keras' optimizers are backend subclasses saved under their
+    module (`keras.src.backend.torch.optimizers.torch_sgd`): loaded as such on
+    another backend they would run torch code on its tensors. Naming them by
+    `keras.optimizers.<class>` gives the loading backend's own optimizer.
+    """
+    optimizer = config.get("optimizer")
+    module = optimizer.get("module") if isinstance(optimizer, dict) else None
+    if isinstance(module, str) and module.startswith("keras.src.backend."):
+        config = {**config, "optimizer": {**optimizer, "module": "keras.optimizers"}}
+    return config
 
 
 def _jax_on_cpu():
