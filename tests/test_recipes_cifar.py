@@ -86,10 +86,26 @@ def _run(tmp_path, *extra):
     return out, train.main(argv)
 
 
+def _tensorboard_tags(log_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(log_dir)
+    events.Reload()
+    return set(events.Tags()["tensors"]) | set(events.Tags()["scalars"])
+
+
 def test_program_writes_history_report_and_model(tmp_path):
-    out, summary = _run(tmp_path, "--mir-weight", "0.1", "--hdr-weight", "0.05")
-    for name in ("history.csv", "report.png", "collapse.png", "collapse.csv", "model.keras"):
+    pytest.importorskip("tensorboard")
+    out, summary = _run(tmp_path, "--mir-weight", "0.1", "--hdr-weight", "0.05", "--tensorboard")
+    for name in ("history.csv", "report.png", "collapse.png", "model.keras"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
+    # One writer per format: Keras' CSVLogger and TensorBoard, the monitor's values included.
+    assert sorted(os.listdir(out)) == [
+        "collapse.png", "history.csv", "model.keras", "report.png", "results.json", "tensorboard",
+    ]  # fmt: skip
+    assert sorted(os.listdir(os.path.join(out, "tensorboard"))) == ["train", "validation"]
+    tags = _tensorboard_tags(os.path.join(out, "tensorboard", "train"))
+    assert {"epoch_loss", "epoch_mir", "epoch_collapse_mir", "epoch_collapse_nc1"} <= tags
     with open(os.path.join(out, "history.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
@@ -102,6 +118,8 @@ def test_program_writes_history_report_and_model(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
+    assert [row["epoch"] for row in results["monitor"]] == [1, 2]
+    assert results["monitor"][-1]["nc1"] == pytest.approx(float(rows[-1]["collapse_nc1"]))
     table = {row["measure"]: row for row in results["table"]}
     assert table["MIR, class pairing (monitor)"]["at_collapse"] == pytest.approx(0.952351, 1e-5)
     assert table["MIR, class pairing (monitor)"]["value"] == pytest.approx(
