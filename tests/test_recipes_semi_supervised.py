@@ -15,9 +15,16 @@ import pytest
 from conftest import BACKEND, to_numpy
 
 from keras_nc import ops as nc_ops
+from keras_nc.losses import InformationRegularizer
+from keras_nc.models import CollapseClassifier
 from recipes.semi_supervised import algorithms, train
 from recipes.semi_supervised import data as ssl_data
-from recipes.semi_supervised.models import FixMatch, FreeMatch, SemiSupervisedModel
+from recipes.semi_supervised.models import (
+    ConfidentSamplesStep,
+    FixMatch,
+    FreeMatch,
+    SemiSupervisedModel,
+)
 
 C = 4
 
@@ -134,6 +141,27 @@ def test_masked_information_ratios_equal_those_of_the_subset(rng):
     assert float(to_numpy(valid)) == 0.0
 
 
+def test_regularizer_of_the_confident_samples_is_that_of_the_subset(rng):
+    # The unlabelled MIR/HDR term: the library's InformationRegularizer, its
+    # sample pairing restricted to the confident samples by ConfidentSamplesStep.
+    features = rng.normal(size=(10, 6)).astype("float32")
+    labels = rng.integers(0, C, size=10).astype("int32")
+    head = rng.normal(size=(C, 6)).astype("float32")
+    mask = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1, 0], "float32")
+    regularizer = InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
+
+    def term(selection):
+        step = ConfidentSamplesStep(labels, features, head, selection)
+        return float(to_numpy(regularizer(labels, features=features, head_weights=head, step=step)))
+
+    keep = mask > 0
+    mir, hdr = nc_ops.sample_head_ratios(features[keep], labels[keep], head, center=True)
+    want = 0.2 * float(to_numpy(hdr)) - 0.3 * float(to_numpy(mir))
+    np.testing.assert_allclose(term(mask), want, rtol=1e-4, atol=1e-5)
+    assert abs(want) > 1e-3  # a value that could be wrong
+    assert term(np.eye(10, dtype="float32")[0]) == 0.0  # fewer than two confident samples
+
+
 # --------------------------------------------------------------------------- #
 # Trainers
 # --------------------------------------------------------------------------- #
@@ -210,7 +238,7 @@ def test_fixmatch_fit_step_loss_matches_numpy():
     p = _softmax(to_numpy(out["weak_logits"]))
     mask = (p.max(axis=1) >= 0.6).astype(np.float64)
     unsup = _ref_masked_ce(to_numpy(out["strong_logits"]), p.argmax(axis=1), mask)
-    sup = _ref_masked_ce(to_numpy(out["labeled_logits"]), y, np.ones(len(y)))
+    sup = _ref_masked_ce(to_numpy(out["logits"]), y, np.ones(len(y)))
     logs = _fit_step(model, (x, y))
     np.testing.assert_allclose(logs["unsup_loss"][0], unsup, rtol=1e-5)
     np.testing.assert_allclose(logs["sup_loss"][0], sup, rtol=1e-5)
@@ -220,13 +248,20 @@ def test_fixmatch_fit_step_loss_matches_numpy():
 
 
 def test_save_load_resume_round_trip_restores_the_ema_state(tmp_path):
-    model = FreeMatch(_backbone(), C, sat_momentum=0.9)
+    # With the regulariser on the confident samples too: a reloaded model that
+    # recompiled it twice into its loss would step differently below.
+    model = FreeMatch(
+        _backbone(), C, sat_momentum=0.9, mir_weight=0.2, hdr_weight=0.1,
+        unlabeled_information=True,
+    )  # fmt: skip
+    assert isinstance(model, CollapseClassifier)
     model.compile()  # SGD with use_ema=True, ema_momentum=0.999
     _fit_step(model, _batch(0))
     path = str(tmp_path / "freematch.keras")
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded, FreeMatch) and loaded.sat_momentum == 0.9
+    assert (loaded.mir_weight, loaded.hdr_weight) == (0.2, 0.1) and loaded.unlabeled_information
     assert loaded.optimizer.use_ema and loaded.optimizer.ema_momentum == 0.999
     before = _state(model)
     assert not np.allclose(to_numpy(model.time_p), 1 / C)  # the state has moved

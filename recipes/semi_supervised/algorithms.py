@@ -173,12 +173,12 @@ def saf_loss(probs_strong, mask, p_model, label_hist, eps=1e-12):
     return ops.where(count > 0, loss, 0.0)
 
 
-def masked_information_ratios(features, labels, head_weights, mask, alpha=1.0):
+def masked_information_ratios(features, labels, head_weights, mask, alpha=1.0, center=True):
     """MIR and HDR (sample-head pairing) of the samples where `mask` is 1.
 
-    The features are centred by the mean of the selected samples, both Gram
-    matrices (`keras_nc.ops.sample_head_grams`) get the rows and columns of
-    the other samples zeroed, and `keras_nc.ops.information_ratios` gives the
+    The features are centred by the mean of the selected samples (`center`),
+    both Gram matrices (`keras_nc.ops.sample_head_grams`) get the rows and
+    columns of the other samples zeroed, and `keras_nc.ops.information_ratios` gives the
     ratios: zero rows add zero eigenvalues, so the values equal those of the
     selected sub-batch, with static shapes. With fewer than two selected
     samples the ratios are computed on the whole batch and `valid` is 0:
@@ -190,6 +190,7 @@ def masked_information_ratios(features, labels, head_weights, mask, alpha=1.0):
         head_weights: `(C, d)` classifier rows (the `Dense` kernel transposed).
         mask: `(n,)` 0/1 selection.
         alpha: entropy order.
+        center: centre the features by the mean of the selected samples.
 
     Returns:
         `(mir, hdr, valid)`, three scalars.
@@ -199,8 +200,8 @@ def masked_information_ratios(features, labels, head_weights, mask, alpha=1.0):
     count = ops.sum(mask)
     valid = ops.cast(count >= 2, features.dtype)
     mask = ops.where(count >= 2, mask, ops.ones_like(mask))
-    mean = ops.sum(features * mask[:, None], axis=0) / ops.sum(mask)
-    k_z, k_w = nc_ops.sample_head_grams(features, labels, head_weights, center=True, mean=mean)
+    mean = ops.sum(features * mask[:, None], axis=0) / ops.sum(mask) if center else None
+    k_z, k_w = nc_ops.sample_head_grams(features, labels, head_weights, center=center, mean=mean)
     outer = mask[:, None] * mask[None, :]
     mir, hdr = nc_ops.information_ratios(k_z * outer, k_w * outer, alpha=alpha)
     return mir, hdr, valid

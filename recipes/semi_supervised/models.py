@@ -1,9 +1,15 @@
-"""Semi-supervised trainers as Keras models: supervised baseline, FixMatch, FreeMatch.
+"""Semi-supervised trainers on `CollapseClassifier`: supervised baseline, FixMatch, FreeMatch.
 
-Each trainer is a `keras.Model` (a backbone and a linear `Dense` head) that
-overrides `call`, `compute_loss` and `compute_metrics` only, never a
-per-backend `train_step`: `fit` works unchanged (and compiled) on TensorFlow,
-JAX and PyTorch. A training batch is `(x, y)` with `x` a dict
+Each trainer is a `keras_nc.models.CollapseClassifier` (a backbone and a
+linear `Dense` head) that overrides `call`, `compute_loss` and
+`compute_metrics` only, never a per-backend `train_step`: `fit` works
+unchanged (and compiled) on TensorFlow, JAX and PyTorch. Construction,
+`build`, `extract_features`, the `jit_compile` rule and the configuration are
+the base class's; the MIR/HDR regulariser is `keras_nc.losses.InformationRegularizer`
+and the `mir`/`hdr` logs are `keras_nc.metrics.MIR`/`HDR`, fed by the base
+class with the features and head rows of the labelled batch.
+
+A training batch is `(x, y)` with `x` a dict
 
 - `"labeled"`: `(B, H, W, C)` weak views of the labelled images (labels `y`),
 - `"unlabeled_weak"`, `"unlabeled_strong"`: `(uratio * B, H, W, C)` weak and
@@ -37,7 +43,10 @@ model.fit(train, steps_per_epoch=100, epochs=10, validation_data=test,
 import keras
 from keras import ops
 
-from keras_nc import ops as nc_ops
+from keras_nc.losses import InformationRegularizer
+from keras_nc.metrics import HDR, MIR, CollapseMetric
+from keras_nc.models import CollapseClassifier
+from keras_nc.step import CollapseStep
 from recipes.semi_supervised import algorithms
 
 LABELED = "labeled"
@@ -57,27 +66,66 @@ def _check_number(value, name, low=0.0, high=None, low_open=False):
     return value
 
 
-def _tensorflow_on_cpu():
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
+def _logits(y_pred):
+    """The logits of a forward pass (`CollapseClassifier` outputs a dict during fit/evaluate)."""
+    return y_pred["logits"] if isinstance(y_pred, dict) else y_pred
 
-    return not tf.config.list_logical_devices("GPU")
+
+class ConfidentSamplesStep(CollapseStep):
+    """The `CollapseStep` of the confident unlabelled samples of a batch.
+
+    Its sample pairing keeps only the samples where `mask` is 1
+    (`algorithms.masked_information_ratios`: static shapes, the other rows and
+    columns of the Gram matrices zeroed), so that
+    `InformationRegularizer(...)(pseudo_labels, features=..., head_weights=...,
+    step=ConfidentSamplesStep(...))` is the regulariser of the selected
+    sub-batch. With fewer than two selected samples the ratios, hence the
+    term, are 0.
+
+    Args:
+        pseudo_labels: `(n,)` integer pseudo-labels.
+        features: `(n, d)` features (the strong views).
+        head_weights: `(C, d)` head rows.
+        mask: `(n,)` 0/1 selection (the confidence mask).
+
+    Example:
+
+    ```python
+    step = ConfidentSamplesStep(pseudo, strong_features, model.head.kernel.T, mask)
+    term = InformationRegularizer(0.5, 0.5)(pseudo, features=strong_features,
+                                            head_weights=model.head.kernel.T, step=step)
+    ```
+    """
+
+    def __init__(self, pseudo_labels, features, head_weights, mask):
+        super().__init__(pseudo_labels, features, head_weights)
+        self.selection = (pseudo_labels, features, head_weights, mask)
+
+    def sample_ratios(self, center, alpha):
+        """`(MIR, HDR)` of the selected samples, `(0, 0)` with fewer than two."""
+        labels, features, head_weights, mask = self.selection
+        mir, hdr, valid = algorithms.masked_information_ratios(
+            features, labels, head_weights, mask, alpha=alpha, center=center
+        )
+        return valid * mir, valid * hdr
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
-class SemiSupervisedModel(keras.Model):
+class SemiSupervisedModel(CollapseClassifier):
     """Supervised-only baseline and base class of the semi-supervised trainers.
 
-    Trains on the labelled batch only (`x["labeled"]`, labels `y`): compiled
-    loss (cross-entropy by default) plus the optional MIR/HDR regularisers of
-    SPEC 2.7 (`-mir_weight * MIR + hdr_weight * HDR`, sample-head pairing of
-    the labelled batch, from `keras_nc.ops`). Subclasses add an unsupervised
-    term on the unlabelled views.
+    A `keras_nc.models.CollapseClassifier` trained on the labelled batch only
+    (`x["labeled"]`, labels `y`): compiled loss (cross-entropy by default) plus
+    the optional MIR/HDR regulariser of SPEC 2.7
+    (`keras_nc.losses.InformationRegularizer(mir_weight, hdr_weight)`,
+    sample-head pairing of the labelled batch), added by `compile`.
+    Subclasses add an unsupervised term on the unlabelled views.
 
     Logged per step (epoch means): `loss`, `accuracy` (labelled batch),
-    `sup_loss` (cross-entropy of the labelled batch), `mir`, `hdr` (labelled
-    batch, sample-head pairing) when `log_information`.
+    `sup_loss` (cross-entropy of the labelled batch), `mir`, `hdr`
+    (`keras_nc.metrics.MIR`/`HDR` of the labelled batch, sample-head pairing)
+    when `log_information` or the regulariser is on. Evaluation on plain
+    images logs the compiled loss and metrics only.
 
     Args:
         backbone: a Keras model from images to features `(n, d)` (or feature
@@ -92,7 +140,14 @@ class SemiSupervisedModel(keras.Model):
             the semi-supervised subclasses).
         log_information: log `mir` and `hdr` of the labelled batch (one small
             eigendecomposition per step).
-        **kwargs: passed to `keras.Model` (e.g. `name`).
+        **kwargs: passed to `CollapseClassifier` (e.g. `name`).
+
+    Attributes:
+        regularizer: the `InformationRegularizer(mir_weight, hdr_weight)` of
+            the labelled batch and (`unlabeled_information`) of the confident
+            unlabelled samples.
+        trackers: dict of the `keras.metrics.Mean` logs of training batches
+            (`sup_loss`, and the subclasses' own).
 
     Example:
 
@@ -105,6 +160,7 @@ class SemiSupervisedModel(keras.Model):
 
     algorithm = "supervised"
     uses_unlabeled = False
+    training_logs = ("sup_loss",)
 
     def __init__(
         self,
@@ -117,68 +173,42 @@ class SemiSupervisedModel(keras.Model):
         log_information=True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
-        if not isinstance(backbone, keras.layers.Layer):
-            raise ValueError(f"`backbone` must be a Keras model or layer; received {backbone!r}.")
-        if head is None:
-            head = keras.layers.Dense(num_classes, name="head")
-        if not isinstance(head, keras.layers.Dense) or head.units != num_classes:
-            raise ValueError(
-                f"`head` must be a keras.layers.Dense with num_classes={num_classes} units; "
-                f"received {head!r}."
-            )
-        self.backbone = backbone
-        self.head = head
-        self.num_classes = num_classes
-        self.mir_weight = _check_number(mir_weight, "mir_weight")
-        self.hdr_weight = _check_number(hdr_weight, "hdr_weight")
+        regularizer = InformationRegularizer(mir_weight=mir_weight, hdr_weight=hdr_weight)
+        super().__init__(backbone, num_classes, head=head, **kwargs)
+        self.regularizer = regularizer
         self.unlabeled_information = bool(unlabeled_information)
         self.log_information = bool(log_information)
-        self.sup_loss_tracker = keras.metrics.Mean(name="sup_loss")
-        if self.log_information or self.information_terms:
-            self.mir_tracker = keras.metrics.Mean(name="mir")
-            self.hdr_tracker = keras.metrics.Mean(name="hdr")
-        self._create_state(num_classes)  # before `build`, which locks the state
-        inputs = getattr(backbone, "inputs", None)
-        if inputs and len(inputs) == 1:
-            self.build(tuple(inputs[0].shape))
 
-    def _create_state(self, num_classes):
-        """Creates the subclasses' variables and metrics (called before `build`)."""
+    @property
+    def mir_weight(self):
+        return self.regularizer.mir_weight
+
+    @property
+    def hdr_weight(self):
+        return self.regularizer.hdr_weight
 
     @property
     def information_terms(self):
         """Whether the MIR/HDR regularisers are in the loss."""
         return bool(self.mir_weight or self.hdr_weight)
 
-    # ------------------------------------------------------------------ #
-    # Forward pass
-    # ------------------------------------------------------------------ #
-
     def build(self, input_shape=None):
         if self.built:
             return
         if isinstance(input_shape, dict):
             input_shape = input_shape[LABELED]
-        if input_shape is not None and not getattr(self.backbone, "built", True):
-            self.backbone.build(input_shape)
-        if not self.head.built:
-            outputs = getattr(self.backbone, "outputs", None)
-            if outputs:
-                shape = tuple(outputs[0].shape)
-            else:
-                shape = tuple(self.backbone.compute_output_shape(input_shape))
-            self.head.build((shape[0], shape[-1]))
-        self.built = True
+        # Keras locks a model's state once built: the logs and the subclasses'
+        # variables are created first.
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.training_logs}
+        self._create_state(self.num_classes)
+        super().build(input_shape)
 
-    def extract_features(self, images, training=False):
-        """Pooled backbone features `(n, d)`."""
-        features = self.backbone(images, training=training)
-        if len(features.shape) > 2:
-            features = ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
-        return features
+    def _create_state(self, num_classes):
+        """Creates the subclasses' variables (called by `build`)."""
+
+    # ------------------------------------------------------------------ #
+    # Forward pass
+    # ------------------------------------------------------------------ #
 
     def _views(self, inputs):
         if not isinstance(inputs, dict) or LABELED not in inputs:
@@ -198,15 +228,26 @@ class SemiSupervisedModel(keras.Model):
         return views
 
     def call(self, inputs, training=None):
+        """Logits of plain images; of a training batch, `CollapseClassifier`'s outputs and more.
+
+        A training batch gives a dict: `"logits"`, `"features"`,
+        `"head_weights"` of the labelled batch (what `CollapseClassifier` hands
+        to its losses and metrics), and, with unlabelled views,
+        `"weak_logits"`, `"strong_logits"`, `"strong_features"`.
+        """
         if not isinstance(inputs, dict):
-            return self.head(self.extract_features(inputs, training=training))
+            return super().call(inputs, training=training)
         views = self._views(inputs)
         sizes = [ops.shape(v)[0] for v in views]
         images = ops.concatenate(views, axis=0) if len(views) > 1 else views[0]
         features = self.extract_features(images, training=training)
         logits = self.head(features)
         n_lb = sizes[0]
-        outputs = {"labeled_logits": logits[:n_lb], "labeled_features": features[:n_lb]}
+        outputs = {
+            "logits": logits[:n_lb],
+            "features": features[:n_lb],
+            "head_weights": ops.transpose(self.head.kernel),
+        }
         if len(views) > 1:
             n_u = sizes[1]
             outputs["weak_logits"] = logits[n_lb : n_lb + n_u]
@@ -233,13 +274,18 @@ class SemiSupervisedModel(keras.Model):
                 Nesterov, with an exponential moving average of the weights
                 (`use_ema=True, ema_momentum=0.999`) for evaluation (use
                 `keras.callbacks.SwapEMAWeights`). Or any Keras optimizer.
-            loss: supervised loss of the labelled batch; `"auto"`: sparse
-                categorical cross-entropy from logits.
+            loss: supervised loss of the labelled batch (or a list, summed);
+                `"auto"`: sparse categorical cross-entropy from logits. The
+                model's `regularizer` is added when `mir_weight` or
+                `hdr_weight` is set (unless `loss` holds an
+                `InformationRegularizer` already).
             metrics: metrics of the labelled batch (and of evaluation);
-                `"auto"`: accuracy.
-            **kwargs: passed to `keras.Model.compile`. With TensorFlow on a CPU
-                and MIR/HDR computed, `jit_compile="auto"` means `False`
-                (XLA's CPU `eigh` is slow; see the Performance page).
+                `"auto"`: accuracy. `keras_nc.metrics.MIR()` and `HDR()` are
+                added when `log_information` or the regulariser is on (unless
+                metrics named `mir`/`hdr` are there already); like every
+                collapse metric they log training batches only.
+            **kwargs: passed to `CollapseClassifier.compile` (its
+                `jit_compile="auto"` rule: `False` with TensorFlow on a CPU).
         """
         if optimizer == "auto":
             optimizer = keras.optimizers.SGD(
@@ -249,17 +295,20 @@ class SemiSupervisedModel(keras.Model):
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics == "auto":
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        information = self.log_information or self.information_terms
-        if information and kwargs.get("jit_compile", "auto") == "auto" and _tensorflow_on_cpu():
-            kwargs["jit_compile"] = False
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips an overridden `compile` on load unless this is defined.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if hasattr(self, "optimizer") and self.built:
-            self.optimizer.build(self.trainable_variables)
+        losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
+        if self.information_terms and not any(
+            isinstance(item, InformationRegularizer) for item in losses
+        ):
+            losses.append(self.regularizer)
+        metrics = list(metrics or [])
+        if self.log_information or self.information_terms:
+            names = {item if isinstance(item, str) else item.name for item in metrics}
+            metrics += [metric for metric in (MIR(), HDR()) if metric.name not in names]
+        # Evaluation on plain images feeds none of the collapse metrics: their logs are left out.
+        self.collapse_metric_names = tuple(
+            item.name for item in metrics if isinstance(item, CollapseMetric)
+        )
+        super().compile(optimizer=optimizer, loss=losses, metrics=metrics, **kwargs)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`; the weights end as their average when the optimizer has `use_ema`.
@@ -275,35 +324,23 @@ class SemiSupervisedModel(keras.Model):
                 variable.assign(ops.copy(variable.value))
         return history
 
-    def _information(self, features, labels):
-        """`(mir, hdr)` of the sample-head pairing of a batch (keras_nc.ops)."""
-        head_weights = ops.transpose(self.head.kernel)
-        return nc_ops.sample_head_ratios(features, labels, head_weights, center=True)
-
-    def _track(self, tracker, value, sample_weight=None):
+    def _track(self, name, value, sample_weight=None):
         value = ops.stop_gradient(value)
         if sample_weight is not None:
             sample_weight = ops.stop_gradient(sample_weight)
-        tracker.update_state(value, sample_weight=sample_weight)
+        self.trackers[name].update_state(value, sample_weight=sample_weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if not isinstance(y_pred, dict):  # evaluation on plain images
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        logits = y_pred["labeled_logits"]
-        # Compiled loss (cross-entropy) of the labelled batch plus weight decay.
-        total = super().compute_loss(x, y, logits, sample_weight, training=training)
+        if not isinstance(x, dict):
+            # Plain images (evaluation): the compiled loss of the logits, as for any classifier.
+            return super().compute_loss(x, y, _logits(y_pred), sample_weight, training=training)
+        # Compiled loss (cross-entropy, the regulariser) of the labelled batch plus weight decay.
+        total = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         labels = ops.reshape(ops.cast(y, "int32"), (-1,))
-        sup = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        self._track(self.sup_loss_tracker, ops.mean(sup))
-        if self.log_information or self.information_terms:
-            features = y_pred["labeled_features"]
-            if not self.information_terms:
-                features = ops.stop_gradient(features)
-            mir, hdr = self._information(features, labels)
-            if self.information_terms:
-                total = total + ops.cast(self.hdr_weight * hdr - self.mir_weight * mir, total.dtype)
-            self._track(self.mir_tracker, mir)
-            self._track(self.hdr_tracker, hdr)
+        sup = keras.losses.sparse_categorical_crossentropy(
+            labels, y_pred["logits"], from_logits=True
+        )
+        self._track("sup_loss", ops.mean(sup))
         if self.uses_unlabeled:
             total = total + ops.cast(self._unlabeled_loss(x, y_pred), total.dtype)
         return total
@@ -312,16 +349,12 @@ class SemiSupervisedModel(keras.Model):
         raise NotImplementedError
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        training = isinstance(y_pred, dict)
-        logits = y_pred["labeled_logits"] if training else y_pred
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
-        results = self.get_metrics_result()
-        if training:
-            return results
-        # Evaluation: the losses and compiled metrics, not the training trackers.
-        own = {m.name for m in self._metrics}
-        return {k: v for k, v in results.items() if k not in own}
+        if isinstance(x, dict):  # a training batch: every log
+            return super().compute_metrics(x, y, y_pred, sample_weight)
+        # Evaluation: the losses and compiled metrics of the logits, not the training logs.
+        results = super().compute_metrics(x, y, _logits(y_pred), sample_weight)
+        left_out = set(self.training_logs) | set(getattr(self, "collapse_metric_names", ()))
+        return {k: v for k, v in results.items() if k not in left_out}
 
     # ------------------------------------------------------------------ #
     # Serialisation
@@ -330,37 +363,28 @@ class SemiSupervisedModel(keras.Model):
     def get_config(self):
         return {
             **super().get_config(),
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "num_classes": self.num_classes,
-            "head": keras.saving.serialize_keras_object(self.head),
             "mir_weight": self.mir_weight,
             "hdr_weight": self.hdr_weight,
             "unlabeled_information": self.unlabeled_information,
             "log_information": self.log_information,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        config["head"] = keras.saving.deserialize_keras_object(config["head"])
-        return cls(**config)
-
 
 class _PseudoLabelModel(SemiSupervisedModel):
     """Shared unlabelled term: masked cross-entropy of the strong view on hard pseudo-labels."""
 
     uses_unlabeled = True
+    training_logs = (
+        *SemiSupervisedModel.training_logs,
+        "unsup_loss",
+        "mask_ratio",
+        "pseudo_accuracy",
+        "threshold",
+    )
 
     def __init__(self, backbone, num_classes, lambda_u=1.0, **kwargs):
         super().__init__(backbone, num_classes, **kwargs)
         self.lambda_u = _check_number(lambda_u, "lambda_u")
-
-    def _create_state(self, num_classes):
-        self.unsup_loss_tracker = keras.metrics.Mean(name="unsup_loss")
-        self.mask_ratio_tracker = keras.metrics.Mean(name="mask_ratio")
-        self.pseudo_accuracy_tracker = keras.metrics.Mean(name="pseudo_accuracy")
-        self.threshold_tracker = keras.metrics.Mean(name="threshold")
 
     def _mask(self, probs):
         """`(mask, pseudo_labels, threshold, state)` of the weak-view probabilities."""
@@ -380,18 +404,19 @@ class _PseudoLabelModel(SemiSupervisedModel):
         if extra is not None:
             total = total + extra
         if self.unlabeled_information and self.information_terms:
-            mir, hdr, valid = algorithms.masked_information_ratios(
-                y_pred["strong_features"], pseudo, ops.transpose(self.head.kernel), mask
+            features, head_weights = y_pred["strong_features"], y_pred["head_weights"]
+            confident = ConfidentSamplesStep(pseudo, features, head_weights, mask)
+            total = total + self.regularizer(
+                pseudo, features=features, head_weights=head_weights, step=confident
             )
-            total = total + valid * (self.hdr_weight * hdr - self.mir_weight * mir)
-        self._track(self.unsup_loss_tracker, unsup)
-        self._track(self.mask_ratio_tracker, ops.mean(mask))
-        self._track(self.threshold_tracker, threshold)
+        self._track("unsup_loss", unsup)
+        self._track("mask_ratio", ops.mean(mask))
+        self._track("threshold", threshold)
         if isinstance(x, dict) and UNLABELED_LABELS in x:
             truth = ops.reshape(ops.cast(x[UNLABELED_LABELS], "int32"), (-1,))
             known = ops.cast(truth >= 0, mask.dtype)
             correct = ops.cast(ops.equal(pseudo, truth), mask.dtype)
-            self._track(self.pseudo_accuracy_tracker, correct, sample_weight=mask * known)
+            self._track("pseudo_accuracy", correct, sample_weight=mask * known)
         return total
 
     def get_config(self):
@@ -484,6 +509,7 @@ class FreeMatch(_PseudoLabelModel):
     """
 
     algorithm = "freematch"
+    training_logs = (*_PseudoLabelModel.training_logs, "fairness_loss")
 
     def __init__(
         self, backbone, num_classes, lambda_u=1.0, lambda_f=0.01, sat_momentum=0.999, **kwargs
@@ -495,7 +521,6 @@ class FreeMatch(_PseudoLabelModel):
             raise ValueError(f"`sat_momentum` must be < 1; received {sat_momentum!r}.")
 
     def _create_state(self, num_classes):
-        super()._create_state(num_classes)
         uniform = keras.initializers.Constant(1.0 / num_classes)
         self.time_p = self.add_weight(shape=(), initializer=uniform, trainable=False, name="time_p")
         self.p_model = self.add_weight(
@@ -504,7 +529,6 @@ class FreeMatch(_PseudoLabelModel):
         self.label_hist = self.add_weight(
             shape=(num_classes,), initializer=uniform, trainable=False, name="label_hist"
         )
-        self.fairness_tracker = keras.metrics.Mean(name="fairness_loss")
 
     def _mask(self, probs):
         time_p, p_model, label_hist = algorithms.sat_update(
@@ -520,7 +544,7 @@ class FreeMatch(_PseudoLabelModel):
     def _extra_loss(self, probs_strong, mask, state):
         p_model, label_hist = state
         fairness = algorithms.saf_loss(probs_strong, mask, p_model, label_hist)
-        self._track(self.fairness_tracker, fairness)
+        self._track("fairness_loss", fairness)
         return self.lambda_f * fairness
 
     def get_config(self):
