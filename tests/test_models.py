@@ -11,6 +11,7 @@ from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
+from keras_nc.ops import pairing
 
 
 @pytest.fixture(scope="module")
@@ -221,9 +222,9 @@ def test_losses_and_metrics_share_the_step_entropies(digits, monkeypatch, run_ea
     x, y = digits
     x, y = x[:48], y[:48]
     calls = []
-    compute = nc._sample_head_entropies
+    compute = pairing.sample_head_entropies_of
     monkeypatch.setattr(
-        nc, "_sample_head_entropies", lambda *a, **k: calls.append(1) or compute(*a, **k)
+        pairing, "sample_head_entropies_of", lambda *a, **k: calls.append(1) or compute(*a, **k)
     )
     model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
     regularizer = losses.InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
@@ -300,3 +301,151 @@ def test_constructor_errors():
         keras_nc.models.CollapseClassifier(
             mlp_backbone(), num_classes=3, head=keras.layers.Dense(4)
         )
+
+
+@pytest.mark.parametrize("kind", ["sequential", "layer"])
+def test_unbuilt_backbone_builds_at_the_first_batch_and_round_trips(digits, kind, tmp_path):
+    """A `Sequential` without `Input` or a bare layer: compile first, build in `fit`."""
+    x, y = digits
+    x, y = x[:96], y[:96]
+    keras.utils.set_random_seed(0)
+    if kind == "sequential":
+        backbone = keras.Sequential([keras.layers.Dense(16, activation="relu")])
+    else:
+        backbone = keras.layers.Dense(16, activation="tanh")
+    model = keras_nc.models.CollapseClassifier(backbone, num_classes=10)
+    assert not model.built and model.feature_dim is None
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=[ce, CMALoss(0.5)],
+        metrics=[MIR(), HDR(), metrics.NC1(), MIR(pairing="class", name="mir_class")],
+    )
+    history = model.fit(x, y, epochs=2, batch_size=48, verbose=0).history
+    assert model.built and model.feature_dim == 16
+    for key in ("loss", "mir", "hdr", "nc1", "mir_class"):
+        assert np.all(np.isfinite(history[key])), key
+    # One evaluation batch: the logged values are the references' on the model's features.
+    result = model.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    features = to_numpy(model.extract_features(x))
+    head = to_numpy(model.head.kernel).T
+    logits = to_numpy(model(x))
+    expected_loss = to_numpy(ce(y, logits)) + 0.5 * ref.cma(features, head, y)
+    np.testing.assert_allclose(result["loss"], expected_loss, rtol=1e-4)
+    k_z, k_w = ref.gram(features, center=True), ref.gram(head[y])
+    np.testing.assert_allclose(result["mir"], ref.mir(k_z, k_w), atol=1e-4)
+    k_means, k_head = ref.class_pairing(features, y, head, 10)
+    np.testing.assert_allclose(result["mir_class"], ref.mir(k_means, k_head), atol=1e-4)
+
+    path = str(tmp_path / "unbuilt.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert restored.feature_dim == 16
+    np.testing.assert_allclose(to_numpy(restored(x)), logits, atol=1e-5)
+    again = restored.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    for key in result:
+        np.testing.assert_allclose(again[key], result[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    assert np.isfinite(restored.fit(x, y, batch_size=48, verbose=0).history["loss"][0])
+
+
+def test_jit_compile_is_stored_as_passed():
+    model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
+    for argument in ("auto", True, False):
+        model.compile(metrics=[MIR()], jit_compile=argument)
+        assert model.get_compile_config()["jit_compile"] == argument
+    model.compile(metrics=[MIR()])
+    assert model.get_compile_config()["jit_compile"] == "auto"
+
+
+# Saved on the key's backend, loaded on the value's: the issue's two cases (a JAX model
+# on PyTorch, a TensorFlow model on JAX) and PyTorch to JAX.
+LOADING_BACKEND = {"jax": "torch", "tensorflow": "jax", "torch": "jax"}
+
+LOAD_AND_FIT = """
+import json, sys
+import keras, numpy as np
+import keras_nc
+from keras_nc.metrics import MIR
+x = np.random.default_rng(0).normal(size=(32, 64)).astype("float32")
+y = np.arange(32) % 10
+out = {}
+for name in ("auto", "explicit_false"):
+    model = keras.saving.load_model(sys.argv[1] + f"/{name}.keras", safe_mode=True)
+    loss = model.fit(x, y, batch_size=32, epochs=1, verbose=0).history["loss"][0]
+    out[name] = {"jit_compile": bool(model.jit_compile), "loss": float(loss)}
+fresh = keras_nc.models.CollapseClassifier(keras.Sequential([keras.layers.Dense(8)]), 10)
+ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+fresh.compile(loss=[ce, keras_nc.losses.CMALoss(0.5)], metrics=[MIR()])
+out["fresh_auto"] = bool(fresh.jit_compile)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_loading_on_another_backend_resolves_auto_jit_there(digits, tmp_path):
+    """`jit_compile="auto"` is saved as "auto": the loading backend resolves it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    other = LOADING_BACKEND[BACKEND]
+    for name, argument in (("auto", "auto"), ("explicit_false", False)):
+        model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
+        model.compile(
+            loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(0.5)],
+            metrics=[MIR()],
+            jit_compile=argument,
+        )
+        model.save(str(tmp_path / f"{name}.keras"))
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_FIT, str(tmp_path)],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    # "auto" on the loading backend: XLA on JAX, eager on PyTorch (no torch.compile).
+    assert result["auto"]["jit_compile"] == result["fresh_auto"] == (other == "jax")
+    assert result["explicit_false"]["jit_compile"] is False
+    # The fits ran: a PyTorch-saved optimizer (Keras saves its torch subclass) runs on JAX.
+    assert np.isfinite(result["auto"]["loss"]) and np.isfinite(result["explicit_false"]["loss"])
+
+
+class _FixedRowsClassifier(keras_nc.models.CollapseClassifier):
+    """Head rows from elsewhere (here fixed): only the `classify` hook is overridden."""
+
+    def __init__(self, backbone, rows, **kwargs):
+        super().__init__(backbone, num_classes=len(rows), **kwargs)
+        object.__setattr__(self, "fixed_rows", np.asarray(rows, "float32"))
+
+    def head_rows(self):
+        return keras.ops.convert_to_tensor(self.fixed_rows)
+
+    def classify(self, features):
+        rows = self.head_rows()
+        return 2.0 * keras.ops.matmul(features, keras.ops.transpose(rows)), rows
+
+
+def test_classify_hook_feeds_its_rows_to_the_collapse_terms(digits):
+    x, y = digits
+    x, y = x[:100], y[:100]
+    rows = np.random.default_rng(4).normal(size=(10, 32)).astype("float32")
+    model = _FixedRowsClassifier(mlp_backbone(), rows)
+    model.compile(
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(0.5)],
+        metrics=[MIR(), HDR(pairing="class", name="hdr_class")],
+        jit_compile=jit_setting(),
+    )
+    result = model.evaluate(x, y, batch_size=100, verbose=0, return_dict=True)
+    features = to_numpy(model.extract_features(x))
+    np.testing.assert_allclose(model.predict(x, verbose=0), 2.0 * features @ rows.T, atol=1e-4)
+    logits = 2.0 * features.astype(np.float64) @ rows.T
+    ce = to_numpy(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits))
+    np.testing.assert_allclose(result["loss"], ce + 0.5 * ref.cma(features, rows, y), rtol=1e-4)
+    k_z, k_w = ref.gram(features, center=True), ref.gram(rows[y])
+    np.testing.assert_allclose(result["mir"], ref.mir(k_z, k_w), atol=1e-4)
+    k_means, k_head = ref.class_pairing(features, y, rows, 10)
+    np.testing.assert_allclose(result["hdr_class"], ref.hdr(k_means, k_head), atol=1e-4)

@@ -87,13 +87,14 @@ def test_prompt_mode_starts_as_zero_shot_and_head_mode_trains_only_the_head(pres
     # embeddings, so it starts as the zero-shot classifier of "a photo of a {}.".
     prompt = CLIPClassifier.from_preset(preset, CLASSES, mode="prompt", context_init="a photo of a")
     tokenizer = load_clip(preset)[1]
-    assert prompt.context_length == np.asarray(tokenizer(["a photo of a"])[0]).size == 6
+    learner = prompt.prompt_learner
+    assert learner.context_length == np.asarray(tokenizer(["a photo of a"])[0]).size == 6
     features = _unit(to_numpy(prompt.clip.get_vision_embeddings(x)))
     scale = np.exp(float(to_numpy(prompt.clip.clip_head.logit_scale)))
     zero_shot = scale * features @ prompt.zero_shot_embeddings.T
     np.testing.assert_allclose(to_numpy(prompt(x)), zero_shot, atol=1e-5 * scale)
     np.testing.assert_allclose(to_numpy(prompt.head.kernel).T, prompt.zero_shot_embeddings, 1e-5)
-    assert [w.path.split("/", 1)[1] for w in prompt.trainable_weights] == ["context"]
+    assert [w.path.split("/", 1)[1] for w in prompt.trainable_weights] == ["prompt_learner/context"]
 
     keras.utils.set_random_seed(0)
     model = CLIPClassifier.from_preset(preset, CLASSES, mode="head")
@@ -139,6 +140,46 @@ def test_full_mode_and_cma_lowers_the_within_class_entropy(preset):
     # Same seed, same steps: with CMA the groups {images of c} U {text of c} are more aligned.
     assert aligned < plain - 0.01, (start, plain, aligned)
     assert aligned < start
+
+
+@pytest.mark.parametrize("mode", ["prompt", "head"])
+def test_config_is_complete_and_round_trips_in_safe_mode(preset, tmp_path, mode):
+    """The whole model (CLIP, prompt learner or head, converter) loads in safe mode."""
+    x, y = _images(6), np.arange(6) % 3
+    keras.utils.set_random_seed(0)
+    model = CLIPClassifier.from_preset(
+        preset, CLASSES, mode=mode, context_length=3, seed=2, weight_decay=1e-3
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(1.0)],
+        metrics=[MIR()],
+    )
+    model.train_on_batch(x, y)
+    path = str(tmp_path / "clip.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert type(restored) is CLIPClassifier and restored.mode == mode
+    assert json.dumps(restored.get_config()) == json.dumps(model.get_config())
+    assert {"clip", "head", "prompt_learner", "image_converter"} <= set(model.get_config())
+    assert restored.image_converter.get_config() == model.image_converter.get_config()
+    raw = np.random.default_rng(1).integers(0, 256, size=(2, 40, 36, 3)).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(restored.image_converter(raw)), to_numpy(model.image_converter(raw)), atol=1e-6
+    )
+    np.testing.assert_allclose(to_numpy(restored(x)), to_numpy(model(x)), atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(restored.head_rows()), to_numpy(model.head_rows()), atol=1e-6
+    )
+    trained = [(w.name, to_numpy(w)) for w in model.trainable_weights]
+    assert [name for name, _ in trained] == [w.name for w in restored.trainable_weights]
+    for (name, value), loaded in zip(trained, restored.trainable_weights, strict=True):
+        np.testing.assert_array_equal(to_numpy(loaded), value, err_msg=name)
+    # The optimiser state came along: one more step gives the same logs on both.
+    logs = model.train_on_batch(x, y, return_dict=True)
+    again = restored.train_on_batch(x, y, return_dict=True)
+    for key in logs:
+        np.testing.assert_allclose(again[key], logs[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_few_shot_sampler_is_exact_and_reproducible():
@@ -215,6 +256,10 @@ def test_argument_errors(preset):
         CLIPClassifier.from_backbone(clip, tokenizer, CLASSES, mode="prompt", context_length=0)
     with pytest.raises(ValueError, match="leaves no room for the class name"):
         CLIPClassifier.from_backbone(clip, tokenizer, CLASSES, mode="prompt", context_length=22)
+    with pytest.raises(ValueError, match="`weight_decay` must be >= 0"):
+        CLIPClassifier.from_backbone(clip, tokenizer, CLASSES, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="without bias"):
+        CLIPClassifier.from_backbone(clip, tokenizer, CLASSES, head=keras.layers.Dense(3))
     with pytest.raises(ValueError, match="is not a keras-hub preset directory"):
         load_clip(os.path.join(preset, "missing"))
 
@@ -250,14 +295,17 @@ def test_program_end_to_end(tmp_path, preset):
 
     # Prompt mode trained the context only: CLIP's weights are the preset's, bit for bit.
     model = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
-    assert model.weight_decay == 5e-4 and len(model.losses) == 1  # coupled L2 on the context
+    # Coupled L2 on the context only: weight_decay / 2 * ||context||^2 (SGD's 5e-4).
+    context = to_numpy(model.prompt_learner.context).astype(np.float64)
+    assert len(model.losses) == 1
+    np.testing.assert_allclose(to_numpy(model.losses[0]), 2.5e-4 * np.sum(context**2), rtol=1e-5)
     original = load_clip(preset)[0]
     for loaded, saved in zip(model.clip.weights, original.weights, strict=True):
         np.testing.assert_array_equal(to_numpy(loaded), to_numpy(saved), err_msg=saved.path)
     table = to_numpy(original.text_encoder.embedding.token_embedding.embeddings)
     initial = table[np.asarray(load_clip(preset)[1](["a photo of a"])[0]).reshape(-1)]
-    assert to_numpy(model.context).shape == initial.shape
-    assert np.max(np.abs(to_numpy(model.context) - initial)) > 1e-6
+    assert context.shape == initial.shape
+    assert np.max(np.abs(context - initial)) > 1e-6
 
     # The reported numbers are those of the saved model on the test images (6 - 4 per class).
     folder = data.image_folder(root)

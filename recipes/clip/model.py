@@ -6,15 +6,20 @@ scale times their cosine, exactly CLIP's zero-shot classifier. Collapse metrics
 (`MIR`, `HDR`, ...) and `CMALoss` receive these features and head rows, so CMA
 aligns each class's image embeddings with its text embedding (SPEC 2.8).
 
-Three fine-tuning modes:
+Where the head rows come from is chosen once, at construction, by the layer
+that holds them:
 
-- `"prompt"`: CoOp prompt learning. `M` learnable context vectors replace the
-  words of the prompt, the class name follows them (`[SOS] ctx_1 .. ctx_M
-  name . [EOS]`), both encoders are frozen and the head rows are recomputed
-  from the context through the frozen text encoder in every forward pass.
-- `"head"`: a linear head initialised with the zero-shot text embeddings, the
-  encoders frozen (a linear probe with a text-initialised head).
-- `"full"`: as `"head"` with the image encoder (and its projection) trainable.
+- a `PromptLearner` (CoOp prompt learning): `M` learnable context vectors
+  replace the words of the prompt, the class name follows them (`[SOS] ctx_1
+  .. ctx_M name . [EOS]`), both encoders are frozen and the head rows are
+  recomputed from the context through the frozen text encoder in every
+  forward pass;
+- otherwise the `Dense` head, initialised with the zero-shot text embeddings
+  (a linear probe with a text-initialised head), optionally with the image
+  encoder trainable too.
+
+`CLIPClassifier.from_preset(..., mode=...)` names these three set-ups
+`"prompt"`, `"head"` and `"full"`.
 
 Example:
 
@@ -174,6 +179,159 @@ def _int_lists(value, name, depth):
         raise ValueError(f"`{name}` must be nested lists of integer token ids.") from None
 
 
+def _unit_rows(x):
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-12))
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class PromptLearner(keras.layers.Layer):
+    """CoOp's learnable prompts: `[SOS] ctx_1 .. ctx_M name . [EOS]` for each class.
+
+    Holds `M` context vectors in CLIP's token-embedding space, shared by the
+    classes, and the token ids of the `C` prompts with `M` placeholders. A
+    `CLIPClassifier` given one takes its head rows from `text_embeddings`:
+    the prompts (their token embeddings, the context in place of the
+    placeholders) through CLIP's frozen text encoder and projection, so that
+    gradients reach the context only (Zhou et al., CoOp, 2022).
+
+    Build it with `CLIPClassifier.from_preset(..., mode="prompt")`, which
+    tokenises the class names; the classifier builds it with the width of
+    CLIP's token embeddings.
+
+    Args:
+        class_token_ids: the `C` token-id lists of the class names followed
+            by `"."` (no start or end token).
+        start_token_id: the tokenizer's start-of-text id.
+        end_token_id: the tokenizer's end-of-text id.
+        max_sequence_length: the text encoder's sequence length; a class name
+            longer than the room left by the context is truncated.
+        context_length: number `M` of context vectors when `context_init_ids`
+            is `None`.
+        context_init_ids: optional token ids (no start or end token) whose
+            embeddings initialise the context (CoOp's "a photo of a"); their
+            number is then the context length. `None`: random normal
+            (standard deviation 0.02), seeded by `seed`.
+        seed: seed of the random context.
+        context_regularizer: optional regularizer of the context, e.g.
+            `keras.regularizers.L2(weight_decay / 2)`: the coupled weight
+            decay of PyTorch's `SGD(weight_decay=...)` (CoOp: 5e-4).
+        **kwargs: passed to `keras.layers.Layer` (e.g. `name`).
+
+    Example:
+
+    ```python
+    learner = PromptLearner([[9, 4], [7]], start_token_id=1, end_token_id=2,
+                            max_sequence_length=77, context_length=4)
+    learner.num_classes, learner.context_length  # (2, 4)
+    ```
+    """
+
+    def __init__(
+        self,
+        class_token_ids,
+        start_token_id,
+        end_token_id,
+        max_sequence_length,
+        context_length=16,
+        context_init_ids=None,
+        seed=None,
+        context_regularizer=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "prompt_learner")
+        super().__init__(**kwargs)
+        self.class_token_ids = _int_lists(class_token_ids, "class_token_ids", 2)
+        if not self.class_token_ids:
+            raise ValueError("`class_token_ids` must hold one list of token ids per class.")
+        if context_init_ids is not None:
+            context_init_ids = [int(i) for i in context_init_ids]
+            context_length = len(context_init_ids)
+        if isinstance(context_length, bool) or not isinstance(context_length, int):
+            raise ValueError(f"`context_length` must be an integer; got {context_length!r}.")
+        if context_length < 1:
+            raise ValueError(f"`context_length` must be >= 1; received {context_length}.")
+        self.start_token_id, self.end_token_id = int(start_token_id), int(end_token_id)
+        self.max_sequence_length = int(max_sequence_length)
+        self.context_length = int(context_length)
+        self.context_init_ids = context_init_ids
+        self.seed = seed
+        self.context_regularizer = keras.regularizers.get(context_regularizer)
+        self.prompt_ids, self.eos_index = self._prompt_template()
+
+    @property
+    def num_classes(self):
+        return len(self.class_token_ids)
+
+    def _prompt_template(self):
+        """Token ids `[SOS] x*M name . [EOS] pad...` `(C, L)` and the EOS positions `(C,)`.
+
+        The `M` placeholders (id 0) are replaced by the context vectors; CLIP's
+        text pooler would find the end token by argmax (it has the largest id),
+        here its positions are known.
+        """
+        room = self.max_sequence_length - 2 - self.context_length
+        if room < 1:
+            raise ValueError(
+                f"`context_length` {self.context_length} leaves no room for the class name in "
+                f"the text encoder's {self.max_sequence_length} tokens."
+            )
+        rows = [
+            [self.start_token_id, *[0] * self.context_length, *ids[:room], self.end_token_id]
+            for ids in self.class_token_ids
+        ]
+        return pad_token_ids(rows), np.asarray([len(row) - 1 for row in rows], dtype="int32")
+
+    def build(self, input_shape):
+        """Creates the context `(M, e)`; `input_shape[-1]` is the token-embedding width `e`."""
+        self.context = self.add_weight(
+            shape=(self.context_length, int(input_shape[-1])),
+            initializer=keras.initializers.RandomNormal(stddev=0.02, seed=self.seed),
+            regularizer=self.context_regularizer,
+            name="context",
+        )
+
+    def initialize_context(self, token_embedding):
+        """Sets the context to the token embeddings of `context_init_ids` (if given)."""
+        if self.context_init_ids is not None:
+            table = token_embedding.embeddings
+            self.context.assign(ops.take(table, np.asarray(self.context_init_ids), axis=0))
+
+    def text_embeddings(self, text_encoder, text_projection):
+        """Normalised text embeddings `(C, d)` of the prompts (a tensor).
+
+        Args:
+            text_encoder: CLIP's `CLIPTextEncoder` (`clip.text_encoder`).
+            text_projection: CLIP's text projection (`clip.text_projection`).
+        """
+        ids = ops.convert_to_tensor(self.prompt_ids)
+        tokens = text_encoder.embedding.token_embedding(ids)  # (C, L, e)
+        context = ops.broadcast_to(
+            ops.expand_dims(ops.cast(self.context, tokens.dtype), 0),
+            (self.num_classes, self.context_length, tokens.shape[-1]),
+        )
+        x = ops.concatenate([tokens[:, :1], context, tokens[:, 1 + self.context_length :]], axis=1)
+        x = x + text_encoder.embedding.position_embedding(x)
+        for block in text_encoder.encoder_layers:
+            x = block(x)
+        x = text_encoder.layer_norm(x)
+        eos = ops.convert_to_tensor(self.eos_index.reshape(-1, 1, 1))
+        pooled = ops.squeeze(ops.take_along_axis(x, eos, axis=1), axis=1)
+        return _unit_rows(text_projection(pooled))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "class_token_ids": self.class_token_ids,
+            "start_token_id": self.start_token_id,
+            "end_token_id": self.end_token_id,
+            "max_sequence_length": self.max_sequence_length,
+            "context_length": self.context_length,
+            "context_init_ids": self.context_init_ids,
+            "seed": self.seed,
+            "context_regularizer": keras.regularizers.serialize(self.context_regularizer),
+        }
+
+
 @keras.saving.register_keras_serializable(package="keras_nc")
 class CLIPClassifier(CollapseClassifier):
     """A keras-hub CLIP fine-tuned as a `CollapseClassifier` (zero-shot, prompt, head, full).
@@ -183,48 +341,45 @@ class CLIPClassifier(CollapseClassifier):
     `exp(logit_scale) * <z_i, t_c>` with CLIP's (frozen) logit scale. At
     construction the model is CLIP's zero-shot classifier with the prompt
     templates (their normalised embeddings averaged per class, then
-    renormalised), except in `"prompt"` mode with a random context.
+    renormalised), except with a randomly initialised `PromptLearner`.
 
-    - `mode="prompt"` (CoOp): `context_length` learnable context vectors in
-      the token-embedding space, the class name after them; the text
-      embeddings are recomputed from the context through the frozen text
-      encoder in every forward pass (gradients reach the context only).
-      `model.head` is then frozen and holds a snapshot of those embeddings
-      (for tools that read `head.kernel`, such as `CollapseMonitor`); call
-      `refresh_head()` to update it.
-    - `mode="head"`: `model.head` is a bias-free `Dense` whose kernel starts
-      as the normalised zero-shot text embeddings, applied to the normalised
-      image embeddings; only the head trains. No bias, so that the logits stay
-      scaled inner products with the head rows (a zero-initialised bias would
-      also start at zero-shot, but is not a class anchor).
-    - `mode="full"`: as `"head"`, with the image encoder and its projection
-      trainable too (the text encoder and the logit scale stay frozen).
+    The head rows come from one of two sources, fixed at construction:
 
-    Build it with `CLIPClassifier.from_preset`, which tokenises the prompts.
+    - a `prompt_learner` (CoOp): the text embeddings of the learned prompts,
+      recomputed through the frozen text encoder in every forward pass
+      (gradients reach the context only). Both encoders are frozen, and so is
+      `model.head`, which holds a snapshot of those embeddings (for tools
+      that read `head.kernel`, such as `CollapseMonitor`); `refresh_head()`
+      updates it.
+    - otherwise `model.head`, a bias-free `Dense` whose kernel starts as the
+      normalised zero-shot text embeddings, applied to the normalised image
+      embeddings; it trains, and with `train_image_encoder=True` the image
+      encoder and its projection train too (the text encoder and the logit
+      scale stay frozen). No bias, so that the logits stay scaled inner
+      products with the head rows (a zero-initialised bias would also start
+      at zero-shot, but is not a class anchor).
+
+    Build it with `CLIPClassifier.from_preset` (or `from_backbone`), which
+    tokenises the prompts and names these set-ups `mode="prompt"`, `"head"`
+    and `"full"`.
 
     Args:
         clip: a `keras_hub.models.CLIPBackbone`.
         prompt_token_ids: the tokenised prompts, one list per template, each a
             list of `C` token-id lists `[SOS] ... [EOS]` (the templates filled
-            with the class names).
-        class_token_ids: for `"prompt"` mode, the `C` token-id lists of the
-            class names followed by `"."` (no start or end token).
-        mode: `"prompt"`, `"head"` or `"full"`.
-        context_length: number `M` of context vectors (prompt mode) when
-            `context_init_ids` is `None`.
-        context_init_ids: optional token ids (no start or end token) whose
-            embeddings initialise the context (CoOp's "a photo of a"); their
-            number is then the context length. `None`: random normal
-            (standard deviation 0.02), seeded by `seed`.
+            with the class names): the zero-shot head.
+        prompt_learner: optional `PromptLearner` with `C` classes: the head
+            rows are then its prompts' text embeddings.
+        head: optional bias-free `keras.layers.Dense(C, use_bias=False)`
+            (e.g. with a `kernel_regularizer`); default: a new one named
+            `"head"`.
+        train_image_encoder: train the image encoder and its projection (with
+            a linear head: full fine-tuning).
         class_names: optional class names (kept in the config).
-        seed: seed of the random context.
-        weight_decay: coupled L2 weight decay of the trained context (prompt
-            mode) or head (head and full modes): a penalty
-            `weight_decay / 2 * ||w||^2` whose gradient `weight_decay * w` is
-            what PyTorch's `SGD(weight_decay=...)` adds (CoOp: 5e-4). The
-            image encoder in full mode is not penalised here (use AdamW's
-            decoupled decay).
-        initialize: compute the zero-shot head (and context) from the text
+        image_converter: optional `keras_hub.layers.CLIPImageConverter`, the
+            preprocessing the images need (kept in the config, not applied by
+            the model: apply it to the images, as the recipe's pipelines do).
+        initialize: compute the zero-shot head (and the context) from the text
             encoder now. `from_config` passes `False`: the weights then come
             from the saved file.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -241,7 +396,7 @@ class CLIPClassifier(CollapseClassifier):
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(1.0)],
         metrics=["accuracy", MIR(), HDR()],
     )
-    model.fit(images, labels, epochs=10)  # images already through the image converter
+    model.fit(images, labels, epochs=10)  # images already through model.image_converter
     ```
     """
 
@@ -249,18 +404,14 @@ class CLIPClassifier(CollapseClassifier):
         self,
         clip,
         prompt_token_ids,
-        class_token_ids=None,
-        mode="head",
-        context_length=16,
-        context_init_ids=None,
+        prompt_learner=None,
+        head=None,
+        train_image_encoder=False,
         class_names=None,
-        seed=None,
-        weight_decay=0.0,
+        image_converter=None,
         initialize=True,
         **kwargs,
     ):
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {MODES}; received {mode!r}.")
         prompts = _int_lists(prompt_token_ids, "prompt_token_ids", 3)
         if not prompts or any(len(group) != len(prompts[0]) for group in prompts):
             raise ValueError(
@@ -272,28 +423,21 @@ class CLIPClassifier(CollapseClassifier):
             raise ValueError(
                 f"`class_names` has {len(class_names)} names for {num_classes} classes."
             )
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
-            raise ValueError(f"`weight_decay` must be a number >= 0; received {weight_decay!r}.")
-        if weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0; received {weight_decay!r}.")
-        weight_decay = float(weight_decay)
-        context_init = None
-        if mode == "prompt":
-            if class_token_ids is None:
-                raise ValueError("`class_token_ids` is needed in `mode='prompt'`.")
-            class_token_ids = _int_lists(class_token_ids, "class_token_ids", 2)
-            if len(class_token_ids) != num_classes:
-                raise ValueError(
-                    f"`class_token_ids` has {len(class_token_ids)} rows for {num_classes} classes."
-                )
-            if context_init_ids is not None:
-                context_init = [int(i) for i in context_init_ids]
-                context_length = len(context_init)
-            if isinstance(context_length, bool) or not isinstance(context_length, int):
-                raise ValueError(f"`context_length` must be an integer; got {context_length!r}.")
-            if context_length < 1:
-                raise ValueError(f"`context_length` must be >= 1; received {context_length}.")
-
+        if prompt_learner is not None and (
+            not isinstance(prompt_learner, PromptLearner)
+            or prompt_learner.num_classes != num_classes
+        ):
+            raise ValueError(
+                f"`prompt_learner` must be a PromptLearner for {num_classes} classes; "
+                f"received {prompt_learner!r}."
+            )
+        if head is None:
+            head = keras.layers.Dense(num_classes, use_bias=False, name="head")
+        if isinstance(head, keras.layers.Dense) and head.use_bias:
+            raise ValueError(
+                "`head` must be a Dense layer without bias (`use_bias=False`): the logits are "
+                "the logit scale times inner products with the head rows."
+            )
         image_shape = tuple(clip.vision_encoder.image_shape)
         images = keras.Input(image_shape, name="images")
         x = clip.vision_encoder({"images": images})
@@ -301,54 +445,30 @@ class CLIPClassifier(CollapseClassifier):
         x = clip.vision_projection(x)
         x = keras.layers.UnitNormalization(name="normalize")(x)
         image_model = keras.Model(images, x, name="clip_image_embedding")
-        regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-        head = keras.layers.Dense(
-            num_classes,
-            use_bias=False,
-            kernel_regularizer=regularizer if mode != "prompt" else None,
-            name="head",
-        )
-        text_encoder = clip.text_encoder
-        context_length = int(context_length) if mode == "prompt" else None
-        # Plain (untracked) settings; `clip` and the context are tracked in `build`,
-        # which the parent constructor calls (Keras locks the state after it).
+        # Plain (untracked) settings. `clip` and the prompt learner are tracked in
+        # `build`, which the parent constructor calls (Keras locks the state after it).
         settings = {
-            "mode": mode,
             "prompt_token_ids": prompts,
-            "class_token_ids": class_token_ids,
-            "context_length": context_length,
-            "context_init_ids": context_init,
+            "train_image_encoder": bool(train_image_encoder),
             "class_names": None if class_names is None else [str(c) for c in class_names],
-            "seed": seed,
-            "weight_decay": weight_decay,
-            "_pending_clip": clip,
+            "image_converter": image_converter,  # preprocessing: not a layer of the model
+            "_pending_layers": {"clip": clip, "prompt_learner": prompt_learner},
         }
         for key, value in settings.items():
             object.__setattr__(self, key, value)
-        if mode == "prompt":
-            # The prompts carry the tokenizer's start and end ids: [SOS] ... [EOS].
-            prompt_ids, eos_index = self._prompt_template(
-                class_token_ids,
-                context_length,
-                prompts[0][0][0],
-                prompts[0][0][-1],
-                int(text_encoder.max_sequence_length),
-            )
-            object.__setattr__(self, "_prompt_ids", prompt_ids)
-            object.__setattr__(self, "_eos_index", eos_index)
         super().__init__(image_model, num_classes, head=head, **kwargs)
 
         self._set_trainable()
         object.__setattr__(self, "zero_shot_embeddings", None)
         if initialize:
-            object.__setattr__(self, "zero_shot_embeddings", self.zero_shot_text_embeddings())
-            if mode == "prompt":
-                if context_init is not None:
-                    table = text_encoder.embedding.token_embedding.embeddings
-                    self.context.assign(ops.take(table, np.asarray(context_init), axis=0))
+            zero_shot = self.zero_shot_text_embeddings()
+            object.__setattr__(self, "zero_shot_embeddings", zero_shot)
+            self.head.kernel.assign(zero_shot.T.astype(self.head.kernel.dtype))
+            if self.prompt_learner is not None:
+                self.prompt_learner.initialize_context(
+                    self.clip.text_encoder.embedding.token_embedding
+                )
                 self.refresh_head()
-            else:
-                self.head.kernel.assign(self.zero_shot_embeddings.T.astype(self.head.kernel.dtype))
 
     # ------------------------------------------------------------------ #
 
@@ -362,6 +482,7 @@ class CLIPClassifier(CollapseClassifier):
         context_length=16,
         context_init=None,
         seed=None,
+        weight_decay=0.0,
         **kwargs,
     ):
         """Builds the classifier from a keras-hub preset name or local preset directory.
@@ -370,7 +491,9 @@ class CLIPClassifier(CollapseClassifier):
             preset: `"clip_vit_base_patch16"`, ... (needs internet), or a local
                 directory written by `save_to_preset` (see `load_clip`).
             class_names: the class names, in label order.
-            mode: `"prompt"`, `"head"` or `"full"`.
+            mode: `"prompt"` (a `PromptLearner`), `"head"` (a linear head on
+                the frozen encoders) or `"full"` (the head and the image
+                encoder trained).
             templates: prompt templates with one `{}` for the class name; the
                 zero-shot head averages their normalised text embeddings.
             context_length: learnable context vectors (prompt mode, random init).
@@ -378,11 +501,18 @@ class CLIPClassifier(CollapseClassifier):
                 context with its token embeddings (prompt mode; its number of
                 tokens is then the context length).
             seed: seed of the random context.
+            weight_decay: coupled L2 weight decay of the trained head rows: a
+                penalty `weight_decay / 2 * ||w||^2` on the context (prompt
+                mode) or the head kernel, whose gradient `weight_decay * w` is
+                what PyTorch's `SGD(weight_decay=...)` adds (CoOp: 5e-4). The
+                image encoder in full mode is not penalised here (use AdamW's
+                decoupled decay).
             **kwargs: passed to the constructor (e.g. `name`).
 
         Returns:
             A `CLIPClassifier`; `model.image_converter` is the preset's
-            `CLIPImageConverter` (not part of the model: apply it to the images).
+            `CLIPImageConverter` (saved with the model, not applied by it:
+            apply it to the images).
 
         Example:
 
@@ -392,7 +522,7 @@ class CLIPClassifier(CollapseClassifier):
         ```
         """
         clip, tokenizer, converter = load_clip(preset)
-        model = cls.from_backbone(
+        return cls.from_backbone(
             clip,
             tokenizer,
             class_names,
@@ -401,10 +531,10 @@ class CLIPClassifier(CollapseClassifier):
             context_length=context_length,
             context_init=context_init,
             seed=seed,
+            weight_decay=weight_decay,
+            image_converter=converter,
             **kwargs,
         )
-        object.__setattr__(model, "image_converter", converter)  # preprocessing, not a layer
-        return model
 
     @classmethod
     def from_backbone(
@@ -417,9 +547,17 @@ class CLIPClassifier(CollapseClassifier):
         context_length=16,
         context_init=None,
         seed=None,
+        weight_decay=0.0,
         **kwargs,
     ):
-        """As `from_preset`, from a `CLIPBackbone` and a `CLIPTokenizer` already built."""
+        """As `from_preset`, from a `CLIPBackbone` and a `CLIPTokenizer` already built.
+
+        `**kwargs` go to the constructor (e.g. `image_converter`, `name`; a
+        `head` given there replaces the default one, `weight_decay` then
+        applies through its own `kernel_regularizer` only).
+        """
+        if mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}; received {mode!r}.")
         class_names = [str(name) for name in class_names]
         if len(class_names) < 2:
             raise ValueError(f"`class_names` must name at least 2 classes; got {class_names!r}.")
@@ -429,75 +567,65 @@ class CLIPClassifier(CollapseClassifier):
                 "`templates` must be strings with one `{}` for the class name; received "
                 f"{templates!r}."
             )
+        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+            raise ValueError(f"`weight_decay` must be a number >= 0; received {weight_decay!r}.")
+        if weight_decay < 0:
+            raise ValueError(f"`weight_decay` must be >= 0; received {weight_decay!r}.")
+        regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
         max_length = int(clip.text_encoder.max_sequence_length)
         prompts = [
             tokenize(tokenizer, [t.format(c) for c in class_names], max_length=max_length)
             for t in templates
         ]
-        class_ids, init_ids = None, None
         if mode == "prompt":
-            class_ids = tokenize(tokenizer, [f"{c}." for c in class_names], False)
-            if context_init:
-                init_ids = tokenize(tokenizer, [context_init], False)[0]
+            init_ids = tokenize(tokenizer, [context_init], False)[0] if context_init else None
+            kwargs["prompt_learner"] = PromptLearner(
+                tokenize(tokenizer, [f"{c}." for c in class_names], False),
+                tokenizer.start_token_id,
+                tokenizer.end_token_id,
+                max_length,
+                context_length=context_length,
+                context_init_ids=init_ids,
+                seed=seed,
+                context_regularizer=regularizer,
+            )
+        elif kwargs.get("head") is None:
+            kwargs["head"] = keras.layers.Dense(
+                len(class_names), use_bias=False, kernel_regularizer=regularizer, name="head"
+            )
         return cls(
             clip,
             prompts,
-            class_token_ids=class_ids,
-            mode=mode,
-            context_length=context_length,
-            context_init_ids=init_ids,
+            train_image_encoder=mode == "full",
             class_names=class_names,
-            seed=seed,
             **kwargs,
         )
 
     # ------------------------------------------------------------------ #
 
-    @staticmethod
-    def _prompt_template(class_token_ids, context_length, start, end, max_length):
-        """Token ids `[SOS] x*M name . [EOS] pad...` `(C, L)` and the EOS positions `(C,)`.
-
-        The `M` placeholders (id 0) are replaced by the context vectors; CLIP's
-        text pooler would find the end token by argmax (it has the largest id),
-        here its positions are known.
-        """
-        room = max_length - 2 - context_length
-        if room < 1:
-            raise ValueError(
-                f"`context_length` {context_length} leaves no room for the class name in the "
-                f"text encoder's {max_length} tokens."
-            )
-        rows = [[start, *[0] * context_length, *ids[:room], end] for ids in class_token_ids]
-        padded = pad_token_ids(rows)
-        return padded, np.asarray([len(row) - 1 for row in rows], dtype="int32")
-
     def build(self, input_shape=None):
         if self.built:
             return
-        clip = self.__dict__.pop("_pending_clip", None)
-        if clip is not None:
-            self.clip = clip
-        if self.mode == "prompt":
-            width = int(self.clip.text_encoder.embedding.token_embedding.output_dim)
-            self.context = self.add_weight(
-                shape=(self.context_length, width),
-                initializer=keras.initializers.RandomNormal(stddev=0.02, seed=self.seed),
-                regularizer=(
-                    keras.regularizers.L2(self.weight_decay / 2) if self.weight_decay else None
-                ),
-                name="context",
-            )
-        else:
-            self.context = None
+        for name, layer in self.__dict__.pop("_pending_layers", {}).items():
+            setattr(self, name, layer)
+        if self.prompt_learner is not None and not self.prompt_learner.built:
+            table = self.clip.text_encoder.embedding.token_embedding
+            self.prompt_learner.build((None, int(table.output_dim)))
         super().build(input_shape)
 
     def _set_trainable(self):
         clip = self.clip
         clip.trainable = False
-        if self.mode == "full":
-            clip.vision_encoder.trainable = True
-            clip.vision_projection.trainable = True
-        self.head.trainable = self.mode in ("head", "full")
+        clip.vision_encoder.trainable = self.train_image_encoder
+        clip.vision_projection.trainable = self.train_image_encoder
+        self.head.trainable = self.prompt_learner is None
+
+    @property
+    def mode(self):
+        """`"prompt"` (a `PromptLearner`), `"head"` or `"full"` (a linear head)."""
+        if self.prompt_learner is not None:
+            return "prompt"
+        return "full" if self.train_image_encoder else "head"
 
     @property
     def logit_scale(self):
@@ -516,75 +644,53 @@ class CLIPClassifier(CollapseClassifier):
             total = total + text_embeddings(self.clip, pad_token_ids(group))
         return total / np.maximum(np.linalg.norm(total, axis=-1, keepdims=True), 1e-12)
 
-    def prompt_text_embeddings(self):
-        """Normalised text embeddings `(C, d)` of the learned prompts (prompt mode; a tensor)."""
-        if self.mode != "prompt":
-            raise ValueError("`prompt_text_embeddings` needs `mode='prompt'`.")
-        encoder = self.clip.text_encoder
-        ids = ops.convert_to_tensor(self._prompt_ids)
-        tokens = encoder.embedding.token_embedding(ids)  # (C, L, e)
-        num_classes = self._prompt_ids.shape[0]
-        context = ops.broadcast_to(
-            ops.expand_dims(ops.cast(self.context, tokens.dtype), 0),
-            (num_classes, self.context_length, tokens.shape[-1]),
-        )
-        x = ops.concatenate([tokens[:, :1], context, tokens[:, 1 + self.context_length :]], axis=1)
-        x = x + encoder.embedding.position_embedding(x)
-        for block in encoder.encoder_layers:
-            x = block(x)
-        x = encoder.layer_norm(x)
-        eos = ops.convert_to_tensor(self._eos_index.reshape(-1, 1, 1))
-        pooled = ops.squeeze(ops.take_along_axis(x, eos, axis=1), axis=1)
-        embeddings = self.clip.text_projection(pooled)
-        return embeddings / ops.sqrt(
-            ops.maximum(ops.sum(ops.square(embeddings), axis=-1, keepdims=True), 1e-12)
+    def head_rows(self):
+        """The current head rows `(C, d)` (a tensor).
+
+        With a `PromptLearner`, the text embeddings of its prompts; else the
+        head kernel's transpose.
+        """
+        if self.prompt_learner is None:
+            return super().head_rows()
+        return self.prompt_learner.text_embeddings(
+            self.clip.text_encoder, self.clip.text_projection
         )
 
-    def head_rows(self):
-        """The current head rows `(C, d)` (tensor): prompt embeddings or the head kernel."""
-        if self.mode == "prompt":
-            return self.prompt_text_embeddings()
-        return ops.transpose(self.head.kernel)
+    def classify(self, features):
+        """CLIP's logits `exp(logit_scale) * <z_i, t_c>` and the head rows `t_c`."""
+        rows = ops.cast(self.head_rows(), features.dtype)
+        scale = ops.cast(self.logit_scale, features.dtype)
+        return scale * ops.matmul(features, ops.transpose(rows)), rows
 
     def refresh_head(self):
-        """Copies the learned prompts' text embeddings into `head.kernel` (prompt mode)."""
-        if self.mode == "prompt":
-            rows = ops.convert_to_numpy(self.prompt_text_embeddings())
-            self.head.kernel.assign(rows.T.astype(self.head.kernel.dtype))
+        """Copies `head_rows()` into `head.kernel`.
 
-    def call(self, inputs, training=None):
-        features = self.extract_features(inputs, training=training)
-        scale = ops.cast(self.logit_scale, features.dtype)
-        if self.mode == "prompt":
-            head_weights = ops.cast(self.prompt_text_embeddings(), features.dtype)
-            logits = scale * ops.matmul(features, ops.transpose(head_weights))
-        else:
-            head_weights = ops.transpose(self.head.kernel)
-            logits = scale * self.head(features)
-        if self._collapse_outputs:
-            return {"logits": logits, "features": features, "head_weights": head_weights}
-        return logits
+        With a `PromptLearner`, the learned prompts' text embeddings; a linear
+        head already holds its rows.
+        """
+        rows = ops.convert_to_numpy(self.head_rows())
+        self.head.kernel.assign(rows.T.astype(self.head.kernel.dtype))
 
     # ------------------------------------------------------------------ #
 
     def get_config(self):
-        base = keras.Model.get_config(self)
-        base = {key: base[key] for key in ("name", "trainable", "dtype") if key in base}
+        config = super().get_config()
+        # The backbone is CLIP's image tower and the number of classes that of the
+        # prompts: both are rebuilt from `clip` and `prompt_token_ids`.
+        del config["backbone"], config["num_classes"]
         return {
-            **base,
+            **config,
             "clip": keras.saving.serialize_keras_object(self.clip),
             "prompt_token_ids": self.prompt_token_ids,
-            "class_token_ids": self.class_token_ids,
-            "mode": self.mode,
-            "context_length": self.context_length or 16,
-            "context_init_ids": self.context_init_ids,
+            "prompt_learner": keras.saving.serialize_keras_object(self.prompt_learner),
+            "train_image_encoder": self.train_image_encoder,
             "class_names": self.class_names,
-            "seed": self.seed,
-            "weight_decay": self.weight_decay,
+            "image_converter": keras.saving.serialize_keras_object(self.image_converter),
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["clip"] = keras.saving.deserialize_keras_object(config["clip"])
+        for key in ("clip", "head", "prompt_learner", "image_converter"):
+            config[key] = keras.saving.deserialize_keras_object(config.get(key))
         return cls(initialize=False, **config)
