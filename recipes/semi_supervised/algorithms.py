@@ -178,9 +178,9 @@ def masked_information_ratios(features, labels, head_weights, mask, alpha=1.0, c
 
     The features are centred by the mean of the selected samples (`center`),
     both Gram matrices (`keras_nc.ops.sample_head_grams`) get the rows and
-    columns of the other samples zeroed, and `keras_nc.ops.information_ratios` gives the
-    ratios: zero rows add zero eigenvalues, so the values equal those of the
-    selected sub-batch, with static shapes. With fewer than two selected
+    columns of the other samples zeroed, and `keras_nc.ops.information_ratios`
+    gives the ratios: zero rows add zero eigenvalues, so the values equal those
+    of the selected sub-batch, with static shapes. With fewer than two selected
     samples the ratios are computed on the whole batch and `valid` is 0:
     multiply the loss term by it.
 

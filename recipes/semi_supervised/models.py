@@ -181,10 +181,12 @@ class SemiSupervisedModel(CollapseClassifier):
 
     @property
     def mir_weight(self):
+        """Weight of the MIR reward (`regularizer.mir_weight`)."""
         return self.regularizer.mir_weight
 
     @property
     def hdr_weight(self):
+        """Weight of the HDR penalty (`regularizer.hdr_weight`)."""
         return self.regularizer.hdr_weight
 
     @property
