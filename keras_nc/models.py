@@ -24,6 +24,9 @@ class CollapseClassifier(keras.Model):
     Args:
         backbone: a Keras model or layer mapping inputs to features `(n, d)`, or
             to feature maps `(n, ..., d)` which are globally average-pooled.
+            A backbone without a known input shape (a `Sequential` without
+            `Input`, a bare layer) is built, with the head, from the first
+            batch, as Keras builds its models.
         num_classes: number of classes `C`.
         head: optional `keras.layers.Dense(num_classes)` to use as the head
             (default: a new one, named `"head"`, with a bias).
@@ -32,7 +35,7 @@ class CollapseClassifier(keras.Model):
     Attributes:
         backbone: the feature extractor.
         head: the `Dense` head; `head.kernel` is `(d, C)`, its transpose the
-            head rows `W` of the mathematics.
+            head rows `W` of the mathematics (`head_rows()`).
 
     Example:
 
