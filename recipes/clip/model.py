@@ -413,38 +413,10 @@ class CLIPClassifier(CollapseClassifier):
         **kwargs,
     ):
         prompts = _int_lists(prompt_token_ids, "prompt_token_ids", 3)
-        if not prompts or any(len(group) != len(prompts[0]) for group in prompts):
-            raise ValueError(
-                "`prompt_token_ids` must be a non-empty list (one per template) of lists of "
-                "token ids, the same number of classes in each."
-            )
-        num_classes = len(prompts[0])
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"`class_names` has {len(class_names)} names for {num_classes} classes."
-            )
-        if prompt_learner is not None and (
-            not isinstance(prompt_learner, PromptLearner)
-            or prompt_learner.num_classes != num_classes
-        ):
-            raise ValueError(
-                f"`prompt_learner` must be a PromptLearner for {num_classes} classes; "
-                f"received {prompt_learner!r}."
-            )
+        num_classes = _check_parts(prompts, class_names, prompt_learner, head)
         if head is None:
             head = keras.layers.Dense(num_classes, use_bias=False, name="head")
-        if isinstance(head, keras.layers.Dense) and head.use_bias:
-            raise ValueError(
-                "`head` must be a Dense layer without bias (`use_bias=False`): the logits are "
-                "the logit scale times inner products with the head rows."
-            )
-        image_shape = tuple(clip.vision_encoder.image_shape)
-        images = keras.Input(image_shape, name="images")
-        x = clip.vision_encoder({"images": images})
-        x = clip.vision_pooler(x)
-        x = clip.vision_projection(x)
-        x = keras.layers.UnitNormalization(name="normalize")(x)
-        image_model = keras.Model(images, x, name="clip_image_embedding")
+        image_model = _image_embedding_model(clip)
         # Plain (untracked) settings. `clip` and the prompt learner are tracked in
         # `build`, which the parent constructor calls (Keras locks the state after it).
         settings = {
@@ -567,11 +539,7 @@ class CLIPClassifier(CollapseClassifier):
                 "`templates` must be strings with one `{}` for the class name; received "
                 f"{templates!r}."
             )
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
-            raise ValueError(f"`weight_decay` must be a number >= 0; received {weight_decay!r}.")
-        if weight_decay < 0:
-            raise ValueError(f"`weight_decay` must be >= 0; received {weight_decay!r}.")
-        regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+        regularizer = _coupled_l2(weight_decay)
         max_length = int(clip.text_encoder.max_sequence_length)
         prompts = [
             tokenize(tokenizer, [t.format(c) for c in class_names], max_length=max_length)
@@ -694,3 +662,47 @@ class CLIPClassifier(CollapseClassifier):
         for key in ("clip", "head", "prompt_learner", "image_converter"):
             config[key] = keras.saving.deserialize_keras_object(config.get(key))
         return cls(initialize=False, **config)
+
+
+def _check_parts(prompts, class_names, prompt_learner, head):
+    """Validates `CLIPClassifier`'s arguments; returns the number of classes."""
+    if not prompts or any(len(group) != len(prompts[0]) for group in prompts):
+        raise ValueError(
+            "`prompt_token_ids` must be a non-empty list (one per template) of lists of "
+            "token ids, the same number of classes in each."
+        )
+    num_classes = len(prompts[0])
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"`class_names` has {len(class_names)} names for {num_classes} classes.")
+    if prompt_learner is not None and (
+        not isinstance(prompt_learner, PromptLearner) or prompt_learner.num_classes != num_classes
+    ):
+        raise ValueError(
+            f"`prompt_learner` must be a PromptLearner for {num_classes} classes; "
+            f"received {prompt_learner!r}."
+        )
+    if isinstance(head, keras.layers.Dense) and head.use_bias:
+        raise ValueError(
+            "`head` must be a Dense layer without bias (`use_bias=False`): the logits are "
+            "the logit scale times inner products with the head rows."
+        )
+    return num_classes
+
+
+def _image_embedding_model(clip):
+    """CLIP's normalised image embeddings: vision encoder, pooler, projection, L2 norm."""
+    images = keras.Input(tuple(clip.vision_encoder.image_shape), name="images")
+    x = clip.vision_encoder({"images": images})
+    x = clip.vision_pooler(x)
+    x = clip.vision_projection(x)
+    x = keras.layers.UnitNormalization(name="normalize")(x)
+    return keras.Model(images, x, name="clip_image_embedding")
+
+
+def _coupled_l2(weight_decay):
+    """`L2(weight_decay / 2)`: the gradient `weight_decay * w` of SGD's weight decay."""
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise ValueError(f"`weight_decay` must be a number >= 0; received {weight_decay!r}.")
+    if weight_decay < 0:
+        raise ValueError(f"`weight_decay` must be >= 0; received {weight_decay!r}.")
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
