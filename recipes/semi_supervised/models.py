@@ -91,9 +91,10 @@ class ConfidentSamplesStep(CollapseStep):
     Example:
 
     ```python
-    step = ConfidentSamplesStep(pseudo, strong_features, model.head.kernel.T, mask)
+    rows = model.head_rows()
+    step = ConfidentSamplesStep(pseudo, strong_features, rows, mask)
     term = InformationRegularizer(0.5, 0.5)(pseudo, features=strong_features,
-                                            head_weights=model.head.kernel.T, step=step)
+                                            head_weights=rows, step=step)
     ```
     """
 
@@ -243,13 +244,9 @@ class SemiSupervisedModel(CollapseClassifier):
         sizes = [ops.shape(v)[0] for v in views]
         images = ops.concatenate(views, axis=0) if len(views) > 1 else views[0]
         features = self.extract_features(images, training=training)
-        logits = self.head(features)
+        logits, head_rows = self.classify(features)
         n_lb = sizes[0]
-        outputs = {
-            "logits": logits[:n_lb],
-            "features": features[:n_lb],
-            "head_weights": ops.transpose(self.head.kernel),
-        }
+        outputs = {"logits": logits[:n_lb], "features": features[:n_lb], "head_weights": head_rows}
         if len(views) > 1:
             n_u = sizes[1]
             outputs["weak_logits"] = logits[n_lb : n_lb + n_u]
