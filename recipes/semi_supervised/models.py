@@ -80,7 +80,8 @@ class ConfidentSamplesStep(CollapseStep):
     `InformationRegularizer(...)(pseudo_labels, features=..., head_weights=...,
     step=ConfidentSamplesStep(...))` is the regulariser of the selected
     sub-batch. With fewer than two selected samples the ratios, hence the
-    term, are 0.
+    term, are 0. Only `sample_ratios` (what `InformationRegularizer` reads) is
+    restricted to the selection.
 
     Args:
         pseudo_labels: `(n,)` integer pseudo-labels.
