@@ -111,6 +111,19 @@ def test_values_go_to_logs_and_keras_writers_write_them(tmp_path):
     assert "epoch_collapse_mir" in _tensorboard_tags(os.path.join(board, "validation"))
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, index):
+        rows = slice(32 * index, 32 * index + 32)
+        return self.x[rows], self.y[rows]
+
+
 def test_datasets_one_hot_labels_and_sample_weights_give_the_same_report():
     model, x, y = _model_and_data()
     one_hot = np.eye(4, dtype="float32")[y[:96]]
@@ -123,7 +136,10 @@ def test_datasets_one_hot_labels_and_sample_weights_give_the_same_report():
         CollapseMonitor(  # (x, y, sample_weight) batches with one-hot labels
             [(x[i : i + 32], one_hot[i : i + 32], weights[i : i + 32]) for i in range(0, 96, 32)]
         ),
+        CollapseMonitor(_Batches(x[:96], one_hot)),  # a keras.utils.PyDataset
     ]
+    tf = pytest.importorskip("tensorflow")
+    monitors.append(CollapseMonitor(tf.data.Dataset.from_tensor_slices((x[:96], y[:96])).batch(40)))
     rows = []
     for monitor in monitors:
         monitor.set_model(model)

@@ -1,6 +1,7 @@
 """recipes.cifar: backbones (shapes, parameter counts) and the training program."""
 
 import csv
+import importlib.util
 import json
 import os
 
@@ -142,6 +143,18 @@ def test_program_argument_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--dataset", "mnist"])
     assert "invalid choice: 'mnist'" in capsys.readouterr().err
+
+
+def test_tensorboard_without_tensorboard_fails_before_training(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+
+    def find_spec(name):
+        return None if name == "tensorboard" else real(name)
+
+    monkeypatch.setattr(train.importlib.util, "find_spec", find_spec)
+    with pytest.raises(SystemExit, match="--tensorboard needs tensorboard"):
+        train.main(["--tensorboard", "--output", str(tmp_path)])
+    assert os.listdir(tmp_path) == []
 
 
 def test_schedule_is_linear_warmup_then_cosine_and_decay_is_coupled():
