@@ -288,6 +288,7 @@ class CollapseClassifier(keras.Model):
         object.__setattr__(self, "_class_statistics", statistics)
         object.__setattr__(self, "_collapse_metrics", collapse_metrics)
         object.__setattr__(self, "_collapse_losses", collapse_losses)
+        object.__setattr__(self, "_keras_metrics", list(super().metrics))
         self._build_collapse_state()
 
     def _build_collapse_state(self):
@@ -310,7 +311,12 @@ class CollapseClassifier(keras.Model):
     def metrics(self):
         statistics = getattr(self, "_class_statistics", None)
         shared = [statistics] if statistics is not None else []
-        return super().metrics + shared + list(getattr(self, "_collapse_metrics", []))
+        # Keras' own metrics as listed at `compile`: torch.compile cannot trace
+        # `super().metrics` (a property of the parent) inside a compiled step.
+        keras_metrics = getattr(self, "_keras_metrics", None)
+        if keras_metrics is None:
+            keras_metrics = super().metrics
+        return keras_metrics + shared + list(getattr(self, "_collapse_metrics", []))
 
     def _split(self, y_pred):
         if isinstance(y_pred, dict):

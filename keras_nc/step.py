@@ -89,7 +89,9 @@ class CollapseStep:
     def sample_ratios(self, center, alpha):
         """`(MIR, HDR)` of the sample-head pairing (`keras_nc.ops.sample_head_ratios`)."""
         h_z, h_w, h_zw = self.sample_entropies(center, alpha)
-        return nc_ops.ratios_from_entropies(h_z, h_w, h_zw, self.batch().features.shape[0])
+        features = self.batch().features
+        n = features.shape[0] if features.shape[0] is not None else ops.shape(features)[0]
+        return nc_ops.ratios_from_entropies(h_z, h_w, h_zw, n)
 
     def class_statistics(self, num_classes, second_moment):
         """`keras_nc.ops.class_statistics` of the step, computed once per setting."""

@@ -129,7 +129,8 @@ class MIR(_SampleRatio):
     cosine Gram of the (batch-centred) features against that of the head rows
     picked by the labels; averaged over batches weighted by size (a batch of
     one sample has weight 0).
-    `pairing="class"`: per-class sums are accumulated over the epoch (mergeable
+    `pairing="class"` returns a `ClassMIR` (a factory: the class pairing has its
+    own class and state): per-class sums are accumulated over the epoch (mergeable
     across batches and devices) and the globally centred class means are
     compared with the head rows at `result()`.
 
@@ -168,7 +169,8 @@ class MIR(_SampleRatio):
 class HDR(_SampleRatio):
     """Matrix Entropy Difference Ratio between features and classifier head.
 
-    Same pairings and arguments as `MIR`; falls towards 0 at Neural Collapse.
+    Same pairings and arguments as `MIR` (`pairing="class"` returns a `ClassHDR`);
+    falls towards 0 at Neural Collapse.
     Two rank-1 Grams (a collapsed single-class batch) give 0.
 
     Args:

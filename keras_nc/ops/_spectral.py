@@ -67,6 +67,26 @@ def outer_gram(x):
     return matmul(x, ops.swapaxes(x, -1, -2))
 
 
+def largest(x, axis=None, keepdims=False):
+    """`max` of `x` over `axis` (an int or a tuple), 0 for an empty `x`.
+
+    `ops.amax` rather than `ops.max`: Keras 3.15's PyTorch `max` inspects its
+    result with `isinstance`, a graph break under `torch.compile` on every call.
+    """
+    shape = tuple(x.shape)
+    if 0 not in shape:
+        return ops.amax(x, axis=axis, keepdims=keepdims)
+    ndim = len(shape)
+    axes = range(ndim) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+    axes = {a % ndim for a in axes}
+    kept = (
+        [1 if i in axes else shape[i] for i in range(ndim)]
+        if keepdims
+        else [shape[i] for i in range(ndim) if i not in axes]
+    )
+    return ops.zeros(kept, dtype=x.dtype)
+
+
 def num_rows(x):
     """Static number of rows of `x` (axis -2), or a scalar tensor when unknown."""
     n = x.shape[-2]
@@ -83,12 +103,11 @@ def normalize_rows(x, eps):
     largest row norm are divided by that floor instead (zero rows stay zero,
     with finite gradients).
     """
-    scale = ops.abs(x)
-    scale = ops.stop_gradient(ops.max(scale, axis=(-2, -1), keepdims=True, initial=0.0))
+    scale = ops.stop_gradient(largest(ops.abs(x), axis=(-2, -1), keepdims=True))
     x = x / ops.where(scale > 0, scale, 1.0)
     sq = ops.sum(ops.square(x), axis=-1, keepdims=True)
-    largest = ops.stop_gradient(ops.max(sq, axis=-2, keepdims=True, initial=0.0))
-    floor = eps * eps * ops.where(largest > 0, largest, 1.0)
+    top = ops.stop_gradient(largest(sq, axis=-2, keepdims=True))
+    floor = eps * eps * ops.where(top > 0, top, 1.0)
     return x * ops.rsqrt(maximum(sq, floor))
 
 
@@ -147,7 +166,7 @@ def kept_probabilities(eigenvalues, trace, alpha, share=None):
     weighted = p if share is None else share * p
     cut = eigenvalue_cut(dtype_name(p), alpha, eigenvalues.shape[-1] if share is None else 1)
     axis = -1 if share is None else 0
-    keep = p > cut * ops.max(weighted, axis=axis, keepdims=True)
+    keep = p > cut * largest(weighted, axis=axis, keepdims=True)
     if share is not None:
         keep = keep & (share > 0)
     return p, keep, ops.where(keep, p, 1.0)

@@ -13,7 +13,7 @@ from keras_nc.ops._guards import (
     guard,
     nan_unless,
 )
-from keras_nc.ops._spectral import machine_eps, matmul, maximum
+from keras_nc.ops._spectral import largest, machine_eps, matmul, maximum
 from keras_nc.ops.statistics import present_classes, scale_exponent
 
 ClassGeometry = collections.namedtuple(
@@ -55,7 +55,7 @@ def nc1(geometry, second_moment):
     centred, means, counts = geometry.centred, geometry.means, geometry.counts
     _, singular, vt = ops.svd(centred, full_matrices=False)  # vt: (k, d)
     size = max(int(centred.shape[0] or 1), int(centred.shape[1] or 1))
-    keep = singular > size * machine_eps(dtype_name(centred)) * ops.max(singular)
+    keep = singular > size * machine_eps(dtype_name(centred)) * largest(singular)
     # v^T Sigma_W v = (v^T S2 v - sum_c N_c (v . mu_c)^2) / N
     along_second = ops.sum(matmul(vt, second_moment) * vt, axis=-1)
     along_means = matmul(means, ops.transpose(vt))  # (C', k)

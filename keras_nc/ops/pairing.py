@@ -88,8 +88,9 @@ def _label_head_gram(what, labels):
     n = labels.shape[0]
     counts = ops.sum(ops.one_hot(labels, num_classes, dtype=what.dtype), axis=0)
     trace = ops.sum(counts * ops.sum(ops.square(what), axis=-1))
-    sides = {"classes": num_classes, "width": d, "samples": math.inf if n is None else n}
-    side = min(sides, key=sides.get)
+    samples = math.inf if n is None else n
+    # Plain comparisons (not `min(..., key=)`, which torch.compile cannot trace).
+    side = "classes" if num_classes <= min(d, samples) else "width" if d <= samples else "samples"
     if side == "classes":
         root = ops.sqrt(counts)  # labels carry no gradient
         return outer_gram(what) * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace

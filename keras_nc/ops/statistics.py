@@ -12,7 +12,7 @@ from keras_nc.ops._guards import (
     nan_unless,
     statistics_dtype,
 )
-from keras_nc.ops._spectral import matmul
+from keras_nc.ops._spectral import largest, matmul
 
 
 def scale_exponent(x):
@@ -38,9 +38,9 @@ def scale_exponent(x):
     3.0
     """
     x = as_float(x)
-    largest = ops.cast(ops.max(ops.abs(x), initial=0.0), "float32")
-    finite = ops.isfinite(largest) & (largest > 0)
-    exponent = ops.ceil(ops.log2(ops.where(finite, largest, 1.0)))
+    top = ops.cast(largest(ops.abs(x)), "float32")
+    finite = ops.isfinite(top) & (top > 0)
+    exponent = ops.ceil(ops.log2(ops.where(finite, top, 1.0)))
     return ops.stop_gradient(exponent)
 
 
