@@ -17,6 +17,7 @@ MODULES = [
     "keras_nc.metrics.class_statistics",
     "keras_nc.step",
     "keras_nc.theory",
+    "keras_nc.plotting",
 ]
 
 
