@@ -33,13 +33,31 @@ class CollapseMetric:
 
     uses_class_statistics = False
     needs_second_moment = False
+    needs_head = True
+
+    def update_state(
+        self,
+        y_true,
+        y_pred=None,
+        sample_weight=None,
+        *,
+        features=None,
+        head_weights=None,
+        logits=None,
+        step=None,
+    ):
+        """Adds a batch: `update_state(y_true, features=z, head_weights=w)` (see the class)."""
+        step = self.collapse_step(y_true, y_pred, features, head_weights, sample_weight, step)
+        self.update_from_step(step, logits)
+
+    def update_from_step(self, step, logits=None):
+        """Adds the batch of a `CollapseStep` (subclasses implement it)."""
+        raise NotImplementedError
 
     def build_for(self, num_classes, feature_dim):
         """Creates size-dependent state (no-op unless the metric accumulates per class)."""
 
-    def collapse_step(
-        self, y_true, y_pred, features, head_weights, sample_weight, step, needs_head=True
-    ):
+    def collapse_step(self, y_true, y_pred, features, head_weights, sample_weight, step):
         """The `CollapseStep` to read: `step`, or one built from the arguments."""
         name = type(self).__name__
         if y_pred is not None or features is None:
@@ -50,7 +68,7 @@ class CollapseMetric:
                 "`CollapseClassifier.from_model(model)`), or call "
                 f"`update_state(y_true, features=..., head_weights=...)`."
             )
-        if needs_head and head_weights is None:
+        if self.needs_head and head_weights is None:
             raise ValueError(
                 f"{name} needs `head_weights`, the (num_classes, d) classifier rows (a Dense "
                 "kernel transposed); `keras_nc.models.CollapseClassifier` passes them."
@@ -85,29 +103,15 @@ class BatchMeasure(CollapseMetric, keras.metrics.Mean):
     `measure(step, features)`.
     """
 
-    needs_head = True
-
     def measure(self, step, features):
         """The batch's value (a scalar tensor) from its `CollapseStep`."""
         raise NotImplementedError
 
-    def update_state(
-        self,
-        y_true,
-        y_pred=None,
-        sample_weight=None,
-        *,
-        features=None,
-        head_weights=None,
-        logits=None,
-        step=None,
-    ):
-        step = self.collapse_step(
-            y_true, y_pred, features, head_weights, sample_weight, step, self.needs_head
-        )
-        features = ops.convert_to_tensor(features)
+    def update_from_step(self, step, logits=None):
+        features = ops.convert_to_tensor(step.features)
         value = self.measure(step, features)
-        super().update_state(value, sample_weight=self.weight(features, sample_weight))
+        weight = self.weight(features, step.sample_weight)
+        keras.metrics.Mean.update_state(self, value, sample_weight=weight)
 
     def weight(self, features, sample_weight):
         """The batch's weight in the mean (`batch_weight`)."""

@@ -19,6 +19,7 @@ class StatisticsReader(CollapseMetric, keras.metrics.Metric):
     """
 
     uses_class_statistics = True
+    needs_head = False
 
     def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -48,20 +49,7 @@ class StatisticsReader(CollapseMetric, keras.metrics.Metric):
     def build_for(self, num_classes, feature_dim):
         self.statistics.build_for(num_classes, feature_dim)
 
-    def update_state(
-        self,
-        y_true,
-        y_pred=None,
-        sample_weight=None,
-        *,
-        features=None,
-        head_weights=None,
-        logits=None,
-        step=None,
-    ):
-        step = self.collapse_step(
-            y_true, y_pred, features, head_weights, sample_weight, step, needs_head=False
-        )
+    def update_from_step(self, step, logits=None):
         step.update_statistics(self.statistics)
 
     def reset_state(self):
@@ -341,22 +329,12 @@ class NCCAgreement(StatisticsReader):
         super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
         self.agreement = keras.metrics.Mean(name=f"{self.name}_mean", dtype=dtype)
 
-    def update_state(
-        self,
-        y_true,
-        y_pred=None,
-        sample_weight=None,
-        *,
-        features=None,
-        head_weights=None,
-        logits=None,
-        step=None,
-    ):
-        step = self.collapse_step(
-            y_true, y_pred, features, head_weights, sample_weight, step, logits is None
-        )
+    def update_from_step(self, step, logits=None):
+        features = step.features
         if logits is None:
-            head = ops.convert_to_tensor(head_weights)
+            if step.head_weights is None:
+                raise ValueError("NCCAgreement needs `logits` or `head_weights`.")
+            head = ops.convert_to_tensor(step.head_weights)
             logits = ops.matmul(ops.convert_to_tensor(features), ops.transpose(head))
         step.update_statistics(self.statistics)
         statistics = self.statistics

@@ -59,6 +59,8 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
     (2, 3)
     """
 
+    needs_head = False
+
     def __init__(
         self,
         num_classes=None,
@@ -147,21 +149,8 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         """
         self.head_source = head_source
 
-    def update_state(
-        self,
-        y_true,
-        y_pred=None,
-        sample_weight=None,
-        *,
-        features=None,
-        head_weights=None,
-        logits=None,
-        step=None,
-    ):
-        step = self.collapse_step(
-            y_true, y_pred, features, head_weights, sample_weight, step, needs_head=False
-        )
-        features = ops.convert_to_tensor(features)
+    def update_from_step(self, step, logits=None):
+        features, head_weights = ops.convert_to_tensor(step.features), step.head_weights
         if not self.built_for:
             num_classes = self.num_classes
             if num_classes is None and head_weights is not None:

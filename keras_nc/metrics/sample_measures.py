@@ -65,7 +65,7 @@ class MatrixEntropy(BatchMeasure):
         super().__init__(name=name, dtype=dtype)
         self.of, self.center, self.normalize = of, bool(center), normalize
         self.alpha = check_alpha(alpha)
-        self.needs_head = of == "head"
+        self.needs_head = of == "head"  # the features' entropy reads no head
 
     def measure(self, step, features):
         if self.of == "head":
