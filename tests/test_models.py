@@ -415,7 +415,7 @@ def test_loading_on_another_backend_resolves_auto_jit_there(digits, tmp_path):
     assert np.isfinite(result["auto"]["loss"]) and np.isfinite(result["explicit_false"]["loss"])
 
 
-class _FixedRowsClassifier(keras_nc.models.CollapseClassifier):
+class FixedRowsClassifier(keras_nc.models.CollapseClassifier):
     """Head rows from elsewhere (here fixed): only the `classify` hook is overridden."""
 
     def __init__(self, backbone, rows, **kwargs):
@@ -434,7 +434,7 @@ def test_classify_hook_feeds_its_rows_to_the_collapse_terms(digits):
     x, y = digits
     x, y = x[:100], y[:100]
     rows = np.random.default_rng(4).normal(size=(10, 32)).astype("float32")
-    model = _FixedRowsClassifier(mlp_backbone(), rows)
+    model = FixedRowsClassifier(mlp_backbone(), rows)
     model.compile(
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(0.5)],
         metrics=[MIR(), HDR(pairing="class", name="hdr_class")],
