@@ -9,7 +9,8 @@ once, in modules split by topic:
 - `keras_nc.ops.statistics`: mergeable per-class statistics of features;
 - `keras_nc.ops.pairing`: the sample-head and class pairings of MIR and HDR;
 - `keras_nc.ops.collapse`: the classic Neural Collapse measures (NC1-NC4, CDNV);
-- `keras_nc.ops.cma`: the Cross-Modal Alignment entropy.
+- `keras_nc.ops.cma`: the Cross-Modal Alignment entropy;
+- `keras_nc.ops.rank`: representation rank (RankMe, alpha-ReQ).
 
 See the Concepts page of the documentation for the definitions.
 
@@ -56,10 +57,13 @@ from keras_nc.ops.pairing import (
     sample_head_grams,
     sample_head_ratios,
 )
+from keras_nc.ops.rank import alpha_req, alpha_req_of_gram, rank_me, rank_me_of_gram
 from keras_nc.ops.statistics import class_means, class_statistics, scale_exponent
 
 __all__ = [
     "LabelledBatch",
+    "alpha_req",
+    "alpha_req_of_gram",
     "class_means",
     "class_pairing_grams",
     "class_pairing_ratios",
@@ -76,6 +80,8 @@ __all__ = [
     "mir",
     "ncc_agreement",
     "neural_collapse_measures",
+    "rank_me",
+    "rank_me_of_gram",
     "ratios_from_entropies",
     "sample_head_entropies",
     "sample_head_grams",
