@@ -1,5 +1,6 @@
-"""Callbacks: `CollapseMonitor` (Neural Collapse measures of a dataset at epoch ends)
-and `TerminateOnNonFiniteWeights`.
+"""Callbacks: `CollapseMonitor` (Neural Collapse measures of a dataset at epoch ends),
+`LayerwiseCollapse` (the same through depth, from `keras_nc.layerwise`) and
+`TerminateOnNonFiniteWeights`.
 
 `CollapseMonitor` only computes: it adds its values to the epoch's `logs`, and
 Keras' own callbacks placed after it write them (`keras.callbacks.CSVLogger`,
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_nc import ops as nc_ops
+from keras_nc.layerwise import LayerwiseCollapse, block_outputs  # noqa: F401 (exported here)
 from keras_nc.models import CollapseClassifier
 
 # The measures of `collapse_report`, in the order of `CollapseMonitor.history`'s rows.

@@ -131,3 +131,52 @@ def plot_collapse_history(rows, num_classes, path, title=None):
     fig.suptitle(title or f"Neural Collapse measures ({keras.backend.backend()})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot_layerwise(rows, path, measures=("nc1", "ncc_accuracy", "mir", "hdr", "rank_me"),
+                   title=None):  # fmt: skip
+    """Plots `LayerwiseCollapse.history`: each measure against depth and against epochs.
+
+    Top row: one panel per measure against depth (the layers, shallow to
+    deep), one line per recorded epoch. Bottom row: the same measure against
+    the epoch, one line per layer. NC1 and CDNV are drawn on a log scale.
+
+    Args:
+        rows: list of dicts with `epoch`, `layer`, `depth` and the measures
+            (`keras_nc.callbacks.LayerwiseCollapse.history`).
+        path: output PNG path.
+        measures: names of the measures to draw (`keras_nc.layerwise.LAYER_MEASURES`).
+        title: optional figure title.
+
+    Example:
+
+    ```python
+    profile = LayerwiseCollapse(x_sub, y_sub, every=10)
+    model.fit(x, y, epochs=50, callbacks=[profile])
+    plot_layerwise(profile.history, "layers.png")
+    ```
+    """
+    epochs = sorted({row["epoch"] for row in rows})
+    layers = [r["layer"] for r in sorted({r["depth"]: r for r in rows}.values(),
+                                         key=lambda r: r["depth"])]  # fmt: skip
+    fig, axes = new_figure(2, len(measures), (3.6 * len(measures), 7))
+    for column, measure in enumerate(measures):
+        log_scale = measure in ("nc1", "cdnv")
+        by_epoch = {
+            f"epoch {e}": ([r["depth"] for r in rows if r["epoch"] == e],
+                           [r[measure] for r in rows if r["epoch"] == e])
+            for e in epochs
+        }  # fmt: skip
+        top = axes[0, column]
+        draw_panel(top, f"{measure} vs depth", by_epoch, log_scale=log_scale)
+        top.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+        top.set_xlabel("")
+        by_layer = {
+            name: ([r["epoch"] for r in rows if r["layer"] == name],
+                   [r[measure] for r in rows if r["layer"] == name])
+            for name in layers
+        }  # fmt: skip
+        draw_panel(axes[1, column], f"{measure} vs epoch", by_layer, log_scale=log_scale)
+    fig.suptitle(title or f"Layer-wise collapse profile ({keras.backend.backend()})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

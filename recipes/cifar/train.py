@@ -30,7 +30,8 @@ import time
 import keras
 
 import keras_nc
-from keras_nc.callbacks import CollapseMonitor
+from keras_nc.callbacks import CollapseMonitor, LayerwiseCollapse
+from keras_nc.layerwise import depth_slopes
 from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from keras_nc.plotting import plot_collapse_history
@@ -150,6 +151,25 @@ def build_parser():
         "--monitor-every", type=int, metavar="K", default=1, help="monitor every k epochs"
     )
     out.add_argument(
+        "--layerwise",
+        action="store_true",
+        help="also record the layer-wise collapse profile of the backbone's blocks (stem, "
+        "every block, pooled features) on the monitored subset: OUTPUT/layerwise.csv and "
+        "layerwise.png",
+    )
+    out.add_argument(
+        "--layerwise-every",
+        type=int,
+        metavar="K",
+        default=10,
+        help="with --layerwise: record every k epochs (and the first and last)",
+    )
+    out.add_argument(
+        "--layerwise-layers",
+        metavar="NAMES",
+        help="with --layerwise: comma-separated backbone layer names (default: block outputs)",
+    )
+    out.add_argument(
         "--validation-every",
         type=int,
         metavar="K",
@@ -180,7 +200,14 @@ def resolve(args):
             setattr(args, key, value)
     if args.output is None:
         args.output = os.path.join("outputs", f"{args.dataset}-{args.model}")
-    positive = ("epochs", "batch_size", "monitor_per_class", "monitor_every", "validation_every")
+    positive = (
+        "epochs",
+        "batch_size",
+        "monitor_per_class",
+        "monitor_every",
+        "validation_every",
+        "layerwise_every",
+    )
     for key in positive:
         if getattr(args, key) < 1:
             raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
@@ -257,7 +284,19 @@ def main(argv=None):
     subset = data_lib.balanced_subset(source_y, args.monitor_per_class, args.seed)
     monitor = CollapseMonitor(source_x[subset], source_y[subset], every=args.monitor_every)
     # The monitor first: the writers after it receive its values in the same logs.
-    callbacks = [monitor, keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"))]
+    callbacks = [monitor]
+    profile = None
+    if args.layerwise:
+        profile = LayerwiseCollapse(
+            source_x[subset],
+            source_y[subset],
+            layers=args.layerwise_layers.split(",") if args.layerwise_layers else None,
+            every=args.layerwise_every,
+            csv_path=os.path.join(args.output, "layerwise.csv"),
+            plot_path=os.path.join(args.output, "layerwise.png"),
+        )
+        callbacks.append(profile)
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv")))
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "tensorboard")))
 
@@ -300,6 +339,10 @@ def main(argv=None):
     )
     print(f"\n{title}: {args.epochs} epochs in {elapsed:.0f} s")
     print(report.format_table(rows))
+    if profile is not None:
+        print("\nlayer-wise NC1: slope of log10(NC1) per block (R^2), per recorded epoch")
+        for epoch, (slope, r2) in depth_slopes(profile.history).items():
+            print(f"  epoch {epoch}: {slope:+.3f} ({r2:.2f})")
     summary = {
         "settings": vars(args),
         "backend": backend,
@@ -308,10 +351,15 @@ def main(argv=None):
         "table": [{"measure": n, "value": v, "at_collapse": t} for n, v, t in rows],
         "monitor": monitor.history,
     }
+    if profile is not None:
+        summary["layerwise"] = profile.history
+        summary["layerwise_seconds"] = profile.seconds
+        summary["layerwise_nc1_slopes"] = depth_slopes(profile.history)
     with open(os.path.join(args.output, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
     print(
         f"\nwrote history.csv, collapse.png, report.png, results.json, model.keras"
+        f"{', layerwise.csv, layerwise.png' if profile is not None else ''}"
         f"{' and tensorboard/' if args.tensorboard else ''} to {args.output}"
     )
     return summary
