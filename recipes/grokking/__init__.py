@@ -1,0 +1,1 @@
+"""Grokking recipe: modular arithmetic with Neural Collapse measures as progress measures."""

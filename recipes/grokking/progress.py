@@ -1,0 +1,89 @@
+"""When does each curve move? Steps of the accuracy thresholds and of the measures' changes.
+
+A run's `history.csv` has one row per logging interval (`epoch` 0, 1, ... for
+steps `K`, `2K`, ...). `summarize` reports, from it:
+
+- `val_accuracy_50`, `val_accuracy_95`: the first logged step at which test
+  accuracy reaches 50% and 95% (`None`: never); `train_accuracy_99` likewise
+  (memorisation);
+- `<measure>_90` for the measures of `MEASURES`: the first logged step at
+  which the measure has made 90% of its change from the first logged value
+  (step `K`) to the last (NC1 on a log scale, since it falls by orders of
+  magnitude).
+"""
+
+import csv
+import math
+
+ACCURACY_THRESHOLDS = (("val_accuracy", 0.5), ("val_accuracy", 0.95), ("train_accuracy", 0.99))
+# (column, on a log scale)
+MEASURES = (
+    ("train_nc1", True),
+    ("val_nc1", True),
+    ("train_mir", False),
+    ("val_mir", False),
+    ("train_hdr", False),
+    ("val_hdr", False),
+    ("train_mir_class", False),
+    ("train_hdr_class", False),
+    ("train_matrix_entropy", False),
+    ("train_head_entropy", False),
+)
+
+
+def read_history(path, log_every):
+    """`{column: [values]}` of a `history.csv`, with a `step` column `(epoch + 1) * log_every`."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    history = {key: [float(row[key]) for row in rows] for key in rows[0]} if rows else {}
+    history["step"] = [(int(row["epoch"]) + 1) * log_every for row in rows]
+    return history
+
+
+def first_step(steps, values, threshold):
+    """The first step whose value is `>= threshold`; `None` if none is."""
+    return next((s for s, v in zip(steps, values, strict=True) if v >= threshold), None)
+
+
+def change_step(steps, values, fraction=0.9, log=False):
+    """The first step at which `values` made `fraction` of their first-to-last change.
+
+    Returns `None` when the values do not change (or are not finite).
+
+    Example:
+
+    >>> change_step([1, 2, 3, 4], [0.0, 0.5, 0.95, 1.0])
+    3
+    """
+    if log:
+        values = [math.log10(v) if v > 0 else math.nan for v in values]
+    start, end = values[0], values[-1]
+    if not (math.isfinite(start) and math.isfinite(end)) or start == end:
+        return None
+    for step, value in zip(steps, values, strict=True):
+        if (value - start) / (end - start) >= fraction:
+            return step
+    return None
+
+
+def summarize(history, fraction=0.9):
+    """The steps of `ACCURACY_THRESHOLDS` and of `MEASURES` (see the module docstring)."""
+    steps = history["step"]
+    summary = {}
+    for key, threshold in ACCURACY_THRESHOLDS:
+        if key in history:
+            summary[f"{key}_{round(100 * threshold)}"] = first_step(steps, history[key], threshold)
+    for key, log in MEASURES:
+        if key in history:
+            summary[f"{key}_{round(100 * fraction)}"] = change_step(
+                steps, history[key], fraction, log
+            )
+    return summary
+
+
+def format_summary(summary):
+    """Plain-text lines `name: step` of `summarize`."""
+    width = max(len(key) for key in summary)
+    return "\n".join(
+        f"{key:<{width}}  {'never' if step is None else step}" for key, step in summary.items()
+    )

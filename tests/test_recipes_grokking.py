@@ -1,0 +1,179 @@
+"""recipes.grokking: modular data, backbones, the measuring callback and the program.
+
+The data are checked against a brute-force enumeration (division by searching
+the inverse), the measures against `keras_nc.callbacks.collapse_report` on the
+same features (the exact two-pass computation, independent of the metrics'
+accumulation), and the program end to end at p = 7.
+"""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from keras_nc.callbacks import collapse_report
+from recipes.grokking import data, progress, train
+from recipes.grokking.measure import KEYS, SplitMeasures
+from recipes.grokking.model import build_model, compile_model
+
+
+def _reference_label(a, b, p, op):
+    if op == "+":
+        return (a + b) % p
+    if op == "-":
+        return (a - b) % p
+    if op == "*":
+        return (a * b) % p
+    return next(c for c in range(p) if (c * b) % p == a)  # a / b: the c with c b = a
+
+
+@pytest.mark.parametrize("p, op", [(7, "+"), (7, "-"), (6, "*"), (7, "/"), (2, "/")])
+def test_all_pairs_once_with_their_labels(p, op):
+    pairs, labels = data.modular_pairs(p, op)
+    expected = {(a, b) for a in range(p) for b in range(p) if op != "/" or b != 0}
+    assert len(pairs) == len(expected) == (p * (p - 1) if op == "/" else p * p)
+    assert {tuple(map(int, row)) for row in pairs} == expected  # each pair once
+    for (a, b), label in zip(pairs, labels, strict=True):
+        assert label == _reference_label(int(a), int(b), p, op)
+    assert pairs.dtype == labels.dtype == np.int32
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.77])
+def test_split_sizes_no_leakage_and_seeded(fraction):
+    split = data.modular_dataset(11, "-", train_fraction=fraction, seed=3)
+    total = 11 * 11
+    assert len(split.y_train) == round(fraction * total)
+    assert len(split.y_train) + len(split.y_test) == total
+    train_pairs = {tuple(row) for row in split.x_train[:, :2].tolist()}
+    test_pairs = {tuple(row) for row in split.x_test[:, :2].tolist()}
+    assert not train_pairs & test_pairs
+    assert len(train_pairs | test_pairs) == total
+    for x, y in [(split.x_train, split.y_train), (split.x_test, split.y_test)]:
+        assert np.all(x[:, 2] == 11)  # the "=" token
+        np.testing.assert_array_equal(y, (x[:, 0] - x[:, 1]) % 11)
+    again = data.modular_dataset(11, "-", train_fraction=fraction, seed=3)
+    np.testing.assert_array_equal(again.x_train, split.x_train)
+    other = data.modular_dataset(11, "-", train_fraction=fraction, seed=4)
+    assert not np.array_equal(other.x_train, split.x_train)
+    assert split.vocabulary_size == 12
+
+
+def test_data_argument_errors():
+    with pytest.raises(ValueError, match="`op='/'` needs a prime `p`"):
+        data.modular_pairs(9, "/")
+    with pytest.raises(ValueError, match="`op` must be one of"):
+        data.modular_pairs(7, "^")
+    with pytest.raises(ValueError, match="`p` must be an integer >= 2"):
+        data.modular_pairs(1)
+    with pytest.raises(ValueError, match=r"`train_fraction` must be in \(0, 1\)"):
+        data.modular_dataset(7, train_fraction=1.0)
+    with pytest.raises(ValueError, match="leaves an empty train or test set"):
+        data.modular_dataset(2, "/", train_fraction=0.1)
+    with pytest.raises(ValueError, match="`steps` must be a positive integer"):
+        data.StepBatches(np.zeros((4, 3)), np.zeros(4), steps=0)
+
+
+def test_step_batches_full_and_seeded_mini_batches():
+    x, y = np.arange(20).reshape(10, 2), np.arange(10)
+    full = data.StepBatches(x, y, steps=3)
+    assert len(full) == 3 and full.batch_size is None
+    np.testing.assert_array_equal(full[2][1], y)
+    mini = data.StepBatches(x, y, steps=2, batch_size=4, seed=1)
+    first = [mini[i][1] for i in range(2)]
+    for labels in first:
+        assert len(set(labels.tolist())) == 4  # without replacement
+    np.testing.assert_array_equal(first[0], data.StepBatches(x, y, 2, 4, seed=1)[0][1])
+    mini.on_epoch_end()  # the next epoch's steps draw other batches
+    assert not all(np.array_equal(a, mini[i][1]) for i, a in enumerate(first))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+def test_model_trains_and_measures_match_the_exact_report(kind):
+    split = data.modular_dataset(7, "+", train_fraction=0.5, seed=0)
+    keras.utils.set_random_seed(0)
+    model = build_model(7, split.vocabulary_size, kind, width=16)
+    compile_model(model, mir_weight=0.5, hdr_weight=0.5, cma_weight=0.5, warmup_steps=1)
+    measures = SplitMeasures((split.x_train, split.y_train), (split.x_test, split.y_test), 64)
+    history = model.fit(
+        data.StepBatches(split.x_train, split.y_train, 3), epochs=2, callbacks=[measures],
+        verbose=0,
+    )  # fmt: skip
+    assert np.all(np.isfinite(history.history["loss"]))
+    row = measures.history[-1]
+    assert set(row) == {"epoch", *(f"{s}_{k}" for s in ("train", "val") for k in KEYS)}
+    assert all(np.isfinite(v) for v in row.values())
+    # The measures are those of the trained weights, computed independently.
+    features = to_numpy(model.extract_features(split.x_train))
+    logits = to_numpy(model(split.x_train))
+    exact = collapse_report(features, split.y_train, to_numpy(model.head_rows()), logits, 7)
+    np.testing.assert_allclose(row["train_nc1"], exact["nc1"], rtol=2e-3)
+    np.testing.assert_allclose(row["train_mir_class"], exact["mir"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(row["train_head_entropy"], exact["head_entropy"], rtol=1e-4)
+    accuracy = np.mean(np.argmax(logits, axis=1) == split.y_train)
+    np.testing.assert_allclose(row["train_accuracy"], accuracy, atol=1e-6)
+
+
+def test_progress_steps():
+    assert progress.first_step([10, 20, 30], [0.1, 0.6, 0.97], 0.5) == 20
+    assert progress.first_step([10, 20], [0.1, 0.2], 0.5) is None
+    assert progress.change_step([1, 2, 3, 4], [1.0, 0.5, 0.08, 0.0]) == 3
+    assert progress.change_step([1, 2, 3], [100.0, 10.0, 0.1], log=True) == 3
+    assert progress.change_step([1, 2], [0.3, 0.3]) is None
+
+
+def test_program_end_to_end_and_safe_mode_loading(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--p", "7", "--steps", "6", "--log-every", "3", "--width", "16", "--seed", "1",
+            "--eval-batch-size", "32", "--output", str(out), "--verbose", "0"]  # fmt: skip
+    results = train.main(argv)
+    for name in ("history.csv", "results.json", "model.keras", "report.png"):
+        assert (out / name).stat().st_size > 0, name
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert {"loss", "accuracy", "train_nc1", "val_accuracy", "val_mir"} <= set(rows[0])
+    assert not any(key.startswith("val_train") for key in rows[0])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["train_size"] == 20 and saved["test_size"] == 29  # round(0.4 * 49)
+    assert set(saved["steps_to"]) >= {"val_accuracy_50", "val_accuracy_95", "train_nc1_90"}
+    assert saved["final"]["step"] == 6 == results["final"]["step"]
+    assert "wrote history.csv" in capsys.readouterr().out
+
+    loaded = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    split = data.modular_dataset(7, "+", train_fraction=0.4, seed=1)
+    np.testing.assert_allclose(
+        to_numpy(loaded(split.x_test)), saved_logits(out, split.x_test), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        loaded.evaluate(split.x_test, split.y_test, verbose=0, return_dict=True)["accuracy"],
+        float(rows[-1]["val_accuracy"]),
+        atol=1e-6,
+    )
+
+
+def saved_logits(folder, x):
+    """Logits of the saved model loaded again (the two loads must agree)."""
+    model = keras.saving.load_model(os.path.join(folder, "model.keras"), safe_mode=True)
+    return to_numpy(model.predict(x, verbose=0))
+
+
+def test_transformer_survives_safe_mode_loading(tmp_path):
+    model = build_model(5, 6, "transformer", width=8)
+    path = tmp_path / "t.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x = data.modular_dataset(5, train_fraction=0.5).x_test
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-6)
+    assert loaded.count_params() == model.count_params()
+    assert "position_embedding" in [layer.name for layer in loaded.backbone.layers]
+
+
+def test_program_argument_errors():
+    with pytest.raises(SystemExit, match="multiple of --log-every"):
+        train.main(["--steps", "10", "--log-every", "3"])
+    with pytest.raises(SystemExit, match="needs a prime"):
+        train.main(["--op", "/", "--p", "9", "--output", "unused"])
