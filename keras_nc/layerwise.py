@@ -56,7 +56,9 @@ def block_outputs(model):
     layer that is not one (the start of a residual block, whose input is still
     used by the shortcut), plus the last layer. For a ResNet: the stem's last
     layer, every block's output and the pooled features. A plain chain (no
-    residual block: every layer a cut) gives every layer.
+    residual block: every layer a cut) gives every layer. The last block's
+    output is left out when pooling follows it directly (its pooled values
+    are the pooled features).
 
     Args:
         model: a functional or built `Sequential` `keras.Model`.
@@ -68,7 +70,7 @@ def block_outputs(model):
 
     ```python
     block_outputs(build_backbone("resnet18", (28, 28, 1), width=0.125))
-    # ['stem_relu', 'stage1_block1_out', ..., 'stage4_block1_out', 'pool']
+    # ['stem_relu', 'stage1_block1_out', ..., 'stage4_block1_out', 'pool']: 9 layers
     ```
     """
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -161,6 +163,11 @@ def _layer_output(backbone, name):
 def _graph_backbone(backbone):
     """The backbone when it has a layer graph; an error saying why otherwise."""
     inputs = getattr(backbone, "inputs", None) if isinstance(backbone, keras.Model) else None
+    if not inputs and isinstance(backbone, keras.Sequential):
+        raise ValueError(
+            f"LayerwiseCollapse: the Sequential backbone {backbone.name!r} is not built; give it "
+            "a keras.Input (or build it) so that its layers have symbolic outputs."
+        )
     if not inputs:
         raise ValueError(
             "LayerwiseCollapse reads intermediate layers through the backbone's layer graph: it "
@@ -345,7 +352,9 @@ class LayerwiseCollapse(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._epoch_offset = None
-        if self._extractor is None:  # a backbone built by the first batch
+        if self._extractor is None:  # a backbone built by the first batch: build it now
+            inputs, _ = next(self._batches())
+            self._classifier.extract_features(inputs, training=False)
             self._build_extractor()
 
     def _batches(self):

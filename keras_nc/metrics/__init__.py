@@ -12,7 +12,8 @@ metric.update_state(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
 
 Modules: `keras_nc.metrics.sample_measures` (per-batch means: `MatrixEntropy`,
 `MIR`, `HDR`), `keras_nc.metrics.class_statistics` (`ClassStatistics`, the
-per-class accumulator) and `keras_nc.metrics.class_measures` (measures of the
+per-class accumulator), `keras_nc.metrics.rank` (`RankMe`) and
+`keras_nc.metrics.class_measures` (measures of the
 epoch's class statistics). The mathematics lives in `keras_nc.ops`.
 """
 
@@ -28,6 +29,7 @@ from keras_nc.metrics.class_measures import (
     SelfDuality,
 )
 from keras_nc.metrics.class_statistics import ClassStatistics
+from keras_nc.metrics.rank import RankMe
 from keras_nc.metrics.sample_measures import HDR, MIR, MatrixEntropy
 
 __all__ = [
@@ -43,5 +45,6 @@ __all__ = [
     "Equinorm",
     "MatrixEntropy",
     "NCCAgreement",
+    "RankMe",
     "SelfDuality",
 ]

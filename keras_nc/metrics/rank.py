@@ -1,0 +1,42 @@
+"""`RankMe`: the representation rank of each batch's features, averaged over an epoch."""
+
+import keras
+
+from keras_nc import ops as nc_ops
+from keras_nc.metrics.base import BatchMeasure
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class RankMe(BatchMeasure):
+    """RankMe (Garrido et al. 2023) of each batch's features, averaged over the epoch.
+
+    `keras_nc.ops.rank_me` of the batch features `(n, d)` (a smooth rank in
+    `[1, min(n, d)]`), averaged over the epoch's batches weighted by their size
+    (a batch of fewer than two samples has weight 0). It reads no head rows.
+    The value depends on the batch size through `min(n, d)`: compare runs at
+    one batch size.
+
+    Args:
+        center: subtract the batch mean row first (default `False`, as the paper).
+        name: metric name (default `"rank_me"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model = keras_nc.models.CollapseClassifier(backbone, num_classes=10)
+    model.compile(metrics=["accuracy", keras_nc.metrics.RankMe()])
+    ```
+    """
+
+    needs_head = False
+
+    def __init__(self, center=False, name="rank_me", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.center = bool(center)
+
+    def measure(self, step, features):
+        return nc_ops.rank_me(features, center=self.center)
+
+    def get_config(self):
+        return {**super().get_config(), "center": self.center}
