@@ -177,3 +177,12 @@ def test_program_argument_errors():
         train.main(["--steps", "10", "--log-every", "3"])
     with pytest.raises(SystemExit, match="needs a prime"):
         train.main(["--op", "/", "--p", "9", "--output", "unused"])
+
+
+def test_extremum_steps():
+    assert progress.extremum_step([10, 20, 30, 40], [5.0, 1.0, 1.0, 3.0], "min") == 20
+    assert progress.extremum_step([10, 20, 30], [0.1, 0.9, 0.5], "max") == 20
+    history = {"step": [1, 2, 3], "train_nc1": [4.0, 1.0, 8.0], "val_accuracy": [0, 0.6, 1]}
+    summary = progress.summarize(history)
+    assert summary["train_nc1_min"] == 2 and summary["val_accuracy_50"] == 2
+    assert summary["train_nc1_90"] == 3  # log10: 0.6 -> 0.9, 90% of the change at step 3

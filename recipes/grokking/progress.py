@@ -9,7 +9,11 @@ steps `K`, `2K`, ...). `summarize` reports, from it:
 - `<measure>_90` for the measures of `MEASURES`: the first logged step at
   which the measure has made 90% of its change from the first logged value
   (step `K`) to the last (NC1 on a log scale, since it falls by orders of
-  magnitude).
+  magnitude). The last value is that of the run's last step, so a measure
+  still moving when the run ends reaches "90%" late whatever it did before;
+- `<measure>_min` / `<measure>_max` for the measures of `TURNS`: the step of
+  the measure's extremum over the run (e.g. NC1's minimum, MIR's maximum),
+  where a curve that first moves towards collapse turns back.
 """
 
 import csv
@@ -28,6 +32,14 @@ MEASURES = (
     ("train_hdr_class", False),
     ("train_matrix_entropy", False),
     ("train_head_entropy", False),
+)
+
+# (column, "min" or "max"): the extremum that marks the curve's turn.
+TURNS = (
+    ("train_nc1", "min"),
+    ("train_mir", "max"),
+    ("train_mir_class", "max"),
+    ("train_matrix_entropy", "max"),
 )
 
 
@@ -66,8 +78,21 @@ def change_step(steps, values, fraction=0.9, log=False):
     return None
 
 
+def extremum_step(steps, values, kind):
+    """The step of the first minimum (`kind="min"`) or maximum (`"max"`) of `values`.
+
+    Example:
+
+    >>> extremum_step([1, 2, 3], [5.0, 2.0, 4.0], "min")
+    2
+    """
+    sign = 1 if kind == "min" else -1
+    best = min(range(len(values)), key=lambda i: sign * values[i])
+    return steps[best]
+
+
 def summarize(history, fraction=0.9):
-    """The steps of `ACCURACY_THRESHOLDS` and of `MEASURES` (see the module docstring)."""
+    """The steps of `ACCURACY_THRESHOLDS`, `MEASURES` and `TURNS` (see the module docstring)."""
     steps = history["step"]
     summary = {}
     for key, threshold in ACCURACY_THRESHOLDS:
@@ -78,6 +103,9 @@ def summarize(history, fraction=0.9):
             summary[f"{key}_{round(100 * fraction)}"] = change_step(
                 steps, history[key], fraction, log
             )
+    for key, kind in TURNS:
+        if key in history:
+            summary[f"{key}_{kind}"] = extremum_step(steps, history[key], kind)
     return summary
 
 
