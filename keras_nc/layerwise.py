@@ -364,7 +364,8 @@ class LayerwiseCollapse(keras.callbacks.Callback):
 
     def layer_features(self, inputs):
         """Pooled features `(n, d_l)` of each chosen layer for a batch (float32 NumPy)."""
-        outputs = self._extractor(inputs, training=False)
+        # `predict_on_batch`: the backend's compiled, gradient-free inference path.
+        outputs = self._extractor.predict_on_batch(inputs)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         pooled = []
