@@ -84,10 +84,12 @@ def test_block_outputs_of_a_residual_network():
 def test_values_equal_float64_references_of_the_sub_model_features(tmp_path):
     model = _classifier(_residual_backbone())
     x, y = _data()
-    profile = LayerwiseCollapse(x, y, batch_size=10, csv_path=str(tmp_path / "layers.csv"))
+    profile = LayerwiseCollapse(
+        x, y, epochs=[2], batch_size=24, csv_path=str(tmp_path / "layers.csv")
+    )
     history = model.fit(x, y, epochs=2, batch_size=12, callbacks=[profile], verbose=0).history
     assert profile.layer_names == ["stem_relu", "b1_out", "pool"]
-    assert [(r["epoch"], r["layer"]) for r in profile.history[-3:]] == [
+    assert [(r["epoch"], r["layer"]) for r in profile.history] == [
         (2, "stem_relu"), (2, "b1_out"), (2, "pool"),
     ]  # fmt: skip
     head = to_numpy(model.head.kernel).T.astype("float64")
@@ -100,10 +102,10 @@ def test_values_equal_float64_references_of_the_sub_model_features(tmp_path):
         for key in LAYER_MEASURES:
             tolerance = TOLERANCES.get(key, 2e-4)
             assert row[key] == pytest.approx(expected[key], rel=tolerance, abs=1e-5), key
-        assert history[f"layerwise_{row['layer']}_nc1"][-1] == row["nc1"]
+        assert history[f"layerwise_{row['layer']}_nc1"] == [row["nc1"]]
     with open(tmp_path / "layers.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and float(rows[-1]["rank_me"]) == pytest.approx(row["rank_me"])
+    assert len(rows) == 3 and float(rows[-1]["rank_me"]) == pytest.approx(row["rank_me"])
 
 
 def test_sequential_backbone_and_chosen_epochs(tmp_path):
@@ -116,10 +118,10 @@ def test_sequential_backbone_and_chosen_epochs(tmp_path):
     model = _classifier(backbone)
     x, y = _data()
     plot = tmp_path / "layers.png"
-    profile = LayerwiseCollapse(x, y, layers=["hidden", "features"], epochs=[2, 3],
-                                plot_path=str(plot))  # fmt: skip
-    model.fit(x, y, epochs=3, batch_size=12, callbacks=[profile], verbose=0)
-    assert sorted({r["epoch"] for r in profile.history}) == [2, 3]
+    profile = LayerwiseCollapse(x, y, layers=["hidden", "features"], epochs=[2],
+                                batch_size=36, plot_path=str(plot))  # fmt: skip
+    model.fit(x, y, epochs=2, batch_size=12, callbacks=[profile], verbose=0)
+    assert sorted({r["epoch"] for r in profile.history}) == [2]
     assert plot.stat().st_size > 0
     z = profile.layer_features(x)[0]
     np.testing.assert_allclose(z, to_numpy(backbone.get_layer("hidden")(
@@ -143,7 +145,7 @@ def test_plain_functional_model():
     model = keras.Model(inputs, logits)
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
     x, y = _data()
-    profile = LayerwiseCollapse(x, y, layers=["hidden"])
+    profile = LayerwiseCollapse(x, y, layers=["hidden"], batch_size=36)
     history = model.fit(x, y, epochs=1, batch_size=12, callbacks=[profile], verbose=0).history
     head = to_numpy(model.get_layer("logits").kernel).T
     expected = _reference(profile.layer_features(x)[0], y, head)
