@@ -14,6 +14,8 @@ MODULES = [
     "keras_nc.ops.pairing",
     "keras_nc.ops.collapse",
     "keras_nc.ops.cma",
+    "keras_nc.ops.rank",
+    "keras_nc.layerwise",
     "keras_nc.metrics.class_statistics",
     "keras_nc.step",
     "keras_nc.theory",
