@@ -180,3 +180,9 @@ def test_depth_slopes():
     rows = [{"epoch": e, "depth": d, "nc1": 5.0 * 10.0 ** (-0.5 * e * d)}
             for e in (1, 2) for d in range(4)]  # fmt: skip
     assert depth_slopes(rows) == {1: (-0.5, 1.0), 2: (-1.0, 1.0)}
+
+
+def test_no_batch_hooks_nothing_added_to_steps():
+    # Keras skips batch hooks a callback does not override: the steps run as without it.
+    for hook in ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end"):
+        assert getattr(LayerwiseCollapse, hook) is getattr(keras.callbacks.Callback, hook), hook
