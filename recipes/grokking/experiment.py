@@ -5,8 +5,9 @@ grid one after the other with `python -m recipes.grokking`, reads each run's
 `history.csv` (`recipes.grokking.progress.summarize`) and prints the table of
 steps, which it also writes between the `<!-- experiment:start -->` and
 `<!-- experiment:end -->` markers of `docs/grokking.md`. Runs already done (a
-`results.json` in their folder) are reused: `--fresh` reruns them. Each run's
-command is printed before it starts.
+`results.json` in their folder) are reused: `--fresh` reruns them;
+`--table-only` runs nothing and tabulates the finished runs of the grid. Each
+run's command is printed before it starts.
 
 Example:
 
@@ -64,6 +65,11 @@ def build_parser():
     parser.add_argument("--common", default="", help="options shared by every run")
     parser.add_argument("--output", default=os.path.join("outputs", "grokking-experiment"))
     parser.add_argument("--fresh", action="store_true", help="rerun finished runs")
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: tabulate the runs of the grid that are finished",
+    )
     parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
     return parser
 
@@ -80,6 +86,8 @@ def run(args):
         for seed in args.seeds:
             out = run_folder(args, name, seed)
             path = os.path.join(out, "results.json")
+            if args.table_only and not os.path.exists(path):
+                continue
             if args.fresh or not os.path.exists(path):
                 command = [sys.executable, "-m", "recipes.grokking", "--seed", str(seed)]
                 command += ["--output", out, "--verbose", "2", *args.common.split(), *RUNS[name]]
