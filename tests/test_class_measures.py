@@ -173,3 +173,27 @@ def test_class_statistics_of_float64_features(rng):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(wide["counts"]), np.bincount(y, minlength=10)
     )
+
+
+def test_nc1_is_translation_invariant_with_a_large_common_offset(rng):
+    """NC1 of features shifted by a common offset much larger than their spread.
+
+    Centring the class means then leaves round-off of order `eps * ||means||`
+    in the direction the centring removes; the pseudo-inverse's cut must
+    discard it (an earlier cut on `eps * s_max` kept it: NC1 ~ 1e25). What
+    remains is the cancellation in `v^T S2 v - sum N_c (v . mu_c)^2` of the raw
+    second moment: relative error about `eps * (offset / sigma_W)^2`, hence
+    the offsets and tolerances per precision of the statistics.
+    """
+    num_classes, d, n, sigma = 6, 8, 40, 0.3
+    y = np.repeat(np.arange(num_classes), n)
+    z = rng.normal(size=(num_classes, d))[y] + sigma * rng.normal(size=(num_classes * n, d))
+    dtype = "float64" if BACKEND != "jax" else "float32"  # JAX without x64 holds float32
+    eps = np.finfo(dtype).eps
+    want = float(nc_ops.neural_collapse_measures(nc_ops.class_statistics(z, y, num_classes))["nc1"])
+    offsets = [1e2, 1e3, 1e4] if dtype == "float64" else [1e1]
+    for offset in offsets:
+        stats = nc_ops.class_statistics((z + offset).astype(dtype), y, num_classes)
+        got = float(nc_ops.neural_collapse_measures(stats)["nc1"])
+        tolerance = max(1e-9, 100 * d * eps * (offset / sigma) ** 2)
+        np.testing.assert_allclose(got, want, rtol=tolerance, err_msg=f"offset {offset}")

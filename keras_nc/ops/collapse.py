@@ -48,14 +48,19 @@ def nc1(geometry, second_moment):
 
     `Sigma_B^+ = C' V S^-2 V^T` with `M = U S V^T`, so NC1 is
     `sum_k v_k^T Sigma_W v_k / s_k^2` over the singular values above the
-    round-off cut `max(C', d) * eps * s_max` (NumPy's `pinv`/`matrix_rank`
-    convention). Working with `M` itself, not `M M^T`, keeps the condition
-    number from being squared.
+    round-off cut `max(C', d) * eps * max(s_max, ||means||_F)` (NumPy's
+    `pinv`/`matrix_rank` convention, on the scale of the means before
+    centring: centring means whose common part is much larger than their
+    spread leaves round-off of order `eps * ||means||`, not `eps * s_max`, in
+    the directions the centring removed). Working with `M` itself, not
+    `M M^T`, keeps the condition number from being squared.
     """
     centred, means, counts = geometry.centred, geometry.means, geometry.counts
     _, singular, vt = ops.svd(centred, full_matrices=False)  # vt: (k, d)
     size = max(int(centred.shape[0] or 1), int(centred.shape[1] or 1))
-    keep = singular > size * machine_eps(dtype_name(centred)) * largest(singular)
+    uncentred = ops.sqrt(ops.sum(ops.square(means * ops.expand_dims(geometry.mask, -1))))
+    scale = maximum(largest(singular), uncentred)
+    keep = singular > size * machine_eps(dtype_name(centred)) * scale
     # v^T Sigma_W v = (v^T S2 v - sum_c N_c (v . mu_c)^2) / N
     along_second = ops.sum(matmul(vt, second_moment) * vt, axis=-1)
     along_means = matmul(means, ops.transpose(vt))  # (C', k)
