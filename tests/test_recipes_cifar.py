@@ -97,13 +97,21 @@ def _tensorboard_tags(log_dir):
 
 def test_program_writes_history_report_and_model(tmp_path):
     pytest.importorskip("tensorboard")
-    out, summary = _run(tmp_path, "--mir-weight", "0.1", "--hdr-weight", "0.05", "--tensorboard")
-    for name in ("history.csv", "report.png", "collapse.png", "model.keras"):
+    out, summary = _run(
+        tmp_path, "--mir-weight", "0.1", "--hdr-weight", "0.05", "--tensorboard", "--layerwise"
+    )
+    for name in ("history.csv", "report.png", "collapse.png", "model.keras", "layerwise.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     # One writer per format: Keras' CSVLogger and TensorBoard, the monitor's values included.
     assert sorted(os.listdir(out)) == [
-        "collapse.png", "history.csv", "model.keras", "report.png", "results.json", "tensorboard",
+        "collapse.png", "history.csv", "layerwise.csv", "layerwise.png", "model.keras",
+        "report.png", "results.json", "tensorboard",
     ]  # fmt: skip
+    with open(os.path.join(out, "layerwise.csv")) as f:
+        profile = list(csv.DictReader(f))
+    layers = [row["layer"] for row in profile if int(row["epoch"]) == int(profile[-1]["epoch"])]
+    assert layers[0] == "stem_relu" and layers[-1] == "pool" and len(layers) >= 3
+    assert all(np.isfinite(float(row["nc1"])) for row in profile)
     assert sorted(os.listdir(os.path.join(out, "tensorboard"))) == ["train", "validation"]
     tags = _tensorboard_tags(os.path.join(out, "tensorboard", "train"))
     assert {"epoch_loss", "epoch_mir", "epoch_collapse_mir", "epoch_collapse_nc1"} <= tags
