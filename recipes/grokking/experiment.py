@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 
+from recipes.doc_tables import write_table
 from recipes.grokking import progress
 
 # The mini-batch runs: the collapse losses need one n x n eigendecomposition per
@@ -128,25 +129,13 @@ def table(results, args):
     return "\n".join(lines)
 
 
-def write_doc(text, doc):
-    with open(doc) as f:
-        content = f.read()
-    start, end = "<!-- experiment:start -->", "<!-- experiment:end -->"
-    if start not in content or end not in content:
-        raise SystemExit(f"error: {doc} lacks the {start} ... {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(doc, "w") as f:
-        f.write(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results = run(args)
     text = table(results, args)
     print(text)
     if os.path.exists(args.doc):
-        write_doc(text, args.doc)
+        write_table(text, args.doc)
     return results
 
 

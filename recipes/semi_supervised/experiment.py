@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from recipes.doc_tables import write_table
+
 METHODS = {
     "supervised": ["--algorithm", "supervised"],
     "FixMatch": ["--algorithm", "fixmatch"],
@@ -124,25 +126,13 @@ def table(results, args):
     return "\n".join(lines)
 
 
-def write_doc(text, doc):
-    with open(doc) as f:
-        content = f.read()
-    start, end = "<!-- experiment:start -->", "<!-- experiment:end -->"
-    if start not in content or end not in content:
-        raise SystemExit(f"error: {doc} lacks the {start} ... {end} markers")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(doc, "w") as f:
-        f.write(f"{head}{start}\n{text}\n{end}{tail}")
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results = run(args)
     text = table(results, args)
     print(text)
     if os.path.exists(args.doc):
-        write_doc(text, args.doc)
+        write_table(text, args.doc)
     return results
 
 
