@@ -179,37 +179,6 @@ def _graph_backbone(backbone):
     return backbone
 
 
-def centred_statistics(stats):
-    """Class statistics (float64 NumPy) of the same features minus their global mean.
-
-    NC1 and CDNV do not change under a translation of the features, but their
-    float64 evaluation does: with a common mean far larger than the spread of
-    the class means (early layers after a ReLU), the rank deficiency of the
-    centred class means (rank `C - 1`) is only exact to `eps * |mu_G|`, which
-    can exceed the pseudo-inverse's round-off cut and add a spurious huge
-    `within / s^2` term to NC1. Statistics of centred features avoid it.
-
-    Args:
-        stats: dict of `counts` `(C,)`, `sums` `(C, d)`, `sq_norms` `(C,)`,
-            `second_moment` `(d, d)` (sums over the set).
-
-    Returns:
-        The same dict for the features `z - mu_G`.
-    """
-    counts, sums = stats["counts"], stats["sums"]
-    total = max(float(np.sum(counts)), 1.0)
-    mean = np.sum(sums, axis=0) / total
-    shifted = dict(stats)
-    shifted["sums"] = sums - counts[:, None] * mean
-    shifted["sq_norms"] = stats["sq_norms"] - 2.0 * sums @ mean + counts * float(mean @ mean)
-    if "second_moment" in stats:
-        outer = np.outer(np.sum(sums, axis=0), mean)
-        shifted["second_moment"] = (
-            stats["second_moment"] - outer - outer.T + total * np.outer(mean, mean)
-        )
-    return shifted
-
-
 class LayerwiseCollapse(keras.callbacks.Callback):
     """Records the Neural Collapse profile of a network through depth at chosen epochs.
 
@@ -410,7 +379,7 @@ class LayerwiseCollapse(keras.callbacks.Callback):
         return [c / len(self.y) for c in correct], normalised
 
     def _layer_measures(self, stats, normalised, head):
-        values = nc_ops.neural_collapse_measures(centred_statistics(stats))
+        values = nc_ops.neural_collapse_measures(stats)
         mir, hdr = nc_ops.class_pairing_ratios(stats["counts"], stats["sums"], head, self.center)
         entropy = nc_ops.matrix_entropy(normalised)
         total = max(float(np.sum(stats["counts"])), 1.0)
