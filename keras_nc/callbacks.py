@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_nc import ops as nc_ops
 from keras_nc.layerwise import LayerwiseCollapse, block_outputs  # noqa: F401 (exported here)
-from keras_nc.models import CollapseClassifier
+from keras_nc.models import collapse_view
 
 # The measures of `collapse_report`, in the order of `CollapseMonitor.history`'s rows.
 MEASURES = (
@@ -206,7 +206,9 @@ class CollapseMonitor(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         # A model that cannot give features and head rows fails here, when fit starts.
-        self._classifier = _collapse_view(self.model, self.features_layer, self.head_layer)
+        self._classifier = collapse_view(
+            self.model, self.features_layer, self.head_layer, "CollapseMonitor"
+        )
 
     def on_train_begin(self, logs=None):
         self._epoch_offset = None
@@ -267,7 +269,9 @@ class CollapseMonitor(keras.callbacks.Callback):
         """
         model = self.model  # on JAX, this syncs the training state into the variables
         if self._classifier is None:
-            self._classifier = _collapse_view(model, self.features_layer, self.head_layer)
+            self._classifier = collapse_view(
+                model, self.features_layer, self.head_layer, "CollapseMonitor"
+            )
         features, logits, labels = self._collect()
         head = keras.ops.convert_to_numpy(self._classifier.head_rows())
         report = collapse_report(
@@ -356,28 +360,6 @@ def _check_data(x, y):
                 else "is not iterable."
             )
         )
-
-
-def _collapse_view(model, features_layer, head_layer):
-    """`model` itself when a `CollapseClassifier`, else `CollapseClassifier.from_model(model)`."""
-    if isinstance(model, CollapseClassifier):
-        if features_layer is not None or head_layer is not None:
-            raise ValueError(
-                "CollapseMonitor: `features_layer` and `head_layer` are for a plain functional "
-                "model; a CollapseClassifier's features and head are its own."
-            )
-        return model
-    try:
-        return CollapseClassifier.from_model(
-            model, features_layer=features_layer, head_layer=head_layer
-        )
-    except (ValueError, AttributeError) as error:
-        raise ValueError(
-            "CollapseMonitor needs a keras_nc.models.CollapseClassifier, or a functional "
-            "keras.Model with a Dense logits head (split with CollapseClassifier.from_model, "
-            f"`features_layer` and `head_layer` naming its layers); {type(model).__name__} "
-            f"{getattr(model, 'name', '')!r} cannot be used: {error}"
-        ) from None
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")

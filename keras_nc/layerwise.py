@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from keras_nc import ops as nc_ops
-from keras_nc.models import CollapseClassifier
+from keras_nc.models import collapse_view
 from keras_nc.ops._spectral import normalize_rows
 
 # The per-layer measures, in the order of `LayerwiseCollapse.history`'s columns.
@@ -118,21 +118,6 @@ def _labels(y):
     if labels.dtype.kind not in "iub" and not np.all(np.isfinite(labels) & (labels % 1 == 0)):
         raise ValueError("LayerwiseCollapse: `y` must hold integer class labels.")
     return labels.astype("int32")
-
-
-def _collapse_view(model, features_layer, head_layer):
-    if isinstance(model, CollapseClassifier):
-        return model
-    try:
-        return CollapseClassifier.from_model(
-            model, features_layer=features_layer, head_layer=head_layer
-        )
-    except (ValueError, AttributeError) as error:
-        raise ValueError(
-            "LayerwiseCollapse needs a keras_nc.models.CollapseClassifier, or a functional "
-            f"keras.Model with a Dense logits head; {type(model).__name__} "
-            f"{getattr(model, 'name', '')!r} cannot be used: {error}"
-        ) from None
 
 
 def _layer_output(backbone, name):
@@ -298,7 +283,9 @@ class LayerwiseCollapse(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        self._classifier = _collapse_view(model, self.features_layer, self.head_layer)
+        self._classifier = collapse_view(
+            model, self.features_layer, self.head_layer, "LayerwiseCollapse"
+        )
         num_classes = self._classifier.num_classes
         if self.y.min() < 0 or self.y.max() >= num_classes:
             raise ValueError(
