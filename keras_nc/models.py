@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_nc.losses import CollapseLoss
 from keras_nc.metrics import ClassStatistics, CollapseMetric
-from keras_nc.step import CollapseStep
+from keras_nc.step import CollapseStep, check_sample_scope
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -30,6 +30,16 @@ class CollapseClassifier(keras.Model):
         num_classes: number of classes `C`.
         head: optional `keras.layers.Dense(num_classes)` to use as the head
             (default: a new one, named `"head"`, with a bias).
+        sample_scope: where the per-batch collapse terms (sample-pairing
+            `MIR`/`HDR`, `MatrixEntropy`, `InformationRegularizer`) are
+            computed when a JAX `keras.distribution` splits the batch over
+            devices: `"global"` (default) on the global batch, as on one
+            device; `"device"` on each device's rows, averaged over the
+            devices (cheaper: one `n/S x n/S` eigendecomposition per device
+            instead of an `n x n` one on every device; a different statistic,
+            see the Scaling page). TensorFlow's `tf.distribute` replicas
+            always compute them on their own rows; without a distribution both
+            settings are the same.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Attributes:
@@ -57,8 +67,9 @@ class CollapseClassifier(keras.Model):
     ```
     """
 
-    def __init__(self, backbone, num_classes, head=None, **kwargs):
+    def __init__(self, backbone, num_classes, head=None, sample_scope="global", **kwargs):
         super().__init__(**kwargs)
+        self.sample_scope = check_sample_scope(sample_scope)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
         if head is None:
@@ -332,7 +343,9 @@ class CollapseClassifier(keras.Model):
         else:
             total = super().compute_loss(x, y, logits, sample_weight, training=training)
         if self._collapse_losses and features is not None:
-            step = CollapseStep(y, features, head_weights, sample_weight)
+            step = CollapseStep(
+                y, features, head_weights, sample_weight, sample_scope=self.sample_scope
+            )
             terms = [
                 loss(
                     y,
@@ -359,7 +372,14 @@ class CollapseClassifier(keras.Model):
         if features is not None and self._collapse_metrics:
             # Shared by the metrics, with what the losses computed this step.
             cache = y_pred.get("collapse_cache")
-            step = CollapseStep(y, features, head_weights, sample_weight, cache=cache)
+            step = CollapseStep(
+                y,
+                features,
+                head_weights,
+                sample_weight,
+                cache=cache,
+                sample_scope=self.sample_scope,
+            )
             for metric in self._collapse_metrics:
                 metric.update_state(
                     y,
@@ -435,6 +455,7 @@ class CollapseClassifier(keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "num_classes": self.num_classes,
             "head": keras.saving.serialize_keras_object(self.head),
+            "sample_scope": self.sample_scope,
         }
 
     @classmethod

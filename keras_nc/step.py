@@ -3,7 +3,19 @@
 from keras import ops
 
 from keras_nc import ops as nc_ops
+from keras_nc import sharding
 from keras_nc.ops import pairing, statistics
+
+SAMPLE_SCOPES = ("global", "device")
+
+
+def check_sample_scope(sample_scope):
+    """`sample_scope` if it is `"global"` or `"device"`, else a `ValueError` naming it."""
+    if sample_scope not in SAMPLE_SCOPES:
+        raise ValueError(
+            f'`sample_scope` must be "global" or "device"; received {sample_scope!r}.'
+        )
+    return sample_scope
 
 
 class CollapseStep:
@@ -25,6 +37,12 @@ class CollapseStep:
         cache: optional dict of values already computed for this step (the
             `cache` of another `CollapseStep` of the same step, e.g. the one the
             losses used inside the gradient computation).
+        sample_scope: where the sample-head terms (`sample_entropies`,
+            `sample_ratios`, `feature_entropy`) are computed: `"global"` (default)
+            on the whole batch; `"device"` on each device's rows under a JAX
+            `keras.distribution` that splits the batch, averaged over the
+            devices (`keras_nc.sharding.per_shard_mean`); the same as
+            `"global"` without one.
 
     Example:
 
@@ -36,9 +54,20 @@ class CollapseStep:
     >>> mir, hdr = step.sample_ratios(center=True, alpha=1.0)
     """
 
-    def __init__(self, y_true, features, head_weights, sample_weight=None, cache=None):
+    def __init__(
+        self,
+        y_true,
+        features,
+        head_weights,
+        sample_weight=None,
+        cache=None,
+        sample_scope="global",
+    ):
         self.y_true, self.features, self.head_weights = y_true, features, head_weights
         self.sample_weight = sample_weight
+        self.per_device = (
+            check_sample_scope(sample_scope) == "device" and sharding.batch_shards() > 1
+        )
         self._cache = dict(cache or {})
         self._batches = {}
         self._class_statistics = {}
@@ -70,11 +99,39 @@ class CollapseStep:
         """`H(K_Z)` of the batch features (`keras_nc.ops.feature_entropy`), once per setting."""
         key = f"feature_entropy/{bool(center)}/{float(alpha)}"
         if key not in self._cache:
-            self._cache[key] = nc_ops.feature_entropy(self.features, center=center, alpha=alpha)
+            if self.per_device:
+                self._cache[key] = sharding.per_shard_mean(
+                    lambda rows: nc_ops.feature_entropy(rows, center=center, alpha=alpha),
+                    (self.features,),
+                )
+            else:
+                self._cache[key] = nc_ops.feature_entropy(
+                    self.features, center=center, alpha=alpha
+                )
+        return self._cache[key]
+
+    def _per_device_sample_terms(self, center, alpha):
+        """`(H(K_Z), H(K_W), H(K_Z o K_W), MIR, HDR)` of each device's rows, averaged."""
+        key = f"device_sample_terms/{bool(center)}/{float(alpha)}"
+        if key not in self._cache:
+            batch = self.batch()
+
+            def local(features, labels, head):
+                entropies = nc_ops.sample_head_entropies(
+                    features, labels, head, center=center, alpha=alpha
+                )
+                n = int(features.shape[0])
+                return ops.stack([*entropies, *nc_ops.ratios_from_entropies(*entropies, n)])
+
+            terms = sharding.per_shard_mean(local, (batch.features, batch.labels), (batch.head,))
+            self._cache[key] = ops.where(batch.ok, terms, float("nan"))
+            self._cache[f"feature_entropy/{bool(center)}/{float(alpha)}"] = self._cache[key][0]
         return self._cache[key]
 
     def sample_entropies(self, center, alpha):
         """`(H(K_Z), H(K_W), H(K_Z o K_W))` of the sample-head pairing, once per setting."""
+        if self.per_device:
+            return tuple(self._per_device_sample_terms(center, alpha)[i] for i in range(3))
         key = f"sample_entropies/{bool(center)}/{float(alpha)}"
         if key not in self._cache:
             feature_key = f"feature_entropy/{bool(center)}/{float(alpha)}"
@@ -88,6 +145,8 @@ class CollapseStep:
 
     def sample_ratios(self, center, alpha):
         """`(MIR, HDR)` of the sample-head pairing (`keras_nc.ops.sample_head_ratios`)."""
+        if self.per_device:
+            return tuple(self._per_device_sample_terms(center, alpha)[i] for i in (3, 4))
         h_z, h_w, h_zw = self.sample_entropies(center, alpha)
         features = self.batch().features
         n = features.shape[0] if features.shape[0] is not None else ops.shape(features)[0]

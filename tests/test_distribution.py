@@ -65,11 +65,13 @@ def data():
     return x.astype("float32"), y
 
 
-def build_model():
+def build_model(sample_scope="global"):
     rng = np.random.default_rng(1)
     inputs = keras.Input((16,))
     features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
-    model = models.CollapseClassifier(keras.Model(inputs, features), num_classes=NUM_CLASSES)
+    model = models.CollapseClassifier(
+        keras.Model(inputs, features), num_classes=NUM_CLASSES, sample_scope=sample_scope
+    )
     model.backbone.get_layer("features").set_weights(
         [0.3 * rng.normal(size=(16, 8)).astype("float32"), np.full(8, 0.1, "float32")]
     )
@@ -155,8 +157,25 @@ def references(model, x, y, full=True):
     batches = [np.arange(start, start + BATCH) for start in range(0, SAMPLES, BATCH)]
     contiguous = slices(batches)
     if not full:
+        # sample_scope="device": the per-batch metrics and the regulariser on each
+        # device's slice (averaged), cross-entropy and CMA on the global batch.
         per_batch = [metrics.MIR(), metrics.HDR(), metrics.MatrixEntropy()]
-        return {"contiguous_slices": by_name(contiguous, per_batch)}
+        ce, cma, regularizer = collapse_losses()
+
+        def batch_loss(rows):
+            terms = [to_float(ce(y[rows], logits[rows]))]
+            terms.append(to_float(cma(y[rows], features=z[rows], head_weights=head)))
+            shards = slices([rows])
+            terms += [
+                to_float(regularizer(y[s], features=z[s], head_weights=head)) / len(shards)
+                for s in shards
+            ]
+            return sum(terms)
+
+        return {
+            "contiguous_slices": by_name(contiguous, per_batch),
+            "device_scope_loss": float(np.mean([batch_loss(rows) for rows in batches])),
+        }
     # Replica r's state: its slices of the global batches, one update each.
     per_replica = [by_name(slices(batches)[r::NUM_DEVICES]) for r in range(NUM_DEVICES)]
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -186,6 +205,12 @@ result = {
 }
 if not distributed:
     result["references"] = references(model, x, y, full=False)
+else:
+    per_device = build_model(sample_scope="device")
+    compile_model(per_device, [metrics.MIR(), metrics.HDR(), metrics.MatrixEntropy()])
+    result["evaluate_device"] = per_device.evaluate(
+        x, y, batch_size=BATCH, return_dict=True, verbose=0
+    )
 compile_model(model, fit_metrics())
 history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
 result["history"] = history_floats(history)
@@ -320,7 +345,15 @@ def test_jax_data_parallel_matches_one_device():
     assert set(four["evaluate"]) == set(one["evaluate"])
     _assert_close(four["evaluate"], one["evaluate"], one["evaluate"], what="evaluate")
     # ... and per-replica slices would have given visibly different values.
-    _assert_distinguishable(one["evaluate"], one["references"]["contiguous_slices"], SAMPLE_METRICS)
+    slices = one["references"]["contiguous_slices"]
+    _assert_distinguishable(one["evaluate"], slices, SAMPLE_METRICS)
+    # sample_scope="device": each device's rows (shard_map), averaged; the
+    # one-device metrics fed the same slices. The loss: cross-entropy and CMA
+    # of the global batch plus the mean of the slices' regulariser terms.
+    _assert_close(four["evaluate_device"], slices, SAMPLE_METRICS, what="device scope")
+    np.testing.assert_allclose(
+        four["evaluate_device"]["loss"], one["references"]["device_scope_loss"], rtol=RTOL
+    )
 
     # Two epochs of fit from the same weights, unshuffled: same trajectory.
     assert set(four["history"]) == set(one["history"])

@@ -18,6 +18,7 @@ MODULES = [
     "keras_nc.layerwise",
     "keras_nc.metrics.class_statistics",
     "keras_nc.step",
+    "keras_nc.sharding",
     "keras_nc.theory",
     "keras_nc.plotting",
 ]

@@ -301,6 +301,32 @@ def test_constructor_errors():
         keras_nc.models.CollapseClassifier(
             mlp_backbone(), num_classes=3, head=keras.layers.Dense(4)
         )
+    with pytest.raises(ValueError, match='`sample_scope` must be "global" or "device"'):
+        keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=3, sample_scope="replica")
+
+
+def test_device_sample_scope_without_a_distribution_is_the_global_batch(digits, tmp_path):
+    # One device: "device" and "global" compute the same thing (the multi-device
+    # semantics are in tests/test_distribution.py); the setting is saved.
+    x, y = digits
+    results = {}
+    for scope in ("global", "device"):
+        model = keras_nc.models.CollapseClassifier(
+            mlp_backbone(seed=3), num_classes=10, sample_scope=scope
+        )
+        model.compile(
+            loss=[
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                losses.InformationRegularizer(0.5, 0.5),
+            ],
+            metrics=[MIR(), HDR(), MatrixEntropy()],
+        )
+        results[scope] = model.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)
+    for key, value in results["global"].items():
+        np.testing.assert_allclose(results["device"][key], value, rtol=1e-6, err_msg=key)
+    path = str(tmp_path / "device.keras")
+    model.save(path)
+    assert keras.saving.load_model(path, safe_mode=True).sample_scope == "device"
 
 
 @pytest.mark.parametrize("kind", ["sequential", "layer"])
