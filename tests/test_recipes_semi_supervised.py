@@ -17,7 +17,7 @@ from conftest import BACKEND, to_numpy
 from keras_nc import ops as nc_ops
 from keras_nc.losses import InformationRegularizer
 from keras_nc.models import CollapseClassifier
-from recipes.semi_supervised import algorithms, train
+from recipes.semi_supervised import algorithms, experiment, train
 from recipes.semi_supervised import data as ssl_data
 from recipes.semi_supervised.models import (
     ConfidentSamplesStep,
@@ -247,6 +247,27 @@ def test_fixmatch_fit_step_loss_matches_numpy():
     assert "mir" not in logs
 
 
+def test_fairness_sign_spec_minimises_the_spec_cross_entropy():
+    # Frozen weights: the logged fairness term and the total loss are exact.
+    model = FreeMatch(_backbone(), C, lambda_f=0.5, fairness_sign="spec", log_information=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = _batch(4)
+    out = model(x, training=True)
+    p = _softmax(to_numpy(out["weak_logits"]))
+    state = (1 / C, np.full(C, 1 / C), np.full(C, 1 / C))
+    *state, _, mask = _ref_sat(p, *state, 0.999)
+    spec = _ref_fairness_spec(_softmax(to_numpy(out["strong_logits"])), mask, state[1], state[2])
+    assert mask.sum() > 0 and abs(spec) > 1e-3  # a term that could have the wrong sign
+    sup = _ref_masked_ce(to_numpy(out["logits"]), y, np.ones(len(y)))
+    unsup = _ref_masked_ce(to_numpy(out["strong_logits"]), p.argmax(axis=1), mask)
+    logs = _fit_step(model, (x, y))
+    np.testing.assert_allclose(logs["fairness_loss"][0], spec, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logs["loss"][0], sup + unsup + 0.5 * spec, rtol=1e-4)
+    assert model.get_config()["fairness_sign"] == "spec"
+    with pytest.raises(ValueError, match="`fairness_sign` must be one of"):
+        FreeMatch(_backbone(), C, fairness_sign="+")
+
+
 def test_save_load_resume_round_trip_restores_the_ema_state(tmp_path):
     # With the regulariser on the confident samples too: a reloaded model that
     # recompiled it twice into its loss would step differently below.
@@ -377,6 +398,17 @@ def test_split_and_views():
     assert set(only) == {"labeled"}
 
 
+def test_hold_out_validation_is_a_fixed_disjoint_draw():
+    validation, rest = train.hold_out_validation(50, 8)
+    assert len(validation) == 8 and len(rest) == 42
+    assert np.array_equal(np.sort(np.concatenate([validation, rest])), np.arange(50))
+    again, _ = train.hold_out_validation(50, 8)
+    assert np.array_equal(again, validation)  # independent of any run seed
+    assert not np.array_equal(train.hold_out_validation(50, 8, seed=1)[0], validation)
+    with pytest.raises(ValueError, match="`validation_samples` must be smaller than"):
+        train.hold_out_validation(50, 50)
+
+
 def test_program_runs_and_writes_outputs(tmp_path):
     out = tmp_path / "run"
     summary = train.main(
@@ -384,7 +416,7 @@ def test_program_runs_and_writes_outputs(tmp_path):
             "--dataset", "digits", "--algorithm", "freematch", "--labels-per-class", "2",
             "--model", "wrn10_1", "--width", "0.25", "--batch-size", "4", "--uratio", "2",
             "--steps", "4", "--eval-every", "2", "--randaugment-ops", "1", "--test-samples", "40",
-            "--mir-weight", "0.1",
+            "--validation-samples", "30", "--mir-weight", "0.1",
             "--output", str(out), "--verbose", "0",
         ]
     )  # fmt: skip
@@ -395,11 +427,19 @@ def test_program_runs_and_writes_outputs(tmp_path):
     assert len(rows) == 2
     for key in ("sup_loss", "unsup_loss", "mask_ratio", "pseudo_accuracy", "threshold", "mir"):
         assert key in rows[0], key
-    assert "val_accuracy" in rows[0]
+    for key in ("val_accuracy", "test_accuracy", "test_loss"):
+        assert key in rows[0], key
     results = json.loads((out / "results.json").read_text())
     assert 0 <= results["test_accuracy"] <= 1
     assert results["test_accuracy"] == summary["test_accuracy"]
-    assert results["labels"] == 20
+    assert results["labels"] == 20 and results["validation_samples"] == 30
+    # The last epoch's test evaluation used the averaged weights: those fit ends on.
+    history = results["history"]
+    np.testing.assert_allclose(history["test_loss"][-1], results["test_loss"], rtol=1e-5)
+    best = results["best_validation"]
+    epoch = int(np.argmax(history["val_accuracy"]))
+    assert best["epoch"] == epoch + 1 and best["step"] == 2 * (epoch + 1)
+    assert best["test_accuracy"] == history["test_accuracy"][epoch]
     loaded = keras.saving.load_model(os.fspath(out / "model.keras"), safe_mode=True)
     assert isinstance(loaded, FreeMatch)
 
@@ -427,3 +467,87 @@ def test_model_help_lists_the_accepted_names(capsys):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "wrn<depth>_<k>" in text and "resnet18" in text
+
+
+# --------------------------------------------------------------------------- #
+# Study driver
+# --------------------------------------------------------------------------- #
+
+
+def _study(tmp_path, *more):
+    doc = tmp_path / "doc.md"
+    if not doc.exists():
+        doc.write_text("# Study\n\n<!-- experiment:start -->\nold\n<!-- experiment:end -->\nend\n")
+    return [
+        "--labels", "2", "--seeds", "0", "1", "--methods", "supervised", "FreeMatch",
+        "--sign-labels", "--steps", "2", "--eval-every", "1", "--test-samples", "20",
+        "--validation-samples", "20",
+        "--common", "--dataset digits --model wrn10_1 --width 0.25 --batch-size 4 --uratio 2",
+        "--extra", "--randaugment-ops 1 --lambda-f 0.01",
+        "--study-dir", str(tmp_path / "study"), "--output", str(tmp_path / "runs"),
+        "--doc", str(doc), "--figure", str(tmp_path / "study.png"), *more,
+    ]  # fmt: skip
+
+
+# The driver's bookkeeping (plan, skip, records, report) is backend-independent and
+# its runs are `train.main`, which test_program_runs_and_writes_outputs covers on
+# every backend; here it runs on TensorFlow only (RandAugment tracing takes ~25 s
+# per run under JAX).
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent driver logic")
+def test_study_driver_resumes_and_skips_finished_cells(tmp_path):
+    study = tmp_path / "study"
+    first = experiment.main(_study(tmp_path, "--max-runs", "2"), in_process=True)
+    assert first.startswith("Finished: 2 of 4 runs")  # the report text
+    names = sorted(p.name for p in study.glob("*.json"))
+    # Seed-major: both methods of seed 0 first, so the partial results are paired.
+    assert names == ["grid-20-freematch-s0.json", "grid-20-supervised-s0.json"]
+    stamps = {p.name: p.read_bytes() for p in study.glob("*.json")}
+    record = json.loads((study / "grid-20-freematch-s0.json").read_text())
+    command = "KERAS_BACKEND=tensorflow python -m recipes.semi_supervised"
+    assert record["command"].startswith(command)
+    assert "--seed 0" in record["command"] and "--algorithm freematch" in record["command"]
+    assert len(record["history"]["test_accuracy"]) == 2 and record["train_seconds"] > 0
+
+    # Resumed: the finished cells are skipped, only the next missing one runs.
+    args = experiment.build_parser().parse_args(_study(tmp_path, "--max-runs", "1"))
+    assert experiment.run(args, in_process=True) == ["grid-20-supervised-s1"]
+    for name, content in stamps.items():
+        assert (study / name).read_bytes() == content, name  # not rerun
+    assert experiment.run(experiment.build_parser().parse_args(_study(tmp_path, "--dry-run"))) == [
+        "grid-20-freematch-s1"
+    ]
+    text = experiment.write_report(args)
+    assert "| 20 | supervised | 2/2 |" in text and "| 20 | FreeMatch | 1/2 |" in text
+    assert "FreeMatch − supervised | 1 | s0:" in text
+    doc = (tmp_path / "doc.md").read_text()
+    assert "old" not in doc and doc.endswith("<!-- experiment:end -->\nend\n")
+    assert (tmp_path / "study.png").stat().st_size > 0
+
+    # Other settings: the recorded cells are not silently reused.
+    with pytest.raises(SystemExit, match="was run with other settings"):
+        experiment.main(_study(tmp_path, "--steps", "3", "--dry-run"))
+
+
+def test_study_selects_the_weight_on_validation_accuracy(tmp_path, capsys):
+    # Selection records (as run_cell writes them) with known validation accuracies.
+    args = experiment.build_parser().parse_args(
+        _study(tmp_path, "--methods", "FreeMatch", experiment.MIRHDR, "--weights", "0.1", "0.5",
+               "1", "--dry-run")
+    )  # fmt: skip
+    cells = [c for c in experiment.plan(args) if c.stage == "select"]
+    assert [c.weight for c in cells] == [0.1, 0.5, 1.0]
+    assert all(c.seed not in args.seeds for c in cells)
+    assert experiment.selected_weight(args)[0] is None  # nothing finished
+    study = tmp_path / "study"
+    study.mkdir()
+    for cell, val in zip(cells, (0.60, 0.70, 0.70), strict=True):
+        argv = experiment.command(cell, args)
+        record = {"argv": argv, "final": {"val_accuracy": val}}
+        (study / f"{cell.name}.json").write_text(json.dumps(record))
+    weight, table = experiment.selected_weight(args)
+    assert weight == 0.5  # the best; the earliest candidate of a tie
+    assert table == [(0.1, 0.60), (0.5, 0.70), (1.0, 0.70)]
+    planned = experiment.run(args)
+    assert planned[0] == "grid-20-freematch-s0"
+    out = capsys.readouterr().out
+    assert "--mir-weight 0.5 --hdr-weight 0.5" in out

@@ -1,139 +1,597 @@
-"""The Fashion-MNIST experiment of the docs: supervised-only vs FixMatch vs FreeMatch (+ MIR/HDR).
+"""The multi-seed study of the docs: does the MIR/HDR term help FreeMatch on Fashion-MNIST?
 
-`python -m recipes.semi_supervised.experiment` runs every (labels per class,
-method, seed) of the grid one after the other with `python -m
-recipes.semi_supervised`, collects `results.json` and writes the table
-between the `<!-- experiment:start -->` and `<!-- experiment:end -->` markers
-of `docs/semi_supervised.md`. Runs already done (a `results.json` in their
-output folder) are reused: `--fresh` reruns them.
+`python -m recipes.semi_supervised.experiment` runs a resumable grid of
+cells, one `python -m recipes.semi_supervised` run each, and writes the report
+(tables between the `<!-- experiment:start -->` and `<!-- experiment:end -->`
+markers of `docs/semi_supervised.md`, and a figure) from the finished cells.
+
+Stages, in run order:
+
+1. Selection of the MIR/HDR weight (the same weight `w` for MIR and HDR):
+   FreeMatch + MIR/HDR (labelled batch) at `--selection-labels` labels per
+   class with `--selection-seed` (not a grid seed), one run per candidate of
+   `--weights`; the weight with the best validation accuracy at the last step
+   (EMA weights, on the `--validation-samples` training images held out from
+   every run; the earliest candidate on a tie) is used by both MIR/HDR methods
+   of the grid. The test set plays no part in it.
+2. The grid, seed-major (every cell of seed 0 first, so that partial results
+   are paired): labels per class in `--labels`, methods of `METHODS`, seeds in
+   `--seeds`; the "FreeMatch (SPEC sign)" method (the fairness loss with SPEC
+   3.2's sign, `--fairness-sign spec`) only at `--sign-labels`.
+
+Each finished cell is a small JSON file in `--study-dir` (settings, the exact
+command, wall time, final numbers, per-epoch history); a cell whose file
+exists is skipped, so the driver resumes where it stopped (an interrupted
+cell restarts from scratch). Its run folder (`model.keras`,
+`history.csv`, ...) is `--output/<cell>`. A finished cell whose recorded
+command differs from the planned one (other settings) is an error, not
+reused silently.
 
 Example:
 
 ```bash
-python -m recipes.semi_supervised.experiment --labels 4 25 --seeds 0 --steps 500
+nohup nice -n 19 python -m recipes.semi_supervised.experiment > outputs/ssl-study.log 2>&1 &
+python -m recipes.semi_supervised.experiment --dry-run     # the commands, what is done
+python -m recipes.semi_supervised.experiment --report-only # tables and figure from the JSONs
 ```
 """
 
 import argparse
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from recipes.doc_tables import write_table
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DOC = os.path.join(ROOT, "docs", "semi_supervised.md")
+FIGURE = os.path.join(ROOT, "docs", "images", "ssl_study.png")
+STUDY_DIR = os.path.join(HERE, "study")
+
+MIRHDR = "FreeMatch + MIR/HDR"
+MIRHDR_UNLABELED = "FreeMatch + MIR/HDR (unlabelled too)"
+SPEC_SIGN = "FreeMatch (SPEC sign)"
+# Method name -> options of `python -m recipes.semi_supervised`; "{w}" is the selected weight.
 METHODS = {
     "supervised": ["--algorithm", "supervised"],
     "FixMatch": ["--algorithm", "fixmatch"],
     "FreeMatch": ["--algorithm", "freematch"],
-    "FreeMatch + MIR/HDR": [
+    MIRHDR: ["--algorithm", "freematch", "--mir-weight", "{w}", "--hdr-weight", "{w}"],
+    MIRHDR_UNLABELED: [
         "--algorithm",
         "freematch",
         "--mir-weight",
-        "0.5",
+        "{w}",
         "--hdr-weight",
-        "0.5",
+        "{w}",
+        "--unlabeled-information",
     ],
+    SPEC_SIGN: ["--algorithm", "freematch", "--fairness-sign", "spec"],
 }
-DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "semi_supervised.md")
+# Paired comparisons of the report: (method, reference).
+COMPARISONS = (
+    (MIRHDR, "FreeMatch"),
+    (MIRHDR_UNLABELED, "FreeMatch"),
+    (MIRHDR_UNLABELED, MIRHDR),
+    ("FreeMatch", "FixMatch"),
+    ("FreeMatch", "supervised"),
+    ("FixMatch", "supervised"),
+    (SPEC_SIGN, "FreeMatch"),
+)
+COMMON = (
+    "--dataset fashion_mnist --model wrn10_2 --width 0.5 --batch-size 16 --uratio 3 "
+    "--ema-momentum 0.99"
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the study: stage (`"select"` or `"grid"`), labels per class, method, seed.
+
+    `weight` is the candidate MIR/HDR weight of a selection cell (`None` in the grid).
+    """
+
+    stage: str
+    labels_per_class: int
+    method: str
+    seed: int
+    weight: float = None
+
+    @property
+    def name(self):
+        slug = (
+            self.method.lower()
+            .replace(" + ", "-")
+            .replace("/", "")
+            .replace(" (", "-")
+            .replace(")", "")
+            .replace(" ", "-")
+        )
+        weight = f"-w{self.weight:g}" if self.weight is not None else ""
+        return f"{self.stage}-{self.labels_per_class * 10}-{slug}{weight}-s{self.seed}"
+
+    @property
+    def needs_weight(self):
+        return "{w}" in METHODS[self.method]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m recipes.semi_supervised.experiment")
-    parser.add_argument("--labels", type=int, nargs="+", default=[4, 25], help="labels per class")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--test-samples", type=int, default=2000)
-    parser.add_argument(
-        "--common",
-        default="--model wrn10_2 --width 0.5 --batch-size 16 --uratio 3 --ema-momentum 0.99",
-        help="options shared by every run",
+    parser = argparse.ArgumentParser(
+        prog="python -m recipes.semi_supervised.experiment",
+        description="Resumable multi-seed study: supervised, FixMatch, FreeMatch, FreeMatch + "
+        "MIR/HDR on Fashion-MNIST; writes the report into docs/semi_supervised.md.",
     )
-    parser.add_argument("--output", default=os.path.join("outputs", "ssl-experiment"))
-    parser.add_argument("--fresh", action="store_true", help="rerun finished runs")
-    parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
+    grid = parser.add_argument_group("grid")
+    grid.add_argument("--labels", type=int, nargs="+", default=[4, 25], help="labels per class")
+    grid.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    grid.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    grid.add_argument(
+        "--sign-labels",
+        type=int,
+        nargs="*",
+        default=[4],
+        help=f"labels per class of the {SPEC_SIGN!r} cells",
+    )
+    select = parser.add_argument_group("selection of the MIR/HDR weight (validation images)")
+    select.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.5, 1.0])
+    select.add_argument("--selection-labels", type=int, default=4, help="labels per class")
+    select.add_argument("--selection-seed", type=int, default=100, help="a seed not in the grid")
+    runs = parser.add_argument_group("every run")
+    runs.add_argument("--steps", type=int, default=2500)
+    runs.add_argument("--eval-every", type=int, default=250)
+    runs.add_argument("--test-samples", type=int, default=5000)
+    runs.add_argument("--validation-samples", type=int, default=1000)
+    runs.add_argument("--common", default=COMMON, help="options shared by every run")
+    runs.add_argument("--extra", default="", help="more options for every run (e.g. in tests)")
+    where = parser.add_argument_group("files")
+    where.add_argument("--study-dir", default=STUDY_DIR, help="one JSON per finished cell")
+    where.add_argument("--output", default=os.path.join("outputs", "ssl-study"), help="run dirs")
+    where.add_argument("--doc", default=DOC, help="Markdown file to write the report into")
+    where.add_argument("--figure", default=FIGURE, help="PNG of the accuracies")
+    what = parser.add_argument_group("what to do")
+    what.add_argument("--max-runs", type=int, help="stop after this many runs")
+    what.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    what.add_argument("--report-only", action="store_true", help="only write the report")
     return parser
 
 
-def run(args):
-    results = {}
-    for labels in args.labels:
-        for method in args.methods:
-            for seed in args.seeds:
-                slug = method.lower().replace(" + ", "-").replace("/", "")
-                out = os.path.join(args.output, f"{labels}-{slug}-{seed}")
-                path = os.path.join(out, "results.json")
-                if args.fresh or not os.path.exists(path):
-                    command = [
-                        sys.executable,
-                        "-m",
-                        "recipes.semi_supervised",
-                        "--dataset",
-                        "fashion_mnist",
-                        "--labels-per-class",
-                        str(labels),
-                        "--steps",
-                        str(args.steps),
-                        "--eval-every",
-                        str(args.eval_every),
-                        "--test-samples",
-                        str(args.test_samples),
-                        "--seed",
-                        str(seed),
-                        "--output",
-                        out,
-                        "--verbose",
-                        "2",
-                        *args.common.split(),
-                        *METHODS[method],
-                    ]
-                    print(" ".join(command[1:]), flush=True)
-                    subprocess.run(command, check=True)
-                with open(path) as f:
-                    results[labels, method, seed] = json.load(f)
-    return results
+# --------------------------------------------------------------------------- #
+# Plan and commands
+# --------------------------------------------------------------------------- #
 
 
-def table(results, args):
+def plan(args):
+    """The cells in run order: the weight selection, then the grid seed-major."""
+    cells = [
+        Cell("select", args.selection_labels, MIRHDR, args.selection_seed, weight)
+        for weight in args.weights
+        if MIRHDR in args.methods or MIRHDR_UNLABELED in args.methods
+    ]
+    for seed in args.seeds:
+        for labels in args.labels:
+            for method in args.methods:
+                if method == SPEC_SIGN and labels not in args.sign_labels:
+                    continue
+                cells.append(Cell("grid", labels, method, seed))
+    return cells
+
+
+def command(cell, args, weight=None):
+    """The argument list of `python -m recipes.semi_supervised` for `cell`.
+
+    `weight` is the selected MIR/HDR weight for the grid's MIR/HDR methods.
+    """
+    weight = cell.weight if cell.weight is not None else weight
+    options = METHODS[cell.method]
+    if cell.needs_weight:
+        if weight is None:
+            raise ValueError(f"cell {cell.name} needs the selected MIR/HDR weight")
+        text = weight if isinstance(weight, str) else f"{weight:g}"
+        options = [text if item == "{w}" else item for item in options]
+    return [
+        "--labels-per-class",
+        str(cell.labels_per_class),
+        "--seed",
+        str(cell.seed),
+        *options,
+        *shlex.split(args.common),
+        "--steps",
+        str(args.steps),
+        "--eval-every",
+        str(args.eval_every),
+        "--test-samples",
+        str(args.test_samples),
+        "--validation-samples",
+        str(args.validation_samples),
+        *shlex.split(args.extra),
+        "--output",
+        os.path.join(args.output, cell.name),
+        "--verbose",
+        "2",
+    ]
+
+
+def command_line(argv, backend):
+    return f"KERAS_BACKEND={backend} python -m recipes.semi_supervised {shlex.join(argv)}"
+
+
+def backend_name():
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+# --------------------------------------------------------------------------- #
+# Finished cells
+# --------------------------------------------------------------------------- #
+
+
+def cell_path(cell, args):
+    return os.path.join(args.study_dir, f"{cell.name}.json")
+
+
+def load_record(cell, args):
+    """The finished cell's record, or `None`."""
+    path = cell_path(cell, args)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def selected_weight(args):
+    """`(weight, table)`: the candidate with the best last-step validation accuracy.
+
+    `weight` is `None` until every candidate is finished; `table` lists
+    `(weight, validation accuracy or None)` per candidate.
+    """
+    table = []
+    for cell in plan(args):
+        if cell.stage != "select":
+            continue
+        record = load_record(cell, args)
+        table.append((cell.weight, None if record is None else record["final"]["val_accuracy"]))
+    if not table or any(value is None for _, value in table):
+        return None, table
+    best = max(range(len(table)), key=lambda i: (table[i][1], -i))  # earliest on a tie
+    return table[best][0], table
+
+
+def summarize(results, argv, backend, wall_seconds, cell):
+    """The record of a finished cell: settings, command, times, final numbers, history."""
+    history = results["history"]
+    final = {key: float(values[-1]) for key, values in history.items()}
+    final["test_accuracy"] = float(results["test_accuracy"])  # EMA weights, last step
+    if "test_loss" in results:
+        final["test_loss"] = float(results["test_loss"])
+    return {
+        "cell": {
+            "stage": cell.stage,
+            "labels": cell.labels_per_class * 10,
+            "labels_per_class": cell.labels_per_class,
+            "method": cell.method,
+            "seed": cell.seed,
+            "weight": cell.weight,
+        },
+        "command": command_line(argv, backend),
+        "argv": argv,
+        "backend": backend,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "train_seconds": float(results["train_seconds"]),
+        "wall_seconds": float(wall_seconds),
+        "test_samples": results["test_samples"],
+        "validation_samples": results["validation_samples"],
+        "final": final,
+        "best_validation": results["best_validation"],
+        "settings": results["settings"],
+        "history": history,
+    }
+
+
+def run_cell(cell, argv, args, in_process=False):
+    """Runs one cell from scratch and writes its record; returns the record."""
+    out = os.path.join(args.output, cell.name)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted run restarts from scratch
+    backend = backend_name()
+    print(f"[{time.strftime('%H:%M:%S')}] {command_line(argv, backend)}", flush=True)
+    start = time.time()
+    if in_process:
+        from recipes.semi_supervised import train
+
+        train.main(argv)
+    else:
+        subprocess.run([sys.executable, "-m", "recipes.semi_supervised", *argv], check=True)
+    wall = time.time() - start
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    record = summarize(results, argv, backend, wall, cell)
+    os.makedirs(args.study_dir, exist_ok=True)
+    path = cell_path(cell, args)
+    with open(f"{path}.tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(f"{path}.tmp", path)  # a cell's file exists only once complete
+    return record
+
+
+def run(args, in_process=False):
+    """Runs the missing cells in plan order; returns the names of the cells run."""
+    done = []
+    for cell in plan(args):
+        weight, _ = selected_weight(args) if cell.stage == "grid" else (None, None)
+        if cell.needs_weight and cell.stage == "grid" and weight is None:
+            if args.dry_run:
+                argv = command(cell, args, "{W}")
+                print(f"{command_line(argv, backend_name())}  # W: the selected weight")
+            else:
+                print(f"{cell.name}: waits for the weight selection", flush=True)
+            continue
+        argv = command(cell, args, weight)
+        record = load_record(cell, args)
+        if record is not None:
+            if record["argv"] != argv:
+                raise SystemExit(
+                    f"error: {cell_path(cell, args)} was run with other settings:\n"
+                    f"  recorded: {shlex.join(record['argv'])}\n  planned:  {shlex.join(argv)}\n"
+                    "move it away or pass the settings it was run with"
+                )
+            continue
+        if args.max_runs is not None and len(done) >= args.max_runs:
+            break
+        if args.dry_run:
+            print(command_line(argv, backend_name()))
+            done.append(cell.name)
+            continue
+        run_cell(cell, argv, args, in_process=in_process)
+        done.append(cell.name)
+        write_report(args)
+    return done
+
+
+# --------------------------------------------------------------------------- #
+# Report
+# --------------------------------------------------------------------------- #
+
+
+def grid_records(args):
+    """`{(labels_per_class, method): {seed: record}}` of the finished grid cells."""
+    records = {}
+    for cell in plan(args):
+        if cell.stage != "grid":
+            continue
+        record = load_record(cell, args)
+        if record is not None:
+            records.setdefault((cell.labels_per_class, cell.method), {})[cell.seed] = record
+    return records
+
+
+def _mean_std(values, scale=1.0, digits=1):
+    values = scale * np.asarray(values, dtype=float)
+    if not len(values):
+        return "-"
+    text = f"{values.mean():.{digits}f}"
+    return text + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def _final(record, key):
+    value = record["final"].get(key)
+    return None if value is None else float(value)
+
+
+def cell_table(records, args):
     lines = [
-        "| labels | method | test accuracy (%) | mask ratio | pseudo-label acc. | "
-        "MIR | HDR | minutes |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| labels | method | seeds | test acc. (%), last step | test acc. (%), best-val. epoch "
+        "| mask ratio | pseudo-label acc. | MIR | HDR | minutes per run |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for labels in args.labels:
         for method in args.methods:
-            runs = [
-                results[labels, method, s] for s in args.seeds if (labels, method, s) in results
-            ]
-            if not runs:
+            runs = records.get((labels, method), {})
+            planned = sum(
+                1
+                for c in plan(args)
+                if c.stage == "grid" and c.labels_per_class == labels and c.method == method
+            )
+            if not planned:
                 continue
-            acc = np.array([100 * r["test_accuracy"] for r in runs])
-            acc_text = f"{acc.mean():.1f}" + (f" ± {acc.std(ddof=1):.1f}" if len(acc) > 1 else "")
+            runs = [runs[s] for s in sorted(runs)]
 
-            def last(key, runs=runs):
-                values = [r["history"][key][-1] for r in runs if key in r["history"]]
+            def mean(key, runs=runs):
+                values = [v for v in (_final(r, key) for r in runs) if v is not None]
                 return f"{np.mean(values):.3f}" if values else "-"
 
-            minutes = np.mean([r["train_seconds"] for r in runs]) / 60
+            last = _mean_std([r["final"]["test_accuracy"] for r in runs], 100)
+            best = _mean_std([r["best_validation"]["test_accuracy"] for r in runs], 100)
+            minutes = _mean_std([r["train_seconds"] / 60 for r in runs])
+            semi = method != "supervised"
             lines.append(
-                f"| {labels * 10} | {method} | {acc_text} | {last('mask_ratio')} | "
-                f"{last('pseudo_accuracy')} | {last('mir')} | {last('hdr')} | {minutes:.1f} |"
+                f"| {labels * 10} | {method} | {len(runs)}/{planned} | {last} | {best} | "
+                f"{mean('mask_ratio') if semi else '-'} | "
+                f"{mean('pseudo_accuracy') if semi else '-'} | {mean('mir')} | {mean('hdr')} | "
+                f"{minutes} |"
             )
     return "\n".join(lines)
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    results = run(args)
-    text = table(results, args)
-    print(text)
-    if os.path.exists(args.doc):
+def paired(records, method, reference, labels, key="last"):
+    """`(seeds, a, b)`: test accuracies (%) of `method` and `reference` on the seeds both finished.
+
+    `key`: `"last"` (last step) or `"best"` (best-validation epoch).
+    """
+
+    def accuracy(record):
+        if key == "last":
+            return record["final"]["test_accuracy"]
+        return record["best_validation"]["test_accuracy"]
+
+    a, b = records.get((labels, method), {}), records.get((labels, reference), {})
+    seeds = sorted(set(a) & set(b))
+    return (
+        seeds,
+        np.array([100 * accuracy(a[s]) for s in seeds]),
+        np.array([100 * accuracy(b[s]) for s in seeds]),
+    )
+
+
+def paired_table(records, args):
+    from scipy import stats
+
+    lines = [
+        "| labels | difference (points) | pairs | per seed, last step | mean ± std, last step "
+        "| paired t-test p, last step | mean ± std, best-val. epoch | p, best-val. epoch |",
+        "|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for labels in args.labels:
+        for method, reference in COMPARISONS:
+            seeds, *_ = paired(records, method, reference, labels)
+            if not seeds:
+                continue
+            cells = []
+            for key in ("last", "best"):
+                _, a, b = paired(records, method, reference, labels, key=key)
+                p = "-"
+                if len(seeds) > 1 and np.ptp(a - b) > 0:
+                    p = f"{stats.ttest_rel(a, b).pvalue:.2f}"
+                cells += [_mean_std(a - b), p]
+            _, a, b = paired(records, method, reference, labels)
+            diffs = a - b
+            per_seed = ", ".join(f"s{s}: {d:+.1f}" for s, d in zip(seeds, diffs, strict=True))
+            lines.append(
+                f"| {labels * 10} | {method} − {reference} | {len(seeds)} | {per_seed} | "
+                f"{cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |"
+            )
+    return "\n".join(lines)
+
+
+def selection_table(args):
+    weight, table = selected_weight(args)
+    lines = [
+        f"| MIR/HDR weight (both) | validation acc. (%), last step, {args.selection_labels * 10} "
+        f"labels, seed {args.selection_seed} |",
+        "|---:|---:|",
+    ]
+    for candidate, value in table:
+        shown = "not run yet" if value is None else f"{100 * value:.1f}"
+        mark = " (selected)" if candidate == weight else ""
+        lines.append(f"| {candidate:g}{mark} | {shown} |")
+    return "\n".join(lines)
+
+
+def report(args):
+    """The Markdown report of the finished cells."""
+    records = grid_records(args)
+    cells = plan(args)
+    finished = [c for c in cells if load_record(c, args) is not None]
+    grid = [c for c in cells if c.stage == "grid"]
+    grid_done = [c for c in finished if c.stage == "grid"]
+    complete = [
+        f"{labels * 10} labels {method}"
+        for labels in args.labels
+        for method in args.methods
+        if (labels, method) in records
+        and len(records[labels, method])
+        == sum(1 for c in grid if c.labels_per_class == labels and c.method == method)
+    ]
+    minutes = [load_record(c, args)["train_seconds"] / 60 for c in finished]
+    status = (
+        f"Finished: {len(finished)} of {len(cells)} runs ({len(grid_done)} of {len(grid)} grid "
+        f"cells); complete (every seed): {', '.join(complete) if complete else 'none'}. "
+        f"Training time per run: {min(minutes, default=0):.1f} to "
+        f"{max(minutes, default=0):.1f} minutes."
+    )
+    weight, _ = selected_weight(args)
+    example = Cell("grid", args.labels[0], "FreeMatch", args.seeds[0])
+    selection = []
+    if any(c.stage == "select" for c in cells):
+        selection = [
+            "Selection of the MIR/HDR weight (validation images, never the test set):",
+            selection_table(args),
+        ]
+    return "\n\n".join(
+        [
+            status,
+            *selection,
+            "Test accuracy of the averaged (EMA) weights on "
+            f"{args.test_samples} test images: mean ± std over the finished seeds "
+            "(std with ddof 1); the last step, and the epoch of best validation accuracy "
+            "(labelled as such). Mask ratio, pseudo-label accuracy, MIR and HDR (labelled "
+            "batch): means of the last evaluation period's logs. Minutes: training time "
+            "per run (`train_seconds`).",
+            cell_table(records, args),
+            "Paired differences per seed (same seed: same labels, initialisation and data "
+            "order); p: two-sided paired t-test (`scipy.stats`, the differences against 0).",
+            paired_table(records, args),
+            "Each cell's exact command is in its JSON file (`command`), e.g. "
+            f"`{cell_path(example, args).replace(ROOT + os.sep, '')}`"
+            + (f"; selected MIR/HDR weight: {weight:g}." if weight is not None else "."),
+        ]
+    )
+
+
+def figure(args, path):
+    """Test accuracy (last step) per method and label count, one point per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = grid_records(args)
+    fig, axes = plt.subplots(1, len(args.labels), figsize=(5.5 * len(args.labels), 4.2))
+    axes = np.atleast_1d(axes)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, labels in zip(axes, args.labels, strict=True):
+        methods = [m for m in args.methods if (labels, m) in records]
+        for i, method in enumerate(methods):
+            runs = records[labels, method]
+            seeds = sorted(runs)
+            last = [100 * runs[s]["final"]["test_accuracy"] for s in seeds]
+            best = [100 * runs[s]["best_validation"]["test_accuracy"] for s in seeds]
+            offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]
+            color = colors[i % len(colors)]
+            ax.scatter(i + np.asarray(offsets), last, color=color, zorder=3)
+            ax.scatter(i + np.asarray(offsets), best, facecolors="none", edgecolors=color, zorder=3)
+            ax.hlines(np.mean(last), i - 0.3, i + 0.3, color=color)
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels([m.replace(" + ", "\n+ ").replace(" (", "\n(") for m in methods])
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"Fashion-MNIST, {labels * 10} labels")
+        ax.set_ylabel("test accuracy (%), EMA weights")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        "Filled: last step (line: mean); hollow: best-validation epoch; one point per seed",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(args):
+    text = report(args)
+    if args.doc and os.path.exists(args.doc):
         write_table(text, args.doc)
-    return results
+    if args.figure and grid_records(args):
+        figure(args, args.figure)
+    return text
+
+
+def main(argv=None, in_process=False):
+    args = build_parser().parse_args(argv)
+    if not args.report_only:
+        done = run(args, in_process=in_process)
+        verb = "would run" if args.dry_run else "ran"
+        print(f"{verb} {len(done)} cells: {', '.join(done) if done else 'none'}")
+        if args.dry_run:
+            return done
+    text = write_report(args)
+    print(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ LABELED = "labeled"
 UNLABELED_WEAK = "unlabeled_weak"
 UNLABELED_STRONG = "unlabeled_strong"
 UNLABELED_LABELS = "unlabeled_labels"
+# FreeMatch's `fairness_sign`: the factor of `algorithms.saf_loss` in the loss.
+FAIRNESS_SIGNS = {"paper": 1.0, "spec": -1.0}
 
 
 def _check_number(value, name, low=0.0, high=None, low_open=False):
@@ -495,6 +497,10 @@ class FreeMatch(_PseudoLabelModel):
         lambda_f: weight of the fairness loss, `>= 0` (default 0.01; USB uses
             0.001 on CIFAR-10).
         sat_momentum: EMA momentum of the SAT state in `[0, 1)` (default 0.999).
+        fairness_sign: `"paper"` (default): minimise `algorithms.saf_loss`,
+            the sign of FreeMatch's paper and USB's code; `"spec"`: minimise
+            its opposite, the cross-entropy `-sum p log q` as SPEC 3.2 writes
+            it. The logged `fairness_loss` is the term minimised.
         **kwargs: `head`, `mir_weight`, `hdr_weight`, `unlabeled_information`,
             `log_information`, `name`: see `SemiSupervisedModel`.
 
@@ -512,13 +518,26 @@ class FreeMatch(_PseudoLabelModel):
     training_logs = (*_PseudoLabelModel.training_logs, "fairness_loss")
 
     def __init__(
-        self, backbone, num_classes, lambda_u=1.0, lambda_f=0.01, sat_momentum=0.999, **kwargs
+        self,
+        backbone,
+        num_classes,
+        lambda_u=1.0,
+        lambda_f=0.01,
+        sat_momentum=0.999,
+        fairness_sign="paper",
+        **kwargs,
     ):
         super().__init__(backbone, num_classes, lambda_u=lambda_u, **kwargs)
         self.lambda_f = _check_number(lambda_f, "lambda_f")
         self.sat_momentum = _check_number(sat_momentum, "sat_momentum", 0.0, 1.0)
         if self.sat_momentum >= 1.0:
             raise ValueError(f"`sat_momentum` must be < 1; received {sat_momentum!r}.")
+        if fairness_sign not in FAIRNESS_SIGNS:
+            raise ValueError(
+                f"`fairness_sign` must be one of {tuple(FAIRNESS_SIGNS)}; "
+                f"received {fairness_sign!r}."
+            )
+        self.fairness_sign = fairness_sign
 
     def _create_state(self, num_classes):
         uniform = keras.initializers.Constant(1.0 / num_classes)
@@ -544,6 +563,7 @@ class FreeMatch(_PseudoLabelModel):
     def _extra_loss(self, probs_strong, mask, state):
         p_model, label_hist = state
         fairness = algorithms.saf_loss(probs_strong, mask, p_model, label_hist)
+        fairness = FAIRNESS_SIGNS[self.fairness_sign] * fairness
         self._track("fairness_loss", fairness)
         return self.lambda_f * fairness
 
@@ -552,6 +572,7 @@ class FreeMatch(_PseudoLabelModel):
             **super().get_config(),
             "lambda_f": self.lambda_f,
             "sat_momentum": self.sat_momentum,
+            "fairness_sign": self.fairness_sign,
         }
 
 

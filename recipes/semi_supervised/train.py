@@ -11,10 +11,18 @@ the test set (or a fixed seeded subset of `--test-samples` images) is
 evaluated with the averaged weights after each. Exactly `--steps` steps run:
 when it is not a multiple of `--eval-every`, the last period is shorter.
 
+`--validation-samples N` holds out `N` training images before the
+labelled/unlabelled split (a fixed draw, `VALIDATION_SEED`, the same for every
+`--seed`; never trained on, not even unlabelled): they are the validation set
+(`val_*` logs) and the test set is then logged as `test_accuracy`/`test_loss`
+(`EMATestEvaluation`); `results.json` reports the test accuracy at the last
+step and at the epoch of best validation accuracy.
+
 Outputs in `--output`: `history.csv` (per epoch: loss, `sup_loss`,
 `unsup_loss`, `mask_ratio`, `pseudo_accuracy`, `threshold`, `fairness_loss`
 (FreeMatch), `mir`, `hdr`, the labelled-batch `accuracy` and `val_loss`,
-`val_accuracy`), `results.json` (settings and the final table) and
+`val_accuracy`, with a validation set also `test_loss`, `test_accuracy`),
+`results.json` (settings, the final table, the history) and
 `model.keras` (the averaged weights; loads with `safe_mode=True`).
 `--resume` continues an interrupted run from `<output>/backup`
 (`keras.callbacks.BackupAndRestore`: weights, optimizer and its weight
@@ -35,7 +43,9 @@ from recipes import data as data_lib
 from recipes._cli import HelpFormatter
 from recipes.cifar.backbones import BACKBONES, build_backbone
 from recipes.semi_supervised import data as ssl_data
-from recipes.semi_supervised.models import ALGORITHMS
+from recipes.semi_supervised.models import ALGORITHMS, FAIRNESS_SIGNS
+
+VALIDATION_SEED = 12345
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -122,6 +132,14 @@ def build_parser():
         metavar="N",
         help="evaluate on a fixed random subset of N test images (default: the whole test set)",
     )
+    data.add_argument(
+        "--validation-samples",
+        type=int,
+        metavar="N",
+        help="hold out N training images (a fixed draw, the same for every --seed) before the "
+        "labelled/unlabelled split as the validation set; the test set is then logged as "
+        "test_accuracy (default: none, the test set is the validation data)",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -159,6 +177,13 @@ def build_parser():
     )
     algo.add_argument("--sat-momentum", type=float, default=0.999, help="FreeMatch SAT momentum")
     algo.add_argument(
+        "--fairness-sign",
+        default="paper",
+        choices=tuple(FAIRNESS_SIGNS),
+        help="FreeMatch fairness loss: paper (FreeMatch's paper and USB, sum p log q) or spec "
+        "(SPEC 3.2's cross-entropy -sum p log q)",
+    )
+    algo.add_argument(
         "--mir-weight", type=float, default=0.0, metavar="W", help="MIR reward weight"
     )
     algo.add_argument(
@@ -191,6 +216,8 @@ def resolve(args):
             raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
     if args.test_samples is not None and args.test_samples < 1:
         raise SystemExit("error: --test-samples must be >= 1")
+    if args.validation_samples is not None and args.validation_samples < 1:
+        raise SystemExit("error: --validation-samples must be >= 1")
     if args.mir_weight < 0 or args.hdr_weight < 0:
         raise SystemExit("error: --mir-weight and --hdr-weight must be >= 0")
     if not 0 <= args.ema_momentum < 1:
@@ -218,7 +245,11 @@ def build_model(args, image_shape, num_classes):
     if args.algorithm == "fixmatch":
         kwargs["threshold"] = args.threshold
     if args.algorithm == "freematch":
-        kwargs.update(lambda_f=args.lambda_f, sat_momentum=args.sat_momentum)
+        kwargs.update(
+            lambda_f=args.lambda_f,
+            sat_momentum=args.sat_momentum,
+            fairness_sign=args.fairness_sign,
+        )
     model = ALGORITHMS[args.algorithm](backbone, num_classes, **kwargs)
     optimizer = keras.optimizers.SGD(
         USBCosineDecay(args.lr, args.steps),
@@ -248,6 +279,62 @@ def format_table(rows):
     lines = [f"{'measure':<{width}}  value", f"{'-' * width}  ------"]
     lines += [f"{name:<{width}}  {value:.4f}" for name, value in rows]
     return "\n".join(lines)
+
+
+def hold_out_validation(num_samples, validation_samples, seed=VALIDATION_SEED):
+    """Indices of a fixed random draw of validation samples and of the rest, both sorted.
+
+    The draw depends on `seed` only (not on the run's `--seed`), so every run
+    of a study holds out the same images.
+
+    Example:
+
+    ```python
+    validation, rest = hold_out_validation(60000, 1000)
+    ```
+    """
+    if validation_samples >= num_samples:
+        raise ValueError(
+            f"`validation_samples` must be smaller than the {num_samples} training samples; "
+            f"received {validation_samples}."
+        )
+    order = np.random.default_rng(seed).permutation(num_samples)
+    return np.sort(order[:validation_samples]), np.sort(order[validation_samples:])
+
+
+class EMATestEvaluation(keras.callbacks.Callback):
+    """Evaluates a test set at every epoch end with the averaged weights; logs `test_*`.
+
+    The evaluation runs with its own `keras.callbacks.SwapEMAWeights` (the
+    weight average in, the live weights back after), so the model's
+    `SwapEMAWeights` must not swap on epochs (its default). The values are
+    added to the epoch's logs: place this callback before `CSVLogger`.
+
+    Example:
+
+    ```python
+    callbacks = [keras.callbacks.SwapEMAWeights(), EMATestEvaluation(test),
+                 keras.callbacks.CSVLogger("history.csv")]
+    ```
+    """
+
+    def __init__(self, dataset, prefix="test_"):
+        super().__init__()
+        self.dataset = dataset
+        self.prefix = prefix
+
+    def on_epoch_end(self, epoch, logs=None):
+        swap = [keras.callbacks.SwapEMAWeights()] if self.model.optimizer.use_ema else []
+        results = self.model.evaluate(self.dataset, callbacks=swap, verbose=0, return_dict=True)
+        if logs is not None:
+            logs.update({f"{self.prefix}{key}": float(value) for key, value in results.items()})
+
+
+def best_validation(history, key="val_accuracy"):
+    """`(epoch, logs)` of the first epoch with the highest `key` (0-based epoch)."""
+    values = history[key]
+    epoch = int(np.argmax(values))
+    return epoch, {name: series[epoch] for name, series in history.items()}
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -280,12 +367,20 @@ def main(argv=None):
         )
     except data_lib.DatasetUnavailableError as error:
         raise SystemExit(f"error: {error}") from None
+    if args.validation_samples is None:
+        validation, pool = None, np.arange(len(images.y_train))
+    else:
+        try:
+            validation, pool = hold_out_validation(len(images.y_train), args.validation_samples)
+        except ValueError as error:
+            raise SystemExit(f"error: --validation-samples: {error}") from None
     try:
         labeled, unlabeled = ssl_data.split_labeled(
-            images.y_train, args.labels_per_class, seed=args.seed
+            images.y_train[pool], args.labels_per_class, seed=args.seed
         )
     except ValueError as error:
         raise SystemExit(f"error: --labels-per-class: {error}") from None
+    labeled, unlabeled = pool[labeled], pool[unlabeled]
     keras.utils.set_random_seed(args.seed)
     os.makedirs(args.output, exist_ok=True)
 
@@ -308,6 +403,13 @@ def main(argv=None):
         seed=args.seed,
     )
     test = data_lib.evaluation_dataset(x_test, y_test, 256)
+    if validation is None:
+        validation_data, test_callbacks = test, []
+    else:
+        validation_data = data_lib.evaluation_dataset(
+            images.x_train[validation], images.y_train[validation], 256
+        )
+        test_callbacks = [EMATestEvaluation(test)]
     model = build_model(args, images.image_shape, images.num_classes)
 
     # The last evaluation period is shorter when --steps is not a multiple of
@@ -316,6 +418,7 @@ def main(argv=None):
     callbacks = [
         StopAtStep(args.steps),
         keras.callbacks.SwapEMAWeights(),
+        *test_callbacks,
         keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"), append=args.resume),
     ]
     if args.resume:
@@ -324,7 +427,9 @@ def main(argv=None):
     print(
         f"{images.name}: {len(labeled)} labelled ({args.labels_per_class} per class) and "
         f"{len(unlabeled) if semi else 0} unlabelled training images {images.image_shape}, "
-        f"{len(y_test)} test images; {args.algorithm} on {args.model} x{args.width} "
+        f"{len(y_test)} test images"
+        f"{f', {len(validation)} validation images' if validation is not None else ''}; "
+        f"{args.algorithm} on {args.model} x{args.width} "
         f"({model.count_params():,} parameters), {args.steps} steps of batch {args.batch_size}"
         f"{f' + {args.uratio * args.batch_size} unlabelled' if semi else ''}, {backend} backend"
     )
@@ -333,7 +438,7 @@ def main(argv=None):
         train,
         epochs=epochs,
         steps_per_epoch=args.eval_every,
-        validation_data=test,
+        validation_data=validation_data,
         callbacks=callbacks,
         verbose=args.verbose,
     )
@@ -344,7 +449,16 @@ def main(argv=None):
 
     logs = {key: values[-1] for key, values in history.history.items()}
     rows = [("test accuracy (EMA weights)", results["accuracy"])]
-    if "val_accuracy" in history.history:
+    best = None
+    if validation is not None:
+        epoch, best = best_validation(history.history)
+        best = {"epoch": epoch + 1, "step": min((epoch + 1) * args.eval_every, args.steps), **best}
+        rows += [
+            ("validation accuracy (EMA weights)", logs["val_accuracy"]),
+            (f"best validation accuracy (epoch {best['epoch']})", best["val_accuracy"]),
+            ("test accuracy at the best-validation epoch", best["test_accuracy"]),
+        ]
+    elif "val_accuracy" in history.history:
         rows.append(("best test accuracy during training", max(history.history["val_accuracy"])))
     rows.append(("labelled-batch accuracy", logs.get("accuracy", float("nan"))))
     rows += [(name, logs[key]) for key, name in FINAL_KEYS if key in logs]
@@ -357,7 +471,10 @@ def main(argv=None):
         "labels": len(labeled),
         "train_seconds": elapsed,
         "test_accuracy": float(results["accuracy"]),
+        "test_loss": float(results["loss"]),
         "test_samples": len(y_test),
+        "validation_samples": 0 if validation is None else len(validation),
+        "best_validation": best,
         "table": [{"measure": name, "value": float(value)} for name, value in rows],
         "history": history.history,
     }
