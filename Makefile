@@ -66,11 +66,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/class_measures.py
 
 ## Fashion-MNIST experiments: supervised recipe -> docs/recipes.md (about an hour),
-## semi-supervised grid -> docs/semi_supervised.md (about half an hour).
+## semi-supervised study -> docs/semi_supervised.md (resumable; many hours on 2 cores).
 experiments: $(STAMP)
 	$(BIN)/python benchmarks/fashion_mnist.py dynamics
 	$(BIN)/python benchmarks/fashion_mnist.py ablation --seeds 0 1 2
-	KERAS_BACKEND=tensorflow $(BIN)/python -m recipes.semi_supervised.experiment --labels 4 25 --seeds 0 --steps 500
+	KERAS_BACKEND=tensorflow $(BIN)/python -m recipes.semi_supervised.experiment
 
 clean:
 	rm -rf $(VENV) site outputs build .pytest_cache .hypothesis
