@@ -145,7 +145,7 @@ def build_parser():
     select.add_argument("--selection-labels", type=int, default=4, help="labels per class")
     select.add_argument("--selection-seed", type=int, default=100, help="a seed not in the grid")
     runs = parser.add_argument_group("every run")
-    runs.add_argument("--steps", type=int, default=2500)
+    runs.add_argument("--steps", type=int, default=3000)
     runs.add_argument("--eval-every", type=int, default=250)
     runs.add_argument("--test-samples", type=int, default=5000)
     runs.add_argument("--validation-samples", type=int, default=1000)
@@ -468,6 +468,30 @@ def paired_table(records, args):
     return "\n".join(lines)
 
 
+BUDGET = "budget-40-freematch-s0.json"
+
+
+def budget_table(args):
+    """FreeMatch's `time_p` per evaluation period in the budget run (`BUDGET`), or `None`."""
+    path = os.path.join(args.study_dir, BUDGET)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    history = record["history"]
+    every = record["settings"]["eval_every"]
+    lines = [
+        "| steps | `time_p` (mean over the period) | mask ratio | pseudo-label acc. |",
+        "|---:|---:|---:|---:|",
+    ]
+    for i, value in enumerate(history["threshold"]):
+        lines.append(
+            f"| {i * every}-{(i + 1) * every} | {value:.3f} | {history['mask_ratio'][i]:.3f} | "
+            f"{history['pseudo_accuracy'][i]:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def selection_table(args):
     weight, table = selected_weight(args)
     lines = [
@@ -512,9 +536,16 @@ def report(args):
             "Selection of the MIR/HDR weight (validation images, never the test set):",
             selection_table(args),
         ]
+    budget = budget_table(args)
+    if budget is not None:
+        budget = [
+            f"Budget run (`{BUDGET}`): FreeMatch, 40 labels, seed 0, SAT momentum 0.999:",
+            budget,
+        ]
     return "\n\n".join(
         [
             status,
+            *(budget or []),
             *selection,
             "Test accuracy of the averaged (EMA) weights on "
             f"{args.test_samples} test images: mean ± std over the finished seeds "
@@ -554,12 +585,14 @@ def figure(args, path):
             offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]
             color = colors[i % len(colors)]
             ax.scatter(i + np.asarray(offsets), last, color=color, zorder=3)
-            ax.scatter(i + np.asarray(offsets), best, facecolors="none", edgecolors=color, zorder=3)
+            shifted = i + 0.04 + np.asarray(offsets)
+            ax.scatter(shifted, best, facecolors="none", edgecolors=color, zorder=3)
             ax.hlines(np.mean(last), i - 0.3, i + 0.3, color=color)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([m.replace(" + ", "\n+ ").replace(" (", "\n(") for m in methods])
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"Fashion-MNIST, {labels * 10} labels")
+        dataset = next(iter(next(iter(records.values())).values()))["settings"]["dataset"]
+        ax.set_title(f"{dataset}, {labels * 10} labels")
         ax.set_ylabel("test accuracy (%), EMA weights")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
