@@ -524,10 +524,10 @@ def report(args):
     minutes = [load_record(c, args)["train_seconds"] / 60 for c in finished]
     status = (
         f"Finished: {len(finished)} of {len(cells)} runs ({len(grid_done)} of {len(grid)} grid "
-        f"cells); complete (every seed): {', '.join(complete) if complete else 'none'}. "
-        f"Training time per run: {min(minutes, default=0):.1f} to "
-        f"{max(minutes, default=0):.1f} minutes."
+        f"cells); complete (every seed): {', '.join(complete) if complete else 'none'}."
     )
+    if minutes:
+        status += f" Training time per run: {min(minutes):.1f} to {max(minutes):.1f} minutes."
     weight, _ = selected_weight(args)
     example = Cell("grid", args.labels[0], "FreeMatch", args.seeds[0])
     selection = []
@@ -591,8 +591,11 @@ def figure(args, path):
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels([m.replace(" + ", "\n+ ").replace(" (", "\n(") for m in methods])
         ax.tick_params(axis="x", labelsize=7)
-        dataset = next(iter(next(iter(records.values())).values()))["settings"]["dataset"]
-        ax.set_title(f"{dataset}, {labels * 10} labels")
+        if not methods:
+            ax.text(0.5, 0.5, "no finished cell yet", ha="center", transform=ax.transAxes)
+        options = shlex.split(f"{args.common} {args.extra}")
+        dataset = options[options.index("--dataset") + 1] if "--dataset" in options else ""
+        ax.set_title(f"{dataset or 'fashion_mnist'}, {labels * 10} labels")
         ax.set_ylabel("test accuracy (%), EMA weights")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
@@ -609,7 +612,7 @@ def write_report(args):
     text = report(args)
     if args.doc and os.path.exists(args.doc):
         write_table(text, args.doc)
-    if args.figure and grid_records(args):
+    if args.figure:
         figure(args, args.figure)
     return text
 
