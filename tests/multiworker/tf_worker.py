@@ -86,14 +86,20 @@ class MultiWorkerClassifier(models.CollapseClassifier):
                 break
         super()._maybe_symbolic_build(data_batch=data_batch)
 
-    # Keras averages each step's logs over all replicas of all workers with
+    # Across workers, Keras averages each step's logs over the replicas with
     # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis to reduce:
     # give the scalar logs one of length 1 (the mean over replicas is a scalar).
+    def _across_workers(self):
+        strategy = self.distribute_strategy
+        return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+
     def train_step(self, data):
-        return {k: tf.reshape(v, (1,)) for k, v in super().train_step(data).items()}
+        logs = super().train_step(data)
+        return {k: tf.reshape(v, (1,)) for k, v in logs.items()} if self._across_workers() else logs
 
     def test_step(self, data):
-        return {k: tf.reshape(v, (1,)) for k, v in super().test_step(data).items()}
+        logs = super().test_step(data)
+        return {k: tf.reshape(v, (1,)) for k, v in logs.items()} if self._across_workers() else logs
 
 
 CLASSIFIER = MultiWorkerClassifier if ARGS.role == "worker" else models.CollapseClassifier
