@@ -49,7 +49,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = "tests/multiworker/tf_worker.py"
 WORKERS, BATCH, SAMPLES = 2, 16, 64  # as in the script: 4 steps per epoch
 SLICE = BATCH // WORKERS
-TIMEOUT = 300  # seconds, per launch: a safety bound (a launch takes 15-40 s)
+TIMEOUT = 300  # seconds, per launch: a safety bound (a launch takes 20-70 s on 2 busy cores)
 # Float32 sums in another order; NC1 cancels (see tests/test_distribution.py).
 RTOL, ATOL, RTOL_NC1, WEIGHTS_ATOL = 1e-5, 1e-6, 1e-4, 1e-6
 SAMPLE_METRICS = ("mir", "hdr", "matrix_entropy")
@@ -87,7 +87,7 @@ def _start(out_dir, name, args, tf_config=None):
     )
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    stdout = open(out_dir / f"{name}.out", "w")  # closed in _finish
+    stdout = open(out_dir / f"{name}.out", "w")  # closed by _kill
     stderr = open(out_dir / f"{name}.err", "w")
     proc = subprocess.Popen(
         [sys.executable, SCRIPT, *args],
@@ -117,12 +117,15 @@ def _start_cluster(out_dir, name, worker_args):
 
 
 def _kill(proc):
+    """Kills `proc`'s process group if it still runs; closes its output files."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait()
+    for f in proc.files:
+        f.close()
 
 
 def _finish(procs, out_dir, expect_crash=False):
@@ -144,8 +147,6 @@ def _finish(procs, out_dir, expect_crash=False):
     finally:
         for p in procs:
             _kill(p)
-            for f in p.files:
-                f.close()
     if not expect_crash:  # report the first process that failed by itself
         for p in sorted(procs, key=lambda p: p.returncode <= 0):
             stderr = (out_dir / f"{p.name}.err").read_text()
@@ -216,6 +217,7 @@ def test_each_worker_feeds_its_replica_a_contiguous_chunk(runs):
         ]
         assert worker["rows"] == expected
     # MirroredStrategy over 2 local devices splits each batch the same way.
+    assert runs["mirrored"]["replicas"] == WORKERS
     mirrored_rows = runs["mirrored"]["rows"]
     for step in range(steps):
         assert mirrored_rows[step] == [w["rows"][step][0] for w in runs["workers"]]
