@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --model convnet
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/class_measures.py
+	$(BIN)/python benchmarks/per_device.py
 
 ## Fashion-MNIST experiments: supervised recipe -> docs/recipes.md (about an hour),
 ## semi-supervised study -> docs/semi_supervised.md (resumable; many hours on 2 cores).
