@@ -191,7 +191,45 @@ class CollapseClassifier(keras.Model):
             object.__setattr__(self, "_collapse_outputs", previous)
 
     def train_step(self, *args, **kwargs):
-        return self._with_collapse_outputs(super().train_step, *args, **kwargs)
+        logs = self._with_collapse_outputs(super().train_step, *args, **kwargs)
+        return self._logs_across_workers(logs)
+
+    # ------------------------------------------------------------------ #
+    # TensorFlow: MultiWorkerMirroredStrategy (replicas in several processes)
+    # ------------------------------------------------------------------ #
+
+    def _spans_workers(self):
+        """True under a `tf.distribute` strategy whose replicas span several workers."""
+        if keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        strategy = self.distribute_strategy
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return False
+        return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
+
+    def _logs_across_workers(self, logs):
+        # Keras 3.15 averages a step's logs over replicas with
+        # `strategy.reduce("MEAN", value, axis=0)`; across workers that reduction
+        # needs an axis to reduce (keras-team/keras#20585): give each scalar log
+        # one of length 1. Elsewhere the logs pass unchanged.
+        if not self._spans_workers():
+            return logs
+        return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 (TensorFlow) builds a distributed model from the first batch,
+        # reduced over replicas with one `strategy.reduce` of the whole `(x, y)`
+        # structure, which MultiWorkerMirroredStrategy refuses. Only the shapes
+        # are used: across workers, take a local replica's batch instead.
+        if iterator is not None and data_batch is None and self._spans_workers():
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(lambda v: local(v)[0], next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _blas_threads(self):
         """One BLAS thread while JAX steps on the CPU compute collapse terms.
@@ -219,7 +257,8 @@ class CollapseClassifier(keras.Model):
             return super().evaluate(*args, **kwargs)
 
     def test_step(self, *args, **kwargs):
-        return self._with_collapse_outputs(super().test_step, *args, **kwargs)
+        logs = self._with_collapse_outputs(super().test_step, *args, **kwargs)
+        return self._logs_across_workers(logs)
 
     # ------------------------------------------------------------------ #
     # Compilation: split collapse metrics/losses from ordinary ones

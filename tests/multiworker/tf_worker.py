@@ -27,7 +27,7 @@ root; prints its numbers as JSON on its last line.
 
 Keras 3.15 needs two fixes to run `fit`/`evaluate` under
 `MultiWorkerMirroredStrategy` (keras-team/keras#20585, tensorflow/tensorflow#72388);
-`MultiWorkerClassifier` below carries them.
+`keras_nc.models.CollapseClassifier` carries them (inert elsewhere).
 """
 
 import argparse
@@ -72,39 +72,6 @@ import numpy as np  # noqa: E402
 from keras_nc import losses, metrics, models  # noqa: E402
 
 
-class MultiWorkerClassifier(models.CollapseClassifier):
-    """`CollapseClassifier` with the two fixes Keras 3.15 needs under multi-worker."""
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras reduces the first batch's whole `(x, y)` structure with one
-        # `strategy.reduce`, which MultiWorkerMirroredStrategy refuses (it takes
-        # a single value). Only the shapes are used: take a local replica's.
-        if iterator is not None and data_batch is None:
-            local = self.distribute_strategy.experimental_local_results
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(lambda v: local(v)[0], next(batches))
-                break
-        super()._maybe_symbolic_build(data_batch=data_batch)
-
-    # Across workers, Keras averages each step's logs over the replicas with
-    # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis to reduce:
-    # give the scalar logs one of length 1 (the mean over replicas is a scalar).
-    def _across_workers(self):
-        strategy = self.distribute_strategy
-        return strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
-
-    def train_step(self, data):
-        logs = super().train_step(data)
-        return {k: tf.reshape(v, (1,)) for k, v in logs.items()} if self._across_workers() else logs
-
-    def test_step(self, data):
-        logs = super().test_step(data)
-        return {k: tf.reshape(v, (1,)) for k, v in logs.items()} if self._across_workers() else logs
-
-
-CLASSIFIER = MultiWorkerClassifier if ARGS.role == "worker" else models.CollapseClassifier
-
-
 def data():
     rng = np.random.default_rng(3)  # a seed where NCCAgreement tells the semantics apart
     y = rng.permutation(np.arange(SAMPLES) % NUM_CLASSES).astype("int32")
@@ -132,7 +99,7 @@ def build_model():
     rng = np.random.default_rng(1)
     inputs = keras.Input((FEATURES,))
     features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
-    model = CLASSIFIER(keras.Model(inputs, features), num_classes=NUM_CLASSES)
+    model = models.CollapseClassifier(keras.Model(inputs, features), num_classes=NUM_CLASSES)
     model.backbone.get_layer("features").set_weights(
         [0.3 * rng.normal(size=(FEATURES, 8)).astype("float32"), np.full(8, 0.1, "float32")]
     )
