@@ -551,3 +551,12 @@ def test_study_selects_the_weight_on_validation_accuracy(tmp_path, capsys):
     assert planned[0] == "grid-20-freematch-s0"
     out = capsys.readouterr().out
     assert "--mir-weight 0.5 --hdr-weight 0.5" in out
+
+    # One driver per study: a second one stops before running anything.
+    held = experiment.lock(args)
+    try:
+        with pytest.raises(SystemExit, match="another driver is running this study"):
+            experiment.main(_study(tmp_path, "--max-runs", "1"))
+    finally:
+        held.close()
+    assert sorted(p.name for p in study.glob("grid-*.json")) == []

@@ -25,7 +25,8 @@ exists is skipped, so the driver resumes where it stopped (an interrupted
 cell restarts from scratch). Its run folder (`model.keras`,
 `history.csv`, ...) is `--output/<cell>`. A finished cell whose recorded
 command differs from the planned one (other settings) is an error, not
-reused silently.
+reused silently. One driver runs a study at a time (`lock`: an exclusive
+lock on `--output/driver.lock`, released when the process ends).
 
 Example:
 
@@ -617,10 +618,37 @@ def write_report(args):
     return text
 
 
+def lock(args):
+    """Holds an exclusive lock on `<output>/driver.lock` (one driver per study at a time).
+
+    The lock is released when the process ends, however it ends.
+    """
+    import fcntl
+
+    os.makedirs(args.output, exist_ok=True)
+    handle = open(os.path.join(args.output, "driver.lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SystemExit(
+            f"error: another driver is running this study ({handle.name} is locked)"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def main(argv=None, in_process=False):
     args = build_parser().parse_args(argv)
     if not args.report_only:
-        done = run(args, in_process=in_process)
+        held = None if args.dry_run else lock(args)
+        try:
+            done = run(args, in_process=in_process)
+        finally:
+            if held is not None:
+                held.close()
         verb = "would run" if args.dry_run else "ran"
         print(f"{verb} {len(done)} cells: {', '.join(done) if done else 'none'}")
         if args.dry_run:
