@@ -153,6 +153,20 @@ def test_in_step_logs_show_the_last_epoch_value(rng):
     assert batch_logs[2] == batch_logs[3] == pytest.approx(history.history["nc1"][0])
 
 
+def test_evaluating_twice_then_fitting_keeps_the_epoch_values(rng):
+    # Two evaluations on the same weights and data memoise one epoch value; the
+    # stored last value must be a copy of it: JAX donates variables' buffers to
+    # the next step, which deleted the memoised array ("Array has been deleted").
+    z, y = _ill_conditioned(rng, n=64)
+    model = _identity_classifier(16, 10)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[metrics.NC1()])
+    first = model.evaluate(z, y, batch_size=32, verbose=0, return_dict=True)["nc1"]
+    second = model.evaluate(z, y, batch_size=32, verbose=0, return_dict=True)["nc1"]
+    assert second == pytest.approx(first, rel=1e-6) and np.isfinite(first)
+    history = model.fit(z, y, batch_size=32, epochs=1, verbose=0).history
+    assert np.isfinite(history["nc1"][0])
+
+
 @pytest.mark.skipif(BACKEND == "jax", reason="float64 state needs jax_enable_x64")
 def test_measures_are_computed_in_float64_where_the_backend_has_it(rng):
     z, y = _ill_conditioned(rng, n=200)

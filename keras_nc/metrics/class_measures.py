@@ -78,11 +78,14 @@ class EpochMeasure(StatisticsReader):
 
     def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
         super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        # "No value yet" is a flag, not a NaN initial value: a multi-process JAX
+        # run checks that a variable's initial value is equal on every process,
+        # and NaN != NaN fails that check.
         self.last_result = self.add_variable(
-            shape=(),
-            initializer=keras.initializers.Constant(float("nan")),
-            name="last_result",
-            aggregation="only_first_replica",
+            shape=(), initializer="zeros", name="last_result", aggregation="only_first_replica"
+        )
+        self.has_result = self.add_variable(
+            shape=(), initializer="zeros", name="has_result", aggregation="only_first_replica"
         )
 
     def compute(self, statistics):
@@ -92,12 +95,15 @@ class EpochMeasure(StatisticsReader):
     def result(self):
         statistics = self.statistics
         if statistics.deferring:
-            return ops.convert_to_tensor(self.last_result.value)
+            return ops.where(self.has_result.value > 0, self.last_result.value, float("nan"))
         if not statistics.built_for:
             return ops.zeros((), dtype=self.dtype)
         value = ops.cast(self.compute(statistics), self.dtype)
         if is_concrete(value):
-            self.last_result.assign(value)
+            # A copy: `value` may be memoised by the statistics (`epoch_value`),
+            # and JAX steps donate the variable's buffer, deleting the memo's.
+            self.last_result.assign(ops.copy(value))
+            self.has_result.assign(1.0)
         return value
 
 
