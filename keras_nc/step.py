@@ -12,9 +12,7 @@ SAMPLE_SCOPES = ("global", "device")
 def check_sample_scope(sample_scope):
     """`sample_scope` if it is `"global"` or `"device"`, else a `ValueError` naming it."""
     if sample_scope not in SAMPLE_SCOPES:
-        raise ValueError(
-            f'`sample_scope` must be "global" or "device"; received {sample_scope!r}.'
-        )
+        raise ValueError(f'`sample_scope` must be "global" or "device"; received {sample_scope!r}.')
     return sample_scope
 
 
@@ -105,9 +103,7 @@ class CollapseStep:
                     (self.features,),
                 )
             else:
-                self._cache[key] = nc_ops.feature_entropy(
-                    self.features, center=center, alpha=alpha
-                )
+                self._cache[key] = nc_ops.feature_entropy(self.features, center=center, alpha=alpha)
         return self._cache[key]
 
     def _per_device_sample_terms(self, center, alpha):
