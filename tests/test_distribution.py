@@ -49,51 +49,12 @@ CLASS_METRICS = ("mir_class", "hdr_class", "nc1", "cdnv", "etf_error", "equinorm
 _COMMON = """
 import json, sys
 
+sys.path.insert(0, TESTS_DIR)
 import keras
 import numpy as np
 
-from keras_nc import losses, metrics, models
-
-NUM_CLASSES, SAMPLES = 5, 64
-
-
-def data():
-    rng = np.random.default_rng(3)  # a seed where NCCAgreement tells the semantics apart
-    y = rng.permutation(np.arange(SAMPLES) % NUM_CLASSES).astype("int32")
-    centres = 1.5 * rng.normal(size=(NUM_CLASSES, 16))
-    x = centres[y] + rng.normal(size=(SAMPLES, 16))
-    return x.astype("float32"), y
-
-
-def build_model(sample_scope="global"):
-    rng = np.random.default_rng(1)
-    inputs = keras.Input((16,))
-    features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
-    model = models.CollapseClassifier(
-        keras.Model(inputs, features), num_classes=NUM_CLASSES, sample_scope=sample_scope
-    )
-    model.backbone.get_layer("features").set_weights(
-        [0.3 * rng.normal(size=(16, 8)).astype("float32"), np.full(8, 0.1, "float32")]
-    )
-    head_kernel = 0.3 * rng.normal(size=(8, NUM_CLASSES)).astype("float32")
-    model.head.set_weights([head_kernel, np.zeros(NUM_CLASSES, "float32")])
-    return model
-
-
-def collapse_metrics():
-    return [
-        metrics.MIR(),
-        metrics.HDR(),
-        metrics.MatrixEntropy(),
-        metrics.MIR(pairing="class", name="mir_class"),
-        metrics.HDR(pairing="class", name="hdr_class"),
-        metrics.NC1(),
-        metrics.CDNV(),
-        metrics.ETFError(),
-        metrics.Equinorm(),
-        metrics.SelfDuality(),
-        metrics.NCCAgreement(),
-    ]
+from distributed_setup import SAMPLES, build_model, collapse_metrics, data
+from keras_nc import losses, metrics
 
 
 def collapse_losses():
@@ -282,7 +243,10 @@ print(json.dumps({
 
 
 def _script(*parts):
-    constants = f"NUM_DEVICES, BATCH, SLICE = {NUM_DEVICES}, {BATCH}, {SLICE}\n"
+    constants = (
+        f"NUM_DEVICES, BATCH, SLICE = {NUM_DEVICES}, {BATCH}, {SLICE}\n"
+        f"TESTS_DIR = {os.path.dirname(os.path.abspath(__file__))!r}\n"
+    )
     return "\n".join([constants, *parts])
 
 

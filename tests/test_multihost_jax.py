@@ -23,7 +23,6 @@ group is killed in `finally`.
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from distributed_setup import kill_process_group
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(
@@ -78,15 +78,6 @@ def _start(args, log, devices):
         )
 
 
-def _kill(proc):
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 def _tail(log, chars=4000):
     return Path(log).read_text(errors="replace")[-chars:]
 
@@ -119,7 +110,7 @@ def _wait(launched, timeout=LAUNCH_TIMEOUT):
         return [json.loads(out.read_text()) for _, _, out in launched]
     finally:
         for proc, _, _ in launched:
-            _kill(proc)
+            kill_process_group(proc)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +134,7 @@ def reference(tmp_path_factory):
     try:
         yield get
     finally:
-        _kill(proc)
+        kill_process_group(proc)
 
 
 def _rel(a, b):
@@ -218,7 +209,7 @@ def test_killed_process_resumes_to_uninterrupted_weights(reference, tmp_path):
         assert survivor.poll() != 0  # it cannot have finished training
     finally:
         for proc, _, _ in launched:
-            _kill(proc)  # process 0 would wait for process 1 in a collective
+            kill_process_group(proc)  # process 0 would wait for process 1 in a collective
     crash_time = time.monotonic() - start
     for backup in backups:  # both backed up the end of the first epoch
         metadata = json.loads((backup / "training_metadata.json").read_text())

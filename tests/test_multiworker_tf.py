@@ -29,7 +29,6 @@ Every process is bounded by a timeout and its process group is killed in a
 import json
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from distributed_setup import kill_process_group
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(
@@ -118,12 +118,7 @@ def _start_cluster(out_dir, name, worker_args):
 
 def _kill(proc):
     """Kills `proc`'s process group if it still runs; closes its output files."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
+    kill_process_group(proc)
     for f in proc.files:
         f.close()
 

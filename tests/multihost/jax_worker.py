@@ -67,7 +67,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 
-from keras_nc import losses, metrics, models  # noqa: E402
+from keras_nc import losses, metrics  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import distributed_setup as setup  # noqa: E402
 
 if distributed:
     keras.distribution.initialize(
@@ -78,14 +81,6 @@ if distributed:
 INITIALIZED = time.perf_counter() - START
 
 
-def data():
-    rng = np.random.default_rng(3)
-    y = rng.permutation(np.arange(SAMPLES) % NUM_CLASSES).astype("int32")
-    centres = 1.5 * rng.normal(size=(NUM_CLASSES, FEATURES))
-    x = centres[y] + rng.normal(size=(SAMPLES, FEATURES))
-    return x.astype("float32"), y
-
-
 def local_rows(process, processes):
     """Indices of process `process`'s rows of every global batch, in order."""
     share = BATCH // processes
@@ -93,32 +88,8 @@ def local_rows(process, processes):
     return np.concatenate([s + np.arange(process * share, (process + 1) * share) for s in starts])
 
 
-def all_metrics():
-    return [
-        metrics.MIR(),
-        metrics.HDR(),
-        metrics.MatrixEntropy(),
-        metrics.MIR(pairing="class", name="mir_class"),
-        metrics.HDR(pairing="class", name="hdr_class"),
-        metrics.NC1(),
-        metrics.CDNV(),
-        metrics.ETFError(),
-        metrics.Equinorm(),
-        metrics.SelfDuality(),
-        metrics.NCCAgreement(),
-    ]
-
-
 def build_model():
-    rng = np.random.default_rng(1)
-    inputs = keras.Input((FEATURES,))
-    features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
-    model = models.CollapseClassifier(keras.Model(inputs, features), num_classes=NUM_CLASSES)
-    model.backbone.get_layer("features").set_weights(
-        [0.3 * rng.normal(size=(FEATURES, 8)).astype("float32"), np.full(8, 0.1, "float32")]
-    )
-    head_kernel = 0.3 * rng.normal(size=(8, NUM_CLASSES)).astype("float32")
-    model.head.set_weights([head_kernel, np.zeros(NUM_CLASSES, "float32")])
+    model = setup.build_model()
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),  # momentum: optimizer state to restore
         loss=[
@@ -126,7 +97,7 @@ def build_model():
             losses.CMALoss(0.5),
             losses.InformationRegularizer(),
         ],
-        metrics=[metrics.MIR()] if args.few_metrics else all_metrics(),
+        metrics=[metrics.MIR()] if args.few_metrics else setup.collapse_metrics(),
     )
     return model
 
@@ -210,7 +181,7 @@ def fit_callbacks():
 
 
 def main():
-    x, y = data()
+    x, y = setup.data()
     processes = args.num_processes if distributed else 1
     rows = local_rows(args.process_id, processes)
     model = build_model()

@@ -69,15 +69,10 @@ else:  # reads TF_CONFIG; must come before anything initialises the runtime
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_nc import losses, metrics, models  # noqa: E402
+from keras_nc import losses, metrics  # noqa: E402
 
-
-def data():
-    rng = np.random.default_rng(3)  # a seed where NCCAgreement tells the semantics apart
-    y = rng.permutation(np.arange(SAMPLES) % NUM_CLASSES).astype("int32")
-    centres = 1.5 * rng.normal(size=(NUM_CLASSES, FEATURES))
-    x = centres[y] + rng.normal(size=(SAMPLES, FEATURES))
-    return x.astype("float32"), y
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from distributed_setup import build_model, collapse_metrics, data  # noqa: E402
 
 
 def dataset(*tensors, batch_order=None):
@@ -93,35 +88,6 @@ def dataset(*tensors, batch_order=None):
         tensors = tuple(t[rows] for t in tensors)
     batches = tf.data.Dataset.from_tensor_slices(tensors).batch(BATCH)
     return batches.with_options(options)
-
-
-def build_model():
-    rng = np.random.default_rng(1)
-    inputs = keras.Input((FEATURES,))
-    features = keras.layers.Dense(8, activation="relu", name="features")(inputs)
-    model = models.CollapseClassifier(keras.Model(inputs, features), num_classes=NUM_CLASSES)
-    model.backbone.get_layer("features").set_weights(
-        [0.3 * rng.normal(size=(FEATURES, 8)).astype("float32"), np.full(8, 0.1, "float32")]
-    )
-    head_kernel = 0.3 * rng.normal(size=(8, NUM_CLASSES)).astype("float32")
-    model.head.set_weights([head_kernel, np.zeros(NUM_CLASSES, "float32")])
-    return model
-
-
-def collapse_metrics():
-    return [
-        metrics.MIR(),
-        metrics.HDR(),
-        metrics.MatrixEntropy(),
-        metrics.MIR(pairing="class", name="mir_class"),
-        metrics.HDR(pairing="class", name="hdr_class"),
-        metrics.NC1(),
-        metrics.CDNV(),
-        metrics.ETFError(),
-        metrics.Equinorm(),
-        metrics.SelfDuality(),
-        metrics.NCCAgreement(),
-    ]
 
 
 def fit_metrics():
