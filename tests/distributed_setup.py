@@ -67,3 +67,27 @@ def kill_process_group(proc):
         except ProcessLookupError:
             pass
     proc.wait()
+
+
+# Several devices or processes add the same float32 terms in another order. NC1
+# subtracts the between-class part from the second moment (cancellation): its
+# float32 value can move by a few 1e-5, relative, under such a reordering.
+RTOL, ATOL, RTOL_NC1 = 1e-5, 1e-6, 1e-4
+
+
+def assert_close(actual, expected, keys, what=""):
+    """`actual[key]` equals `expected[key]` for every key, up to float32 summation order."""
+    for key in keys:
+        np.testing.assert_allclose(
+            actual[key],
+            expected[key],
+            rtol=RTOL_NC1 if key == "nc1" else RTOL,
+            atol=ATOL,
+            err_msg=f"{what} {key}",
+        )
+
+
+def assert_distinguishable(a, b, keys, margin=1e-3):
+    """The two semantics a test tells apart give visibly different numbers."""
+    for key in keys:
+        assert abs(a[key] - b[key]) > margin, (key, a[key], b[key])

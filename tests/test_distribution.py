@@ -27,16 +27,12 @@ import sys
 import keras
 import numpy as np
 import pytest
+from distributed_setup import ATOL, RTOL, assert_close, assert_distinguishable
 
 BACKEND = keras.backend.backend()
 NUM_DEVICES = 4
 BATCH = 32  # global batch: 2 batches of 64 samples, 8 rows per replica
 SLICE = BATCH // NUM_DEVICES
-# 1 and 4 devices add the same float32 terms in different orders. NC1 subtracts
-# the between-class part from the second moment (cancellation): its float32
-# value can move by a few 1e-5, relative, under such a reordering (also between
-# backends on one device), so it gets a looser relative tolerance.
-RTOL, ATOL, RTOL_NC1 = 1e-5, 1e-6, 1e-4
 # LLVM optimisation level 0 roughly halves the XLA CPU compile time of the
 # train/test steps and the eagerly run metric results; both runs use it.
 _XLA_FAST = "--xla_backend_optimization_level=0"
@@ -279,23 +275,6 @@ def _run_side_by_side(script, env=None):
     return results[1], results[NUM_DEVICES]
 
 
-def _assert_close(actual, expected, keys, what=""):
-    for key in keys:
-        np.testing.assert_allclose(
-            actual[key],
-            expected[key],
-            rtol=RTOL_NC1 if key == "nc1" else RTOL,
-            atol=ATOL,
-            err_msg=f"{what} {key}",
-        )
-
-
-def _assert_distinguishable(a, b, keys, margin=1e-3):
-    # The two semantics being told apart must give visibly different numbers.
-    for key in keys:
-        assert abs(a[key] - b[key]) > margin, (key, a[key], b[key])
-
-
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution.DataParallel (JAX)")
 def test_jax_data_parallel_matches_one_device():
     one, four = _run_side_by_side(
@@ -307,14 +286,14 @@ def test_jax_data_parallel_matches_one_device():
 
     # Global-batch semantics: evaluate equals one device for every metric and the loss.
     assert set(four["evaluate"]) == set(one["evaluate"])
-    _assert_close(four["evaluate"], one["evaluate"], one["evaluate"], what="evaluate")
+    assert_close(four["evaluate"], one["evaluate"], one["evaluate"], what="evaluate")
     # ... and per-replica slices would have given visibly different values.
     slices = one["references"]["contiguous_slices"]
-    _assert_distinguishable(one["evaluate"], slices, SAMPLE_METRICS)
+    assert_distinguishable(one["evaluate"], slices, SAMPLE_METRICS)
     # sample_scope="device": each device's rows (shard_map), averaged; the
     # one-device metrics fed the same slices. The loss: cross-entropy and CMA
     # of the global batch plus the mean of the slices' regulariser terms.
-    _assert_close(four["evaluate_device"], slices, SAMPLE_METRICS, what="device scope")
+    assert_close(four["evaluate_device"], slices, SAMPLE_METRICS, what="device scope")
     np.testing.assert_allclose(
         four["evaluate_device"]["loss"], one["references"]["device_scope_loss"], rtol=RTOL
     )
@@ -323,7 +302,7 @@ def test_jax_data_parallel_matches_one_device():
     assert set(four["history"]) == set(one["history"])
     for key in one["history"]:
         assert np.isfinite(four["history"][key]).all(), key
-    _assert_close(four["history"], one["history"], one["history"], what="fit")
+    assert_close(four["history"], one["history"], one["history"], what="fit")
     for w4, w1 in zip(four["weights"], one["weights"], strict=True):
         np.testing.assert_allclose(w4, w1, rtol=RTOL, atol=ATOL)
     assert one["weights_changed"] > 1e-4
@@ -342,20 +321,20 @@ def test_tensorflow_mirrored_strategy_metrics(tensorflow_runs):
     refs = one["references"]
 
     # Class statistics are summed across replicas: the one-device values.
-    _assert_close(four["evaluate"], one["evaluate"], CLASS_METRICS, what="class metric")
+    assert_close(four["evaluate"], one["evaluate"], CLASS_METRICS, what="class metric")
 
     # Per-batch metrics: each replica's contiguous slice of every global batch,
     # averaged (slices have equal size), i.e. the one-device metric fed slices.
     slices, strided = refs["contiguous_slices"], refs["strided_slices"]
-    _assert_close(four["evaluate"], slices, SAMPLE_METRICS, what="per-slice metric")
-    _assert_distinguishable(one["evaluate"], slices, SAMPLE_METRICS)
-    _assert_distinguishable(strided, slices, SAMPLE_METRICS)
+    assert_close(four["evaluate"], slices, SAMPLE_METRICS, what="per-slice metric")
+    assert_distinguishable(one["evaluate"], slices, SAMPLE_METRICS)
+    assert_distinguishable(strided, slices, SAMPLE_METRICS)
 
     # NCCAgreement compares each sample with the class means its replica has
     # accumulated so far (its own slices only): the mean of per-replica values.
     replica_mean = refs["replica_mean"]
-    _assert_close(four["evaluate"], replica_mean, ("ncc_agreement",), what="NC4")
-    _assert_distinguishable(one["evaluate"], replica_mean, ("ncc_agreement",))
+    assert_close(four["evaluate"], replica_mean, ("ncc_agreement",), what="NC4")
+    assert_distinguishable(one["evaluate"], replica_mean, ("ncc_agreement",))
 
     # The per-batch logs that callbacks see hold the epoch measures' last value
     # (none yet: NaN, on every replica); the values above are computed from the

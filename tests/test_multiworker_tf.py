@@ -37,7 +37,7 @@ import time
 import keras
 import numpy as np
 import pytest
-from distributed_setup import kill_process_group
+from distributed_setup import RTOL, assert_close, assert_distinguishable, kill_process_group
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(
@@ -50,8 +50,7 @@ SCRIPT = "tests/multiworker/tf_worker.py"
 WORKERS, BATCH, SAMPLES = 2, 16, 64  # as in the script: 4 steps per epoch
 SLICE = BATCH // WORKERS
 TIMEOUT = 300  # seconds, per launch: a safety bound (a launch takes 20-70 s on 2 busy cores)
-# Float32 sums in another order; NC1 cancels (see tests/test_distribution.py).
-RTOL, ATOL, RTOL_NC1, WEIGHTS_ATOL = 1e-5, 1e-6, 1e-4, 1e-6
+WEIGHTS_ATOL = 1e-6  # float32 sums in another order (RTOL: tests/distributed_setup.py)
 SAMPLE_METRICS = ("mir", "hdr", "matrix_entropy")
 CLASS_METRICS = ("mir_class", "hdr_class", "nc1", "cdnv", "etf_error", "equinorm", "self_duality")
 # The crash: worker 1 exits before step 3 (of 4) of epoch 1. Both workers back
@@ -178,23 +177,6 @@ def runs(tmp_path_factory):
     }
 
 
-def _assert_close(actual, expected, keys, what=""):
-    for key in keys:
-        np.testing.assert_allclose(
-            actual[key],
-            expected[key],
-            rtol=RTOL_NC1 if key == "nc1" else RTOL,
-            atol=ATOL,
-            err_msg=f"{what} {key}",
-        )
-
-
-def _assert_distinguishable(a, b, keys, margin=1e-3):
-    # The two semantics being told apart must give visibly different numbers.
-    for key in keys:
-        assert abs(a[key] - b[key]) > margin, (key, a[key], b[key])
-
-
 def _max_difference(a, b):
     return max(float(np.max(np.abs(np.subtract(x, y)))) for x, y in zip(a, b, strict=True))
 
@@ -227,22 +209,22 @@ def test_multiworker_metrics(runs):
     # MirroredStrategy over as many replicas in one process.
     assert second["evaluate"] == evaluated
     assert set(evaluated) == set(one["evaluate"])
-    _assert_close(evaluated, mirrored["evaluate"], evaluated, what="vs MirroredStrategy")
+    assert_close(evaluated, mirrored["evaluate"], evaluated, what="vs MirroredStrategy")
 
     # Class statistics are summed across the replicas of all workers: exact.
-    _assert_close(evaluated, one["evaluate"], CLASS_METRICS, what="class metric")
+    assert_close(evaluated, one["evaluate"], CLASS_METRICS, what="class metric")
 
     # Per-batch metrics: each replica's chunk of every global batch, averaged
     # over all chunks (equal sizes): the one-device metric fed those chunks.
     chunks, strided = refs["contiguous_slices"], refs["strided_slices"]
-    _assert_close(evaluated, chunks, SAMPLE_METRICS, what="per-chunk metric")
-    _assert_distinguishable(one["evaluate"], chunks, SAMPLE_METRICS)
-    _assert_distinguishable(strided, chunks, SAMPLE_METRICS)
+    assert_close(evaluated, chunks, SAMPLE_METRICS, what="per-chunk metric")
+    assert_distinguishable(one["evaluate"], chunks, SAMPLE_METRICS)
+    assert_distinguishable(strided, chunks, SAMPLE_METRICS)
 
     # NCCAgreement: each replica compares its samples with its own class
     # means; the agreements are pooled over replicas.
-    _assert_close(evaluated, refs["replica_mean"], ("ncc_agreement",), what="NC4")
-    _assert_distinguishable(one["evaluate"], refs["replica_mean"], ("ncc_agreement",))
+    assert_close(evaluated, refs["replica_mean"], ("ncc_agreement",), what="NC4")
+    assert_distinguishable(one["evaluate"], refs["replica_mean"], ("ncc_agreement",))
 
 
 def test_multiworker_loss(runs):
@@ -263,7 +245,7 @@ def test_multiworker_fit(runs):
     # With the collapse losses (per-chunk terms): MirroredStrategy's trajectory.
     fit = first["fit"]
     assert set(fit["history"]) == set(mirrored["fit"]["history"])
-    _assert_close(fit["history"], mirrored["fit"]["history"], fit["history"], what="fit")
+    assert_close(fit["history"], mirrored["fit"]["history"], fit["history"], what="fit")
     assert _max_difference(fit["weights"], mirrored["fit"]["weights"]) < WEIGHTS_ATOL
     # ... which is not one device's: slices of 8 rows have other collapse terms.
     assert _max_difference(fit["weights"], one["fit"]["weights"]) > 1e-3
@@ -272,7 +254,7 @@ def test_multiworker_fit(runs):
     # one device's weights, losses and (exact) class metrics.
     plain, plain_one = first["fit_cross_entropy"], one["fit_cross_entropy"]
     assert _max_difference(plain["weights"], plain_one["weights"]) < WEIGHTS_ATOL
-    _assert_close(plain["history"], plain_one["history"], ("loss", "mir_class", "nc1"))
+    assert_close(plain["history"], plain_one["history"], ("loss", "mir_class", "nc1"))
     assert _max_difference(plain["weights"], fit["weights"]) > 1e-3  # the collapse terms count
 
 
@@ -319,7 +301,7 @@ def test_worker_killed_mid_epoch_resumes(runs, tmp_path):
     # From the end-of-epoch-0 backup: epoch 1 again, the uninterrupted weights.
     assert by_epoch["epochs_run"] == 1
     assert _max_difference(by_epoch["weights"], uninterrupted["weights"]) < WEIGHTS_ATOL
-    _assert_close(
+    assert_close(
         {k: v[-1] for k, v in by_epoch["history"].items()},
         {k: v[-1] for k, v in uninterrupted["history"].items()},
         uninterrupted["history"],
