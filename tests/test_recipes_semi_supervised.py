@@ -528,6 +528,29 @@ def test_study_driver_resumes_and_skips_finished_cells(tmp_path):
         experiment.main(_study(tmp_path, "--steps", "3", "--dry-run"))
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent driver logic")
+def test_study_driver_runs_cells_concurrently_with_limited_threads(tmp_path):
+    # Two real cells as two processes at once (`--jobs 2`), each with its own log.
+    experiment.main(_study(tmp_path, "--seeds", "0", "--jobs", "2"))
+    study, runs = tmp_path / "study", tmp_path / "runs"
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for name in ("grid-20-supervised-s0", "grid-20-freematch-s0"):
+        record = json.loads((study / f"{name}.json").read_text())
+        assert (record["concurrent_runs"], record["threads_per_run"]) == (2, threads)
+        assert (runs / name / "results.json").exists()
+        assert "Epoch 2/2" in (runs / f"{name}.log").read_text()  # the run's progress
+    text = experiment.write_report(experiment.build_parser().parse_args(_study(tmp_path)))
+    assert f"2 of them ran 2 at a time with {threads} thread(s) each" in text
+
+    env = experiment.thread_environment(1)
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert env[name] == "1"
+    assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
+    assert experiment.threads_per_run(1) is None  # one run: no limit
+    with pytest.raises(SystemExit, match="--jobs must be a positive integer, got 0"):
+        experiment.main(_study(tmp_path, "--jobs", "0"))
+
+
 def test_study_selects_the_weight_on_validation_accuracy(tmp_path, capsys):
     # Selection records (as run_cell writes them) with known validation accuracies.
     args = experiment.build_parser().parse_args(

@@ -26,12 +26,14 @@ cell restarts from scratch). Its run folder (`model.keras`,
 `history.csv`, ...) is `--output/<cell>`. A finished cell whose recorded
 command differs from the planned one (other settings) is an error, not
 reused silently. One driver runs a study at a time (`lock`: an exclusive
-lock on `--output/driver.lock`, released when the process ends).
+lock on `--output/driver.lock`, released when the process ends). `--jobs N`
+runs up to N cells at a time, each a process limited to `cores // N` threads
+with its output in `--output/<cell>.log`.
 
 Example:
 
 ```bash
-nohup nice -n 19 python -m recipes.semi_supervised.experiment > outputs/ssl-study.log 2>&1 &
+nohup nice -n 19 python -m recipes.semi_supervised.experiment --jobs 2 > study.log 2>&1 &
 python -m recipes.semi_supervised.experiment --dry-run     # the commands, what is done
 python -m recipes.semi_supervised.experiment --report-only # tables and figure from the JSONs
 ```
@@ -45,6 +47,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,6 +162,13 @@ def build_parser():
     where.add_argument("--figure", default=FIGURE, help="PNG of the accuracies")
     what = parser.add_argument_group("what to do")
     what.add_argument("--max-runs", type=int, help="stop after this many runs")
+    what.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time, each limited to (CPU cores // jobs) threads; 1: one run with "
+        "every core",
+    )
     what.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     what.add_argument("--report-only", action="store_true", help="only write the report")
     return parser
@@ -295,23 +305,57 @@ def summarize(results, argv, backend, wall_seconds, cell):
     }
 
 
+def threads_per_run(jobs):
+    """CPU threads of each of `jobs` concurrent runs, or `None` (no limit) for one run."""
+    return None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
+
+
+def thread_environment(threads):
+    """Environment variables limiting a run's TensorFlow, oneDNN/OpenMP and BLAS threads."""
+    env = dict(os.environ)
+    if threads is not None:
+        for name in (
+            "TF_NUM_INTRAOP_THREADS",
+            "TF_NUM_INTEROP_THREADS",
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+        ):
+            env[name] = str(threads)
+        if threads == 1:  # JAX's CPU kernels: single-threaded Eigen
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false"
+    return env
+
+
 def run_cell(cell, argv, args, in_process=False):
     """Runs one cell from scratch and writes its record; returns the record."""
     out = os.path.join(args.output, cell.name)
     shutil.rmtree(out, ignore_errors=True)  # an interrupted run restarts from scratch
     backend = backend_name()
+    threads = threads_per_run(args.jobs)
     print(f"[{time.strftime('%H:%M:%S')}] {command_line(argv, backend)}", flush=True)
     start = time.time()
     if in_process:
         from recipes.semi_supervised import train
 
         train.main(argv)
-    else:
+    elif args.jobs == 1:
         subprocess.run([sys.executable, "-m", "recipes.semi_supervised", *argv], check=True)
+    else:  # concurrent runs: each one's output in `<output>/<cell>.log`
+        with open(os.path.join(args.output, f"{cell.name}.log"), "w") as log:
+            subprocess.run(
+                [sys.executable, "-m", "recipes.semi_supervised", *argv],
+                check=True,
+                env=thread_environment(threads),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     wall = time.time() - start
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
     record = summarize(results, argv, backend, wall, cell)
+    record["concurrent_runs"] = args.jobs
+    record["threads_per_run"] = threads
     os.makedirs(args.study_dir, exist_ok=True)
     path = cell_path(cell, args)
     with open(f"{path}.tmp", "w") as f:
@@ -320,12 +364,18 @@ def run_cell(cell, argv, args, in_process=False):
     return record
 
 
-def run(args, in_process=False):
-    """Runs the missing cells in plan order; returns the names of the cells run."""
-    done = []
+def missing(args, stage):
+    """`(cell, argv)` of the unfinished cells of `stage` (`"select"` or `"grid"`), in plan order.
+
+    A grid cell that needs the selected MIR/HDR weight before the selection has
+    finished is left out (the dry run prints it with `{W}` instead).
+    """
+    weight = selected_weight(args)[0] if stage == "grid" else None
+    cells = []
     for cell in plan(args):
-        weight, _ = selected_weight(args) if cell.stage == "grid" else (None, None)
-        if cell.needs_weight and cell.stage == "grid" and weight is None:
+        if cell.stage != stage:
+            continue
+        if cell.needs_weight and stage == "grid" and weight is None:
             if args.dry_run:
                 argv = command(cell, args, "{W}")
                 print(f"{command_line(argv, backend_name())}  # W: the selected weight")
@@ -334,23 +384,51 @@ def run(args, in_process=False):
             continue
         argv = command(cell, args, weight)
         record = load_record(cell, args)
-        if record is not None:
-            if record["argv"] != argv:
-                raise SystemExit(
-                    f"error: {cell_path(cell, args)} was run with other settings:\n"
-                    f"  recorded: {shlex.join(record['argv'])}\n  planned:  {shlex.join(argv)}\n"
-                    "move it away or pass the settings it was run with"
-                )
-            continue
-        if args.max_runs is not None and len(done) >= args.max_runs:
-            break
+        if record is None:
+            cells.append((cell, argv))
+        elif record["argv"] != argv:
+            raise SystemExit(
+                f"error: {cell_path(cell, args)} was run with other settings:\n"
+                f"  recorded: {shlex.join(record['argv'])}\n  planned:  {shlex.join(argv)}\n"
+                "move it away or pass the settings it was run with"
+            )
+    return cells
+
+
+def run(args, in_process=False):
+    """Runs the missing cells (the selection first, then the grid); returns their names.
+
+    With `--jobs N` (N > 1) up to N cells run at a time, each as its own process
+    limited to `threads_per_run(N)` threads; the report is rewritten after every
+    finished cell.
+    """
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs must be a positive integer, got {args.jobs}")
+    done = []
+    for stage in ("select", "grid"):
+        todo = missing(args, stage)
+        if args.max_runs is not None:
+            todo = todo[: max(0, args.max_runs - len(done))]
         if args.dry_run:
-            print(command_line(argv, backend_name()))
-            done.append(cell.name)
+            for _, argv in todo:
+                print(command_line(argv, backend_name()))
+            done += [cell.name for cell, _ in todo]
             continue
-        run_cell(cell, argv, args, in_process=in_process)
-        done.append(cell.name)
-        write_report(args)
+        if args.jobs == 1 or in_process:
+            for cell, argv in todo:
+                run_cell(cell, argv, args, in_process=in_process)
+                done.append(cell.name)
+                write_report(args)
+            continue
+        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        try:
+            futures = {pool.submit(run_cell, cell, argv, args): cell for cell, argv in todo}
+            for future in as_completed(futures):
+                future.result()  # a failed run stops the study (its log says why)
+                done.append(futures[future].name)
+                write_report(args)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return done
 
 
@@ -529,6 +607,17 @@ def report(args):
     )
     if minutes:
         status += f" Training time per run: {min(minutes):.1f} to {max(minutes):.1f} minutes."
+    shared = [load_record(c, args) for c in finished]
+    shared = [r for r in shared if r.get("concurrent_runs", 1) > 1]
+    if shared:
+        status += (
+            f" {len(shared)} of them ran {shared[0]['concurrent_runs']} at a time with "
+            f"{shared[0]['threads_per_run']} thread(s) each (`--jobs`)"
+        )
+        alone = len(finished) - len(shared)
+        status += (
+            f", {alone} alone with every core: their minutes are not comparable." if alone else "."
+        )
     weight, _ = selected_weight(args)
     example = Cell("grid", args.labels[0], "FreeMatch", args.seeds[0])
     selection = []
