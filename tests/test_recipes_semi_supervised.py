@@ -494,7 +494,7 @@ def _study(tmp_path, *more):
 # every backend; here it runs on TensorFlow only (RandAugment tracing takes ~25 s
 # per run under JAX).
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent driver logic")
-def test_study_driver_resumes_and_skips_finished_cells(tmp_path):
+def test_study_driver_resumes_and_skips_finished_cells(tmp_path, capsys):
     study = tmp_path / "study"
     first = experiment.main(_study(tmp_path, "--max-runs", "2"), in_process=True)
     assert first.startswith("Finished: 2 of 4 runs")  # the report text
@@ -513,9 +513,19 @@ def test_study_driver_resumes_and_skips_finished_cells(tmp_path):
     assert experiment.run(args, in_process=True) == ["grid-20-supervised-s1"]
     for name, content in stamps.items():
         assert (study / name).read_bytes() == content, name  # not rerun
+    capsys.readouterr()
     assert experiment.run(experiment.build_parser().parse_args(_study(tmp_path, "--dry-run"))) == [
         "grid-20-freematch-s1"
     ]
+    # The dry run prints every cell's command, the finished ones marked with their file.
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[0].startswith(command)
+    assert [line.split("# finished: ")[-1] for line in printed if "# finished" in line] == [
+        "grid-20-supervised-s0.json",
+        "grid-20-freematch-s0.json",
+        "grid-20-supervised-s1.json",
+    ]
+    assert "--seed 1 --algorithm freematch" in printed[3] and "#" not in printed[3]
     text = experiment.write_report(args)
     assert "| 20 | supervised | 2/2 |" in text and "| 20 | FreeMatch | 1/2 |" in text
     assert "FreeMatch − supervised | 1 | s0:" in text

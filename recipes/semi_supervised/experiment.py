@@ -34,7 +34,7 @@ Example:
 
 ```bash
 nohup nice -n 19 python -m recipes.semi_supervised.experiment --jobs 2 > study.log 2>&1 &
-python -m recipes.semi_supervised.experiment --dry-run     # the commands, what is done
+python -m recipes.semi_supervised.experiment --dry-run     # every cell's command, what is done
 python -m recipes.semi_supervised.experiment --report-only # tables and figure from the JSONs
 ```
 """
@@ -169,7 +169,11 @@ def build_parser():
         help="runs at a time, each limited to (CPU cores // jobs) threads; 1: one run with "
         "every core",
     )
-    what.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    what.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every cell's command (the finished ones marked), run nothing",
+    )
     what.add_argument("--report-only", action="store_true", help="only write the report")
     return parser
 
@@ -364,11 +368,12 @@ def run_cell(cell, argv, args, in_process=False):
     return record
 
 
-def missing(args, stage):
-    """`(cell, argv)` of the unfinished cells of `stage` (`"select"` or `"grid"`), in plan order.
+def stage_cells(args, stage):
+    """`(cell, argv, finished)` of the cells of `stage` (`"select"` or `"grid"`), in plan order.
 
     A grid cell that needs the selected MIR/HDR weight before the selection has
-    finished is left out (the dry run prints it with `{W}` instead).
+    finished is left out (the dry run prints it with `{W}` instead). A finished
+    cell recorded with other settings than planned is an error.
     """
     weight = selected_weight(args)[0] if stage == "grid" else None
     cells = []
@@ -384,14 +389,13 @@ def missing(args, stage):
             continue
         argv = command(cell, args, weight)
         record = load_record(cell, args)
-        if record is None:
-            cells.append((cell, argv))
-        elif record["argv"] != argv:
+        if record is not None and record["argv"] != argv:
             raise SystemExit(
                 f"error: {cell_path(cell, args)} was run with other settings:\n"
                 f"  recorded: {shlex.join(record['argv'])}\n  planned:  {shlex.join(argv)}\n"
                 "move it away or pass the settings it was run with"
             )
+        cells.append((cell, argv, record is not None))
     return cells
 
 
@@ -400,18 +404,23 @@ def run(args, in_process=False):
 
     With `--jobs N` (N > 1) up to N cells run at a time, each as its own process
     limited to `threads_per_run(N)` threads; the report is rewritten after every
-    finished cell.
+    finished cell. `--dry-run` prints every cell's command, the finished ones
+    marked, and returns the cells it would run.
     """
     if args.jobs < 1:
         raise SystemExit(f"error: --jobs must be a positive integer, got {args.jobs}")
     done = []
     for stage in ("select", "grid"):
-        todo = missing(args, stage)
+        cells = stage_cells(args, stage)
+        todo = [(cell, argv) for cell, argv, finished in cells if not finished]
         if args.max_runs is not None:
             todo = todo[: max(0, args.max_runs - len(done))]
         if args.dry_run:
-            for _, argv in todo:
-                print(command_line(argv, backend_name()))
+            chosen = {cell for cell, _ in todo}
+            for cell, argv, finished in cells:
+                mark = f"  # finished: {cell.name}.json" if finished else ""
+                if finished or cell in chosen:
+                    print(f"{command_line(argv, backend_name())}{mark}")
             done += [cell.name for cell, _ in todo]
             continue
         if args.jobs == 1 or in_process:
