@@ -664,17 +664,26 @@ def report(args):
 
 
 def figure(args, path):
-    """Test accuracy (last step) per method and label count, one point per seed."""
+    """The accuracies of the finished grid cells, one column per label count.
+
+    Top: test accuracy per method, one point per seed, at the last step (filled)
+    and the best-validation epoch (hollow). Bottom: test accuracy against steps,
+    the mean over the finished seeds.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = grid_records(args)
-    fig, axes = plt.subplots(1, len(args.labels), figsize=(5.5 * len(args.labels), 4.2))
-    axes = np.atleast_1d(axes)
+    fig, axes = plt.subplots(
+        2, len(args.labels), figsize=(5.5 * len(args.labels), 8.0), squeeze=False
+    )
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, labels in zip(axes, args.labels, strict=True):
+    options = shlex.split(f"{args.common} {args.extra}")
+    dataset = options[options.index("--dataset") + 1] if "--dataset" in options else ""
+    for column, labels in enumerate(args.labels):
+        top, bottom = axes[0, column], axes[1, column]
         methods = [m for m in args.methods if (labels, m) in records]
         for i, method in enumerate(methods):
             runs = records[labels, method]
@@ -683,22 +692,32 @@ def figure(args, path):
             best = [100 * runs[s]["best_validation"]["test_accuracy"] for s in seeds]
             offsets = np.linspace(-0.15, 0.15, len(seeds)) if len(seeds) > 1 else [0.0]
             color = colors[i % len(colors)]
-            ax.scatter(i + np.asarray(offsets), last, color=color, zorder=3)
+            top.scatter(i + np.asarray(offsets), last, color=color, zorder=3)
             shifted = i + 0.04 + np.asarray(offsets)
-            ax.scatter(shifted, best, facecolors="none", edgecolors=color, zorder=3)
-            ax.hlines(np.mean(last), i - 0.3, i + 0.3, color=color)
-        ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels([m.replace(" + ", "\n+ ").replace(" (", "\n(") for m in methods])
-        ax.tick_params(axis="x", labelsize=7)
+            top.scatter(shifted, best, facecolors="none", edgecolors=color, zorder=3)
+            top.hlines(np.mean(last), i - 0.3, i + 0.3, color=color)
+            every = runs[seeds[0]]["settings"]["eval_every"]
+            curves = [runs[s]["history"]["test_accuracy"] for s in seeds]
+            length = min(len(curve) for curve in curves)
+            mean = 100 * np.mean([curve[:length] for curve in curves], axis=0)
+            steps = every * np.arange(1, length + 1)
+            bottom.plot(steps, mean, color=color, marker=".", label=f"{method} ({len(seeds)})")
+        top.set_xticks(range(len(methods)))
+        top.set_xticklabels([m.replace(" + ", "\n+ ").replace(" (", "\n(") for m in methods])
+        top.tick_params(axis="x", labelsize=7)
         if not methods:
-            ax.text(0.5, 0.5, "no finished cell yet", ha="center", transform=ax.transAxes)
-        options = shlex.split(f"{args.common} {args.extra}")
-        dataset = options[options.index("--dataset") + 1] if "--dataset" in options else ""
-        ax.set_title(f"{dataset or 'fashion_mnist'}, {labels * 10} labels")
-        ax.set_ylabel("test accuracy (%), EMA weights")
-        ax.grid(axis="y", alpha=0.3)
+            top.text(0.5, 0.5, "no finished cell yet", ha="center", transform=top.transAxes)
+        top.set_title(f"{dataset or 'fashion_mnist'}, {labels * 10} labels")
+        top.set_ylabel("test accuracy (%), EMA weights")
+        top.grid(axis="y", alpha=0.3)
+        bottom.set_xlabel("training step")
+        bottom.set_ylabel("test accuracy (%), mean over seeds")
+        bottom.grid(alpha=0.3)
+        if methods:
+            bottom.legend(fontsize=7, title="method (seeds)", title_fontsize=7)
     fig.suptitle(
-        "Filled: last step (line: mean); hollow: best-validation epoch; one point per seed",
+        "Top: filled, last step (line: mean); hollow, best-validation epoch; one point per "
+        "seed. Bottom: during training.",
         fontsize=9,
     )
     fig.tight_layout()
