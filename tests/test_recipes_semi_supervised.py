@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND, to_numpy
+from scipy import stats
 
 from keras_nc import ops as nc_ops
 from keras_nc.losses import InformationRegularizer
@@ -536,6 +537,48 @@ def test_study_driver_resumes_and_skips_finished_cells(tmp_path, capsys):
     # Other settings: the recorded cells are not silently reused.
     with pytest.raises(SystemExit, match="was run with other settings"):
         experiment.main(_study(tmp_path, "--steps", "3", "--dry-run"))
+
+
+def test_study_paired_differences_and_t_test_match_numpy(tmp_path):
+    # Records with known accuracies: FreeMatch = supervised + (3, 1, 5) points at the last
+    # step, + (2, 2, 2.6) at the best-validation epoch; the tail is the last 4 evaluations.
+    args = experiment.build_parser().parse_args(_study(tmp_path, "--seeds", "0", "1", "2"))
+    rng = np.random.default_rng(0)
+    records = {}
+    for method, last, best in (
+        ("supervised", [0.50, 0.52, 0.48], [0.51, 0.50, 0.49]),
+        ("FreeMatch", [0.53, 0.53, 0.53], [0.53, 0.52, 0.516]),
+    ):
+        for seed in range(3):
+            history = [*rng.uniform(0.4, 0.6, 5), last[seed]]
+            records.setdefault((2, method), {})[seed] = {
+                "final": {"test_accuracy": last[seed]},
+                "best_validation": {"test_accuracy": best[seed]},
+                "history": {"test_accuracy": history},
+            }
+    _, a, b = experiment.paired(records, "FreeMatch", "supervised", 2)
+    np.testing.assert_allclose(a - b, [3.0, 1.0, 5.0], atol=1e-9)
+    _, a, b = experiment.paired(records, "FreeMatch", "supervised", 2, key="tail")
+    tail = [
+        100 * np.mean(records[2, m][s]["history"]["test_accuracy"][-4:])
+        for m in ("FreeMatch", "supervised")
+        for s in range(3)
+    ]
+    np.testing.assert_allclose(np.concatenate([a, b]), tail, atol=1e-9)
+
+    def t_test(diffs):  # two-sided one-sample t-test of the differences, by hand
+        t = np.mean(diffs) / (np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
+        return 2 * stats.t.sf(abs(t), len(diffs) - 1)
+
+    row = [r for r in experiment.paired_table(records, args).splitlines() if "FreeMatch −" in r]
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    assert cells[2:5] == ["3", "s0: +3.0, s1: +1.0, s2: +5.0", "3.0 ± 2.0"]
+    assert (
+        cells[5] == f"{t_test([3.0, 1.0, 5.0]):.2f}" == "0.12"
+    )  # t = 3 / (2 / sqrt(3)) = 2.60, 2 d.o.f.
+    assert cells[6] == "2.2 ± 0.3" and cells[7] == f"{t_test([2.0, 2.0, 2.6]):.2f}"
+    diffs = np.subtract(tail[:3], tail[3:])
+    assert cells[8] == f"{diffs.mean():.1f} ± {diffs.std(ddof=1):.1f}"
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent driver logic")

@@ -506,15 +506,22 @@ def cell_table(records, args):
     return "\n".join(lines)
 
 
+TAIL = 4  # evaluations averaged by the "tail" columns
+
+
 def paired(records, method, reference, labels, key="last"):
     """`(seeds, a, b)`: test accuracies (%) of `method` and `reference` on the seeds both finished.
 
-    `key`: `"last"` (last step) or `"best"` (best-validation epoch).
+    `key`: `"last"` (last step), `"best"` (best-validation epoch) or `"tail"`
+    (the mean of the last `TAIL` evaluations, less sensitive to where the last
+    step happens to fall).
     """
 
     def accuracy(record):
         if key == "last":
             return record["final"]["test_accuracy"]
+        if key == "tail":
+            return float(np.mean(record["history"]["test_accuracy"][-TAIL:]))
         return record["best_validation"]["test_accuracy"]
 
     a, b = records.get((labels, method), {}), records.get((labels, reference), {})
@@ -531,8 +538,9 @@ def paired_table(records, args):
 
     lines = [
         "| labels | difference (points) | pairs | per seed, last step | mean ± std, last step "
-        "| paired t-test p, last step | mean ± std, best-val. epoch | p, best-val. epoch |",
-        "|---:|---|---:|---|---:|---:|---:|---:|",
+        "| paired t-test p, last step | mean ± std, best-val. epoch | p, best-val. epoch "
+        f"| mean ± std, last {TAIL} evaluations | p, last {TAIL} evaluations |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for labels in args.labels:
         for method, reference in COMPARISONS:
@@ -540,7 +548,7 @@ def paired_table(records, args):
             if not seeds:
                 continue
             cells = []
-            for key in ("last", "best"):
+            for key in ("last", "best", "tail"):
                 _, a, b = paired(records, method, reference, labels, key=key)
                 p = "-"
                 if len(seeds) > 1 and np.ptp(a - b) > 0:
@@ -551,7 +559,7 @@ def paired_table(records, args):
             per_seed = ", ".join(f"s{s}: {d:+.1f}" for s, d in zip(seeds, diffs, strict=True))
             lines.append(
                 f"| {labels * 10} | {method} − {reference} | {len(seeds)} | {per_seed} | "
-                f"{cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |"
+                f"{cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | {cells[5]} |"
             )
     return "\n".join(lines)
 
@@ -654,7 +662,10 @@ def report(args):
             "per run (`train_seconds`).",
             cell_table(records, args),
             "Paired differences per seed (same seed: same labels, initialisation and data "
-            "order); p: two-sided paired t-test (`scipy.stats`, the differences against 0).",
+            "order); p: two-sided paired t-test (`scipy.stats`, the differences against 0). "
+            f"The last {TAIL} evaluations: each run's mean test accuracy over its last {TAIL} "
+            "evaluation periods, less sensitive to where the last step falls in the "
+            "evaluation-to-evaluation fluctuation.",
             paired_table(records, args),
             "Each cell's exact command is in its JSON file (`command`), e.g. "
             f"`{cell_path(example, args).replace(ROOT + os.sep, '')}`"
