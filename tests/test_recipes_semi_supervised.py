@@ -8,6 +8,8 @@ a `.keras` save/load/resume round trip and for the weight EMA used in evaluation
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -461,6 +463,29 @@ def test_steps_not_a_multiple_of_eval_every_runs_exactly_steps(tmp_path):
     assert len(results["history"]["val_accuracy"]) == 2
     loaded = keras.saving.load_model(os.fspath(out / "model.keras"), safe_mode=True)
     assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 5
+
+
+def test_deterministic_reruns_are_bit_identical(tmp_path):
+    # Two processes: op determinism is process-wide and cannot be switched off again.
+    # Without --deterministic TensorFlow's threads reorder sums and the random crops'
+    # draws of the parallel tf.data map, and the same command gives another history.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = []
+    for name in ("first", "second"):
+        subprocess.run(
+            [
+                sys.executable, "-m", "recipes.semi_supervised", "--dataset", "digits",
+                "--algorithm", "supervised", "--labels-per-class", "2", "--model", "wrn10_1",
+                "--width", "0.25", "--batch-size", "4", "--steps", "6", "--eval-every", "3",
+                "--test-samples", "20", "--validation-samples", "20", "--deterministic",
+                "--output", str(tmp_path / name), "--verbose", "0",
+            ],
+            check=True, cwd=root, capture_output=True,
+        )  # fmt: skip
+        runs.append(json.loads((tmp_path / name / "results.json").read_text()))
+    assert runs[0]["settings"]["deterministic"] is True
+    assert runs[0]["history"] == runs[1]["history"]  # every logged number, bit for bit
+    assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
 
 
 def test_model_help_lists_the_accepted_names(capsys):

@@ -42,6 +42,7 @@ import numpy as np
 from recipes import data as data_lib
 from recipes._cli import HelpFormatter
 from recipes.cifar.backbones import BACKBONES, build_backbone
+from recipes.reproducibility import seed_everything
 from recipes.semi_supervised import data as ssl_data
 from recipes.semi_supervised.models import ALGORITHMS, FAIRNESS_SIGNS
 
@@ -165,6 +166,11 @@ def build_parser():
         "--ema-momentum", type=float, default=0.999, help="momentum of the weight average"
     )
     opt.add_argument("--seed", type=int, default=0, help="seed of the label draw and training")
+    opt.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels and augmentation draws: a rerun is bit-identical (slower)",
+    )
 
     algo = parser.add_argument_group("algorithm")
     algo.add_argument("--threshold", type=float, default=0.95, help="FixMatch threshold")
@@ -381,7 +387,7 @@ def main(argv=None):
     except ValueError as error:
         raise SystemExit(f"error: --labels-per-class: {error}") from None
     labeled, unlabeled = pool[labeled], pool[unlabeled]
-    keras.utils.set_random_seed(args.seed)
+    seed_everything(args.seed, deterministic=args.deterministic)
     os.makedirs(args.output, exist_ok=True)
 
     x_test, y_test = images.x_test, images.y_test
