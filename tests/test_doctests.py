@@ -21,6 +21,7 @@ MODULES = [
     "keras_nc.sharding",
     "keras_nc.theory",
     "keras_nc.plotting",
+    "recipes.reproducibility",
 ]
 
 
