@@ -598,9 +598,8 @@ def test_study_paired_differences_and_t_test_match_numpy(tmp_path):
     row = [r for r in experiment.paired_table(records, args).splitlines() if "FreeMatch −" in r]
     cells = [c.strip() for c in row[0].strip("|").split("|")]
     assert cells[2:5] == ["3", "s0: +3.0, s1: +1.0, s2: +5.0", "3.0 ± 2.0"]
-    assert (
-        cells[5] == f"{t_test([3.0, 1.0, 5.0]):.2f}" == "0.12"
-    )  # t = 3 / (2 / sqrt(3)) = 2.60, 2 d.o.f.
+    # t = 3 / (2 / sqrt(3)) = 2.60 with 2 degrees of freedom
+    assert cells[5] == f"{t_test([3.0, 1.0, 5.0]):.2f}" == "0.12"
     assert cells[6] == "2.2 ± 0.3" and cells[7] == f"{t_test([2.0, 2.0, 2.6]):.2f}"
     diffs = np.subtract(tail[:3], tail[3:])
     assert cells[8] == f"{diffs.mean():.1f} ± {diffs.std(ddof=1):.1f}"

@@ -40,6 +40,7 @@ python -m recipes.semi_supervised.experiment --report-only # tables and figure f
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -343,16 +344,15 @@ def run_cell(cell, argv, args, in_process=False):
         from recipes.semi_supervised import train
 
         train.main(argv)
-    elif args.jobs == 1:
-        subprocess.run([sys.executable, "-m", "recipes.semi_supervised", *argv], check=True)
-    else:  # concurrent runs: each one's output in `<output>/<cell>.log`
-        with open(os.path.join(args.output, f"{cell.name}.log"), "w") as log:
+    else:  # concurrent runs write their output to `<output>/<cell>.log`, one run to ours
+        log_path = os.path.join(args.output, f"{cell.name}.log")
+        with open(log_path, "w") if args.jobs > 1 else contextlib.nullcontext() as log:
             subprocess.run(
                 [sys.executable, "-m", "recipes.semi_supervised", *argv],
                 check=True,
                 env=thread_environment(threads),
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT if log else None,
             )
     wall = time.time() - start
     with open(os.path.join(out, "results.json")) as f:
@@ -423,13 +423,13 @@ def run(args, in_process=False):
                     print(f"{command_line(argv, backend_name())}{mark}")
             done += [cell.name for cell, _ in todo]
             continue
-        if args.jobs == 1 or in_process:
+        if in_process:  # tests: one run after the other in this process
             for cell, argv in todo:
-                run_cell(cell, argv, args, in_process=in_process)
+                run_cell(cell, argv, args, in_process=True)
                 done.append(cell.name)
                 write_report(args)
             continue
-        pool = ThreadPoolExecutor(max_workers=args.jobs)
+        pool = ThreadPoolExecutor(max_workers=args.jobs)  # one worker: in plan order
         try:
             futures = {pool.submit(run_cell, cell, argv, args): cell for cell, argv in todo}
             for future in as_completed(futures):
@@ -606,7 +606,8 @@ def report(args):
     """The Markdown report of the finished cells."""
     records = grid_records(args)
     cells = plan(args)
-    finished = [c for c in cells if load_record(c, args) is not None]
+    loaded = {c: load_record(c, args) for c in cells}
+    finished = [c for c in cells if loaded[c] is not None]
     grid = [c for c in cells if c.stage == "grid"]
     grid_done = [c for c in finished if c.stage == "grid"]
     complete = [
@@ -617,15 +618,14 @@ def report(args):
         and len(records[labels, method])
         == sum(1 for c in grid if c.labels_per_class == labels and c.method == method)
     ]
-    minutes = [load_record(c, args)["train_seconds"] / 60 for c in finished]
+    minutes = [loaded[c]["train_seconds"] / 60 for c in finished]
     status = (
         f"Finished: {len(finished)} of {len(cells)} runs ({len(grid_done)} of {len(grid)} grid "
         f"cells); complete (every seed): {', '.join(complete) if complete else 'none'}."
     )
     if minutes:
         status += f" Training time per run: {min(minutes):.1f} to {max(minutes):.1f} minutes."
-    shared = [load_record(c, args) for c in finished]
-    shared = [r for r in shared if r.get("concurrent_runs", 1) > 1]
+    shared = [loaded[c] for c in finished if loaded[c].get("concurrent_runs", 1) > 1]
     if shared:
         status += (
             f" {len(shared)} of them ran {shared[0]['concurrent_runs']} at a time with "
