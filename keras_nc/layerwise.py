@@ -20,6 +20,7 @@ from keras import ops
 
 from keras_nc import ops as nc_ops
 from keras_nc.models import collapse_view
+from keras_nc.ops._guards import check_flag
 from keras_nc.ops._spectral import normalize_rows
 
 # The per-layer measures, in the order of `LayerwiseCollapse.history`'s columns.
@@ -274,7 +275,7 @@ class LayerwiseCollapse(keras.callbacks.Callback):
             )
         self.layers = None if layers is None else list(layers)
         self.every, self.epochs, self.batch_size = every, epochs, batch_size
-        self.center, self.prefix = bool(center), prefix
+        self.center, self.prefix = check_flag(center, "center"), prefix
         self.csv_path, self.plot_path = csv_path, plot_path
         self.features_layer, self.head_layer = features_layer, head_layer
         self.history, self.seconds = [], []

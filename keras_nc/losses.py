@@ -14,7 +14,7 @@ The mathematics lives in `keras_nc.ops`.
 import keras
 
 from keras_nc.ops import cma
-from keras_nc.ops._guards import check_alpha
+from keras_nc.ops._guards import check_alpha, check_flag
 from keras_nc.step import CollapseStep
 
 
@@ -50,8 +50,10 @@ class CollapseLoss(keras.losses.Loss):
     `keras_nc.step.CollapseStep` (its labelled batch, memoised entropies and
     ratios, which the step's metrics then reuse). Calling the loss returns that
     value (already multiplied by its weight; under a `tf.distribute` strategy
-    divided by the number of replicas, like every Keras loss); `sample_weight`
-    is accepted and ignored (these are batch-level quantities).
+    divided by the number of replicas, like every Keras loss). `sample_weight`
+    weights the batch's rows inside the Gram matrices: a row of weight 0 leaves
+    the batch, as if it were not there (padding, unconfident pseudo-labels);
+    see the Concepts page for the weighted definition.
     `keras_nc.models.CollapseClassifier` calls
     `loss(y_true, features=z, head_weights=w, step=step)`; a plain
     `keras.Model` would pass predictions (`loss(y_true, y_pred)`), which these
@@ -74,7 +76,7 @@ class CollapseLoss(keras.losses.Loss):
                 "`loss(y_true, features=..., head_weights=...)`."
             )
         if step is None:
-            step = CollapseStep(y_true, features, head_weights)
+            step = CollapseStep(y_true, features, head_weights, sample_weight)
         return _scale_for_replicas(self.compute(step))
 
     def call(self, y_true, y_pred):
@@ -86,7 +88,7 @@ class CollapseLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="keras_nc")
 class CMALoss(CollapseLoss):
-    """Cross-Modal Alignment loss: `weight * CMA` (SPEC 2.8).
+    """Cross-Modal Alignment loss: `weight * CMA` (arXiv 2409.16767).
 
     For each class `c` in the batch, the features of its samples and its anchor
     (head row `w_c`; in a CLIP zero-shot classifier the text embedding of the
@@ -127,7 +129,7 @@ class CMALoss(CollapseLoss):
 class InformationRegularizer(CollapseLoss):
     """MIR/HDR regulariser: `-mir_weight * MIR(K_Z, K_W) + hdr_weight * HDR(K_Z, K_W)`.
 
-    Sample-head pairing per batch (SPEC 2.7): the cosine Gram of the
+    Sample-head pairing per batch (arXiv 2409.16767): the cosine Gram of the
     (batch-centred) features against that of the head rows picked by the
     labels. Gradients reach the backbone and the head. Summed with the
     cross-entropy it rewards information shared between features and head
@@ -169,7 +171,7 @@ class InformationRegularizer(CollapseLoss):
         super().__init__(name=name, **kwargs)
         self.mir_weight = _check_weight(mir_weight, "mir_weight")
         self.hdr_weight = _check_weight(hdr_weight, "hdr_weight")
-        self.center = bool(center)
+        self.center = check_flag(center, "center")
         self.alpha = check_alpha(alpha)
 
     def compute(self, step):

@@ -1,10 +1,15 @@
 """`CollapseClassifier`: a classifier whose training feeds features and head to collapse metrics."""
 
 import contextlib
+import inspect
+import operator
+import re
+import warnings
 
 import keras
 from keras import ops
 
+from keras_nc import compat
 from keras_nc.losses import CollapseLoss
 from keras_nc.metrics import ClassStatistics, CollapseMetric
 from keras_nc.step import CollapseStep, check_sample_scope
@@ -23,7 +28,9 @@ class CollapseClassifier(keras.Model):
 
     Args:
         backbone: a Keras model or layer mapping inputs to features `(n, d)`, or
-            to feature maps `(n, ..., d)` which are globally average-pooled.
+            to feature maps `(n, ..., d)` (`(n, d, ...)` with `channels_first`)
+            which are globally average-pooled; functional, `Sequential` or
+            subclassed.
             A backbone without a known input shape (a `Sequential` without
             `Input`, a bare layer) is built, with the head, from the first
             batch, as Keras builds its models.
@@ -40,6 +47,11 @@ class CollapseClassifier(keras.Model):
             see the Scaling page). TensorFlow's `tf.distribute` replicas
             always compute them on their own rows; without a distribution both
             settings are the same.
+        data_format: where the channels of a backbone's feature maps are:
+            `"channels_last"` (`(n, ..., d)`) or `"channels_first"`
+            (`(n, d, ...)`); the other axes are average-pooled. Default:
+            `keras.config.image_data_format()` at construction, as Keras'
+            convolution layers resolve it.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Attributes:
@@ -67,17 +79,37 @@ class CollapseClassifier(keras.Model):
     ```
     """
 
-    def __init__(self, backbone, num_classes, head=None, sample_scope="global", **kwargs):
+    def __init__(
+        self,
+        backbone,
+        num_classes,
+        head=None,
+        sample_scope="global",
+        data_format=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.sample_scope = check_sample_scope(sample_scope)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
+        num_classes = _check_num_classes(num_classes)
+        if not isinstance(backbone, keras.layers.Layer):
+            raise ValueError(
+                "`backbone` must be a Keras model or layer mapping inputs to features (a "
+                "keras.Model, keras.Sequential or keras.layers.Layer); received "
+                f"{_describe(backbone)}. Wrap a function in `keras.layers.Lambda(fn)` or, "
+                "better, in a layer of your own."
+            )
+        self.data_format = _check_data_format(data_format)
         if head is None:
             head = keras.layers.Dense(num_classes, name="head")
-        if not isinstance(head, keras.layers.Dense) or head.units != num_classes:
+        if not isinstance(head, keras.layers.Dense):
             raise ValueError(
                 f"`head` must be a keras.layers.Dense with num_classes={num_classes} units; "
-                f"received {head!r}."
+                f"received {_describe(head)}."
+            )
+        if head.units != num_classes:
+            raise ValueError(
+                f"`head` must be a keras.layers.Dense with num_classes={num_classes} units; "
+                f"received Dense {head.name!r} with {head.units} units."
             )
         if head.activation not in (keras.activations.linear, None):
             raise ValueError(
@@ -94,7 +126,8 @@ class CollapseClassifier(keras.Model):
         object.__setattr__(self, "_collapse_metrics", [])
         object.__setattr__(self, "_collapse_losses", [])
         object.__setattr__(self, "_class_statistics", None)
-        inputs = getattr(backbone, "inputs", None)
+        object.__setattr__(self, "_collapse_container", None)
+        inputs = _known_inputs(backbone)
         if inputs:
             self.build(tuple(inputs[0].shape) if len(inputs) == 1 else None)
 
@@ -113,19 +146,44 @@ class CollapseClassifier(keras.Model):
         if self.built:
             return
         if input_shape is not None and not getattr(self.backbone, "built", True):
-            self.backbone.build(input_shape)
+            # A symbolic call builds any backbone, subclassed models without a
+            # `build` method included (their layers are built as `call` runs).
+            self.backbone(keras.KerasTensor(tuple(input_shape)))
         if not self.head.built:
             self.head.build(self._feature_shape(input_shape))
+        elif input_shape is not None or _known_outputs(self.backbone):
+            width = self._feature_shape(input_shape)[1]
+            expected = int(self.head.kernel.shape[0])
+            if width is not None and int(width) != expected:
+                raise ValueError(
+                    f"The backbone's features have width {width} (pooled over every axis but "
+                    f"the channels, data_format={self.data_format!r}), but the head "
+                    f"{self.head.name!r} expects inputs of width {expected}. Pick the features "
+                    "layer whose output feeds the head (`features_layer=`), or a head of "
+                    "matching input width."
+                )
         self._build_collapse_state()
         self.built = True
 
     def _feature_shape(self, input_shape):
-        outputs = getattr(self.backbone, "outputs", None)
+        outputs = _known_outputs(self.backbone)
         if outputs:
             shape = tuple(outputs[0].shape)
+        elif input_shape is None:
+            raise ValueError(
+                f"Cannot infer the feature width of backbone {self.backbone.name!r} without "
+                "an input shape: give it a `keras.Input`, or build the model with "
+                "`model.build(input_shape)`."
+            )
         else:
-            shape = tuple(self.backbone.compute_output_shape(input_shape))
-        return (shape[0], shape[-1])
+            shape = _output_shape(self.backbone, input_shape)
+        return (shape[0], shape[self._channel_axis(len(shape))])
+
+    def _channel_axis(self, rank):
+        """The axis of the features' channels in a backbone output of `rank` dimensions."""
+        if rank > 2 and self.data_format == "channels_first":
+            return 1
+        return rank - 1
 
     @property
     def feature_dim(self):
@@ -137,8 +195,10 @@ class CollapseClassifier(keras.Model):
     def extract_features(self, inputs, training=False):
         """Pooled backbone features `(n, d)` of a batch of inputs."""
         features = self.backbone(inputs, training=training)
-        if len(features.shape) > 2:
-            features = ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
+        rank = len(features.shape)
+        if rank > 2:
+            channels = self._channel_axis(rank)
+            features = ops.mean(features, axis=tuple(a for a in range(1, rank) if a != channels))
         return features
 
     def head_rows(self):
@@ -252,9 +312,18 @@ class CollapseClassifier(keras.Model):
         with self._blas_threads():
             return super().fit(*args, **kwargs)
 
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, *args, return_dict=False, **kwargs):
         with self._blas_threads():
-            return super().evaluate(*args, **kwargs)
+            logs = super().evaluate(*args, return_dict=True, **kwargs)
+        return logs if return_dict else self._values_in_order(logs)
+
+    def train_on_batch(self, *args, return_dict=False, **kwargs):
+        logs = super().train_on_batch(*args, return_dict=True, **kwargs)
+        return logs if return_dict else self._values_in_order(logs)
+
+    def test_on_batch(self, *args, return_dict=False, **kwargs):
+        logs = super().test_on_batch(*args, return_dict=True, **kwargs)
+        return logs if return_dict else self._values_in_order(logs)
 
     def test_step(self, *args, **kwargs):
         logs = self._with_collapse_outputs(super().test_step, *args, **kwargs)
@@ -292,15 +361,15 @@ class CollapseClassifier(keras.Model):
         """
         user_loss, user_metrics = loss, metrics
         user_jit_compile = kwargs.get("jit_compile", "auto")
-        if loss == "auto":
+        if isinstance(loss, str) and loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if metrics == "auto":
-            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        if isinstance(metrics, str) and metrics == "auto":
+            # Keras resolves "accuracy" from the labels' shape at the first batch:
+            # sparse labels (n,) or one-hot labels (n, C) alike.
+            metrics = ["accuracy"]
         losses = list(loss) if isinstance(loss, (list, tuple)) else [loss]
         collapse_losses = [item for item in losses if isinstance(item, CollapseLoss)]
-        plain_losses = [item for item in losses if not isinstance(item, CollapseLoss)]
-        if any(item is None for item in plain_losses):
-            raise ValueError("`loss` entries must be losses; received None.")
+        plain_losses = [_logits_loss(item) for item in losses if not isinstance(item, CollapseLoss)]
         metrics = list(metrics or [])
         _check_unique_names(metrics)
         collapse_metrics = [item for item in metrics if isinstance(item, CollapseMetric)]
@@ -335,9 +404,21 @@ class CollapseClassifier(keras.Model):
             statistics.read_head_from(self.head_rows)
             for metric in readers:
                 metric.share_statistics(statistics)
+        # The collapse losses' terms are logged as `<loss name>_loss`, as Keras
+        # logs the terms of a multi-output loss.
+        loss_trackers = [keras.metrics.Mean(name=f"{item.name}_loss") for item in collapse_losses]
+        for tracker in loss_trackers:
+            compat.set_metric_direction(tracker, "down")
+        container = None
+        if collapse_metrics or loss_trackers:
+            container = CollapseMetrics(
+                ([statistics] if statistics is not None else []) + loss_trackers + collapse_metrics
+            )
         object.__setattr__(self, "_class_statistics", statistics)
         object.__setattr__(self, "_collapse_metrics", collapse_metrics)
         object.__setattr__(self, "_collapse_losses", collapse_losses)
+        object.__setattr__(self, "_loss_term_trackers", loss_trackers)
+        object.__setattr__(self, "_collapse_container", container)
         object.__setattr__(self, "_keras_metrics", list(super().metrics))
         self._build_collapse_state()
 
@@ -359,14 +440,37 @@ class CollapseClassifier(keras.Model):
 
     @property
     def metrics(self):
-        statistics = getattr(self, "_class_statistics", None)
-        shared = [statistics] if statistics is not None else []
         # Keras' own metrics as listed at `compile`: torch.compile cannot trace
         # `super().metrics` (a property of the parent) inside a compiled step.
         keras_metrics = getattr(self, "_keras_metrics", None)
         if keras_metrics is None:
             keras_metrics = super().metrics
-        return keras_metrics + shared + list(getattr(self, "_collapse_metrics", []))
+        container = getattr(self, "_collapse_container", None)
+        return keras_metrics + ([container] if container is not None else [])
+
+    @property
+    def metrics_names(self):
+        """The names of the values `evaluate()` returns, in its order.
+
+        `loss`, the compiled metrics (`accuracy`, ...), the collapse losses'
+        terms (`cma_loss`, ...) and the collapse metrics (`mir`, ...):
+        `dict(zip(model.metrics_names, model.evaluate(x, y)))` pairs each value
+        with its name.
+        """
+        names = []
+        for metric in self.metrics:
+            if isinstance(metric, (compat.CompileMetrics, compat.MetricsList)):
+                names += [m.name for m in metric.metrics if not isinstance(m, ClassStatistics)]
+            else:
+                names.append(metric.name)
+        return names
+
+    def _values_in_order(self, logs):
+        """`logs` as `evaluate()`'s list: in the order of `metrics_names`, the rest sorted."""
+        names = self.metrics_names
+        values = [logs[name] for name in names if name in logs]
+        values += [logs[key] for key in sorted(logs) if key not in names]
+        return values[0] if len(values) == 1 else values
 
     def _split(self, y_pred):
         if isinstance(y_pred, dict):
@@ -398,6 +502,7 @@ class CollapseClassifier(keras.Model):
             # Hand the step's values to compute_metrics through y_pred: the only
             # path out of JAX's differentiated function (its aux output).
             y_pred["collapse_cache"] = step.cache
+            y_pred["collapse_loss_terms"] = [ops.cast(term, "float32") for term in terms]
             extra = terms[0]
             for term in terms[1:]:
                 extra = extra + term
@@ -408,6 +513,11 @@ class CollapseClassifier(keras.Model):
         logits, features, head_weights = self._split(y_pred)
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(y, logits, sample_weight=sample_weight)
+        terms = y_pred.get("collapse_loss_terms") if isinstance(y_pred, dict) else None
+        if terms is not None:
+            rows = ops.cast(ops.shape(logits)[0], "float32")
+            for tracker, term in zip(self._loss_term_trackers, terms, strict=True):
+                tracker.update_state(term, sample_weight=rows)
         if features is not None and self._collapse_metrics:
             # Shared by the metrics, with what the losses computed this step.
             cache = y_pred.get("collapse_cache")
@@ -446,8 +556,10 @@ class CollapseClassifier(keras.Model):
         """Wraps an existing functional classifier, splitting it at its head.
 
         Args:
-            model: a functional `keras.Model` ending in a `Dense` layer that
-                outputs logits (no softmax).
+            model: a functional `keras.Model` (or a `Sequential` with a known
+                input) ending in a `Dense` layer that outputs logits: no
+                softmax, neither in the `Dense` nor in a layer after it
+                (refused with an error saying how to rebuild the model).
             features_layer: optional name of the layer whose output are the
                 features (default: the input of the head).
             head_layer: optional name of the `Dense` head (default: the last
@@ -464,8 +576,23 @@ class CollapseClassifier(keras.Model):
         clf.compile(metrics=["accuracy", MIR()])
         ```
         """
-        if not isinstance(model, keras.Model) or not hasattr(model, "inputs"):
-            raise ValueError("`model` must be a functional keras.Model.")
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                "`model` must be a functional keras.Model (or a built keras.Sequential); "
+                f"received {_describe(model)}."
+            )
+        try:
+            model_inputs, model_outputs = model.inputs, model.outputs
+        except (AttributeError, ValueError):
+            model_inputs = model_outputs = None
+        if not model_inputs or not model_outputs:
+            raise ValueError(
+                f"`model` {model.name!r} ({type(model).__name__}) has no graph of layers to "
+                "split at its head. A Sequential model needs a known input: start it with "
+                "`keras.Input(shape)` or call `model.build(input_shape)` first. A subclassed "
+                "model has no graph: pass its feature extractor and head to "
+                "`CollapseClassifier(backbone, num_classes, head=...)` instead."
+            )
         if head_layer is None:
             dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
             if not dense:
@@ -480,11 +607,22 @@ class CollapseClassifier(keras.Model):
                 f"The head {head.name!r} has activation {head.activation.__name__!r}; a "
                 "CollapseClassifier head must output logits (activation=None)."
             )
+        after = _layers_after(model, head)
+        if after:
+            raise ValueError(
+                f"`model` {model.name!r} applies {after} after its head {head.name!r}: a "
+                "CollapseClassifier returns the head's logits, so the wrapped model would "
+                "return something else than `model` does. Build the model without them (e.g. "
+                "`classifier_activation=None` in keras.applications, or "
+                "`keras.Model(model.inputs, model.get_layer(head_name).output)`), train with "
+                "`from_logits=True` losses, and apply `keras.ops.softmax` to the predictions "
+                "when you need probabilities."
+            )
         feature_tensor = (
             model.get_layer(features_layer).output if features_layer is not None else head.input
         )
         # One input as a tensor, not a list of one (a list makes every call warn).
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        inputs = model_inputs[0] if len(model_inputs) == 1 else model_inputs
         backbone = keras.Model(inputs, feature_tensor, name=f"{model.name}_backbone")
         return cls(backbone, head.units, head=head, **kwargs)
 
@@ -495,6 +633,7 @@ class CollapseClassifier(keras.Model):
             "num_classes": self.num_classes,
             "head": keras.saving.serialize_keras_object(self.head),
             "sample_scope": self.sample_scope,
+            "data_format": self.data_format,
         }
 
     @classmethod
@@ -533,13 +672,186 @@ def collapse_view(model, features_layer=None, head_layer=None, caller="This call
         return CollapseClassifier.from_model(
             model, features_layer=features_layer, head_layer=head_layer
         )
-    except (ValueError, AttributeError) as error:
+    except ValueError as error:
         raise ValueError(
             f"{caller} needs a keras_nc.models.CollapseClassifier, or a functional "
             "keras.Model with a Dense logits head (split with CollapseClassifier.from_model, "
             f"`features_layer` and `head_layer` naming its layers); {type(model).__name__} "
             f"{getattr(model, 'name', '')!r} cannot be used: {error}"
         ) from None
+
+
+def _describe(value):
+    """How an error message names a value: a layer by class, name and units."""
+    if isinstance(value, keras.layers.Dense):
+        return f"Dense {value.name!r} with {value.units} units"
+    if isinstance(value, keras.layers.Layer):
+        return f"{type(value).__name__} {value.name!r}"
+    if callable(value):
+        return f"the function {getattr(value, '__name__', repr(value))!r}"
+    return repr(value)
+
+
+def _check_num_classes(num_classes):
+    """`num_classes` as an int >= 2 (any integer type: Python, NumPy), else a `ValueError`."""
+    try:
+        value = None if isinstance(num_classes, bool) else operator.index(num_classes)
+    except TypeError:
+        value = None
+    if value is None or value < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2; received {num_classes!r}.")
+    return int(value)
+
+
+def _check_data_format(data_format):
+    """`data_format`, or Keras' global image data format when None."""
+    if data_format is None:
+        return keras.config.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(
+            '`data_format` must be "channels_last", "channels_first" or None; received '
+            f"{data_format!r}."
+        )
+    return data_format
+
+
+def _known_inputs(layer):
+    """The symbolic inputs of a functional model (or built Sequential), else None."""
+    try:
+        return getattr(layer, "inputs", None)
+    except (AttributeError, ValueError):  # a Sequential without Input raises
+        return None
+
+
+def _known_outputs(layer):
+    """The symbolic outputs of a functional model (or built Sequential), else None."""
+    try:
+        return getattr(layer, "outputs", None)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _output_shape(layer, input_shape):
+    """The output shape of `layer` on inputs of `input_shape`, traced when not declared.
+
+    Subclassed models and custom layers often implement no
+    `compute_output_shape`; Keras' `compute_output_spec` then traces `call`
+    on symbolic inputs.
+    """
+    try:
+        shape = layer.compute_output_shape(input_shape)
+    except NotImplementedError:
+        spec = layer.compute_output_spec(keras.KerasTensor(tuple(input_shape)))
+        shape = spec.shape
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        raise ValueError(
+            f"The backbone {layer.name!r} returns several outputs; it must return one "
+            "features tensor."
+        )
+    return tuple(shape)
+
+
+def _layers_after(model, head):
+    """Names of the layers that transform the head's output into the model's output.
+
+    Layers that leave values unchanged (a linear `Activation`, e.g. the float32
+    cast of mixed precision; `Dropout`, `Identity`) are allowed.
+    """
+    outputs = model.outputs
+    if any(output is head.output for output in outputs):
+        return []
+    try:  # the sub-graph from the head's output to the model's output
+        tail = keras.Model(head.output, outputs[0] if len(outputs) == 1 else outputs)
+    except ValueError:
+        return ["layers that combine the head's output with other tensors"]
+    changing = []
+    for layer in tail.layers:
+        passthrough = isinstance(
+            layer, (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.Identity)
+        ) or (
+            isinstance(layer, keras.layers.Activation)
+            and layer.activation is keras.activations.linear
+        )
+        if not passthrough:
+            changing.append(layer.name)
+    return changing
+
+
+def _snake_case(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+# Keras' loss classes that read logits with `from_logits=True`, by function name.
+_LOGITS_LOSSES = {
+    _snake_case(name): getattr(keras.losses, name)
+    for name in dir(keras.losses)
+    if name[:1].isupper()
+    and isinstance(getattr(keras.losses, name), type)
+    and "from_logits" in inspect.signature(getattr(keras.losses, name).__init__).parameters
+}
+
+
+def _logits_loss(loss):
+    """A loss of the classifier's logits: strings resolved with `from_logits=True`.
+
+    `CollapseClassifier` outputs logits. A string names a Keras loss whose
+    default reads probabilities; it is resolved, as `keras.losses.get` would,
+    with `from_logits=True`, or refused when that loss has no logits form. A loss
+    object is used as given, with a warning when it says `from_logits=False`.
+    """
+    if loss is None:
+        raise ValueError("`loss` entries must be losses; received None.")
+    if isinstance(loss, str):
+        resolved = keras.losses.get(loss)
+        function = getattr(resolved, "fn", resolved)
+        loss_class = _LOGITS_LOSSES.get(getattr(function, "__name__", ""))
+        if loss_class is None:
+            raise ValueError(
+                f"`loss={loss!r}` reads probabilities or values, but a CollapseClassifier "
+                "outputs logits. Use a cross-entropy (`'sparse_categorical_crossentropy'`, "
+                "`'categorical_crossentropy'`, ... are resolved with `from_logits=True`), or "
+                "pass a loss object to apply it to the logits on purpose."
+            )
+        return loss_class(from_logits=True)
+    config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
+    if config.get("from_logits") is False:
+        warnings.warn(
+            f"The loss {loss.name!r} has `from_logits=False`, but a CollapseClassifier "
+            "outputs logits: pass `from_logits=True` (the loss reads the logits as "
+            "probabilities otherwise).",
+            stacklevel=3,
+        )
+    return loss
+
+
+class CollapseMetrics(compat.MetricsList):
+    """The collapse metrics and loss-term trackers of a `CollapseClassifier`, as one container.
+
+    Listed in `model.metrics` like Keras' own compiled metrics, so that Keras'
+    callbacks read each metric's direction (`EarlyStopping(monitor="val_mir")`
+    in `mode="auto"`) and `model.metrics_names` lists their names. Updated by
+    the model's `compute_metrics`, never by Keras.
+    """
+
+    def __init__(self, metrics, name="collapse_metrics"):
+        super().__init__(metrics, name=name)
+        for metric in metrics:
+            direction = getattr(metric, "direction", None)
+            if direction is not None:
+                compat.set_metric_direction(metric, direction)
+
+    def update_state(self, *args, **kwargs):
+        raise NotImplementedError("CollapseClassifier.compute_metrics updates these metrics.")
+
+    def result(self):
+        results = {}
+        for metric in self.metrics:
+            value = metric.result()
+            if isinstance(value, dict):
+                results.update(value)
+            else:
+                results[metric.name] = value
+        return results
 
 
 def _check_unique_names(metrics):

@@ -11,7 +11,7 @@ metric.update_state(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
 ```
 
 Modules: `keras_nc.metrics.sample_measures` (per-batch means: `MatrixEntropy`,
-`MIR`, `HDR`), `keras_nc.metrics.class_statistics` (`ClassStatistics`, the
+`MIR`, `HDR`, `CMA`), `keras_nc.metrics.class_statistics` (`ClassStatistics`, the
 per-class accumulator), `keras_nc.metrics.rank` (`RankMe`) and
 `keras_nc.metrics.class_measures` (measures of the
 epoch's class statistics). The mathematics lives in `keras_nc.ops`.
@@ -30,10 +30,11 @@ from keras_nc.metrics.class_measures import (
 )
 from keras_nc.metrics.class_statistics import ClassStatistics
 from keras_nc.metrics.rank import RankMe
-from keras_nc.metrics.sample_measures import HDR, MIR, MatrixEntropy
+from keras_nc.metrics.sample_measures import CMA, HDR, MIR, MatrixEntropy
 
 __all__ = [
     "CDNV",
+    "CMA",
     "HDR",
     "MIR",
     "NC1",

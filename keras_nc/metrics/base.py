@@ -29,11 +29,17 @@ class CollapseMetric:
             accumulator (which `CollapseClassifier` shares among its metrics).
         needs_second_moment: whether that accumulator needs the `d x d`
             second moment (NC1).
+        direction: `"up"` when higher values are better (MIR, class MIR,
+            NCC agreement, RankMe), `"down"` when lower are (HDR, matrix
+            entropy, NC1, CDNV, ETF error, equinorm, self-duality, CMA).
+            Keras' `EarlyStopping`, `ModelCheckpoint` and `ReduceLROnPlateau`
+            read it in their default `mode="auto"`.
     """
 
     uses_class_statistics = False
     needs_second_moment = False
     needs_head = True
+    direction = None
 
     def update_state(
         self,

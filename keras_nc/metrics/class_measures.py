@@ -6,7 +6,7 @@ from keras import ops
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import CollapseMetric
 from keras_nc.metrics.class_statistics import ClassStatistics
-from keras_nc.ops._guards import check_alpha, is_concrete
+from keras_nc.ops._guards import check_alpha, check_flag, is_concrete
 
 
 class StatisticsReader(CollapseMetric, keras.metrics.Metric):
@@ -20,6 +20,7 @@ class StatisticsReader(CollapseMetric, keras.metrics.Metric):
 
     uses_class_statistics = True
     needs_head = False
+    direction = "down"
 
     def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -116,7 +117,8 @@ class _ClassRatio(EpochMeasure):
     def __init__(self, center=True, alpha=1.0, num_classes=None, feature_dim=None, name=None,
                  dtype=None):  # fmt: skip
         super().__init__(num_classes, feature_dim, name=name or self._default_name, dtype=dtype)
-        self.pairing, self.center, self.alpha = "class", bool(center), check_alpha(alpha)
+        self.pairing, self.center = "class", check_flag(center, "center")
+        self.alpha = check_alpha(alpha)
 
     def compute(self, statistics):
         def ratios():
@@ -157,6 +159,7 @@ class ClassMIR(_ClassRatio):
 
     _index = 0
     _default_name = "mir_class"
+    direction = "up"
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -330,6 +333,8 @@ class NCCAgreement(StatisticsReader):
     model.compile(metrics=[keras_nc.metrics.NCCAgreement()])
     ```
     """
+
+    direction = "up"
 
     def __init__(self, num_classes=None, feature_dim=None, name="ncc_agreement", dtype=None):
         super().__init__(num_classes, feature_dim, name=name, dtype=dtype)

@@ -4,6 +4,7 @@ import keras
 
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import BatchMeasure
+from keras_nc.ops._guards import check_flag
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -30,10 +31,11 @@ class RankMe(BatchMeasure):
     """
 
     needs_head = False
+    direction = "up"
 
     def __init__(self, center=False, name="rank_me", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.center = bool(center)
+        self.center = check_flag(center, "center")
 
     def measure(self, step, features):
         return nc_ops.rank_me(features, center=self.center)

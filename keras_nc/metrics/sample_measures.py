@@ -6,7 +6,8 @@ from keras import ops
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import BatchMeasure
 from keras_nc.metrics.class_measures import ClassHDR, ClassMIR
-from keras_nc.ops._guards import check_alpha
+from keras_nc.ops import cma
+from keras_nc.ops._guards import check_alpha, check_flag
 
 _PAIRINGS = ("sample", "class")
 
@@ -50,6 +51,8 @@ class MatrixEntropy(BatchMeasure):
     ```
     """
 
+    direction = "down"
+
     def __init__(
         self,
         of="features",
@@ -63,7 +66,8 @@ class MatrixEntropy(BatchMeasure):
             raise ValueError(f'`of` must be "features" or "head"; received {of!r}.')
         name = name or ("matrix_entropy" if of == "features" else "head_entropy")
         super().__init__(name=name, dtype=dtype)
-        self.of, self.center, self.normalize = of, bool(center), normalize
+        self.of, self.center = of, check_flag(center, "center")
+        self.normalize = check_flag(normalize, "normalize")
         self.alpha = check_alpha(alpha)
         self.needs_head = of == "head"  # the features' entropy reads no head
 
@@ -107,7 +111,8 @@ class _SampleRatio(BatchMeasure):
     def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
                  feature_dim=None, name=None, dtype=None):  # fmt: skip
         super().__init__(name=name or self._default_names[0], dtype=dtype)
-        self.pairing, self.center, self.alpha = "sample", bool(center), check_alpha(alpha)
+        self.pairing, self.center = "sample", check_flag(center, "center")
+        self.alpha = check_alpha(alpha)
 
     def measure(self, step, features):
         return step.sample_ratios(self.center, self.alpha)[self._index]
@@ -163,6 +168,7 @@ class MIR(_SampleRatio):
     _index = 0
     _class_pairing = ClassMIR
     _default_names = ("mir", "mir_class")
+    direction = "up"
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -193,3 +199,42 @@ class HDR(_SampleRatio):
     _index = 1
     _class_pairing = ClassHDR
     _default_names = ("hdr", "hdr_class")
+    direction = "down"
+
+
+@keras.saving.register_keras_serializable(package="keras_nc")
+class CMA(BatchMeasure):
+    """The Cross-Modal Alignment entropy of each batch, averaged over the epoch.
+
+    The quantity `keras_nc.losses.CMALoss` minimises (arXiv 2409.16767), without
+    the loss weight: for each class present in the batch, the normalised matrix
+    entropy of its samples' features together with its head row (the class
+    anchor), averaged over the classes present (`keras_nc.ops.cma_entropy`).
+    In `[0, 1]`: 0 when every class's features lie on its anchor's direction,
+    lower is better. Averaged over the epoch's batches weighted by their size.
+
+    The value depends on the batch size: a class group of `m` members has
+    normalised entropy `H / log m`, and unaligned random features give values
+    near 1 for any `m` (the chance level), so compare runs at one batch size.
+
+    Args:
+        name: metric name (default `"cma"`).
+        dtype: metric dtype.
+
+    Example:
+
+    ```python
+    model.compile(
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(0.5)],
+        metrics=["accuracy", keras_nc.metrics.CMA()],
+    )  # logs `cma` (this metric) and `cma_loss` (the weighted loss term)
+    ```
+    """
+
+    direction = "down"
+
+    def __init__(self, name="cma", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+
+    def measure(self, step, features):
+        return cma.cma_entropy_of(step.batch())
