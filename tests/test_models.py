@@ -70,7 +70,7 @@ def test_spec_usage_with_cma_loss_list(digits):
         jit_compile=jit_setting(),
     )
     history = model.fit(x, y, epochs=1, batch_size=128, verbose=0).history
-    assert set(history) == {"loss", "accuracy", "mir"}
+    assert set(history) == {"loss", "accuracy", "mir", "cma_loss"}
     # The logged loss is cross-entropy plus 0.5 * CMA: check it on fixed weights.
     x, y = x[:128], y[:128]
     result = model.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)

@@ -13,6 +13,7 @@ import collections
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -69,6 +70,16 @@ def check_alpha(alpha):
     if math.isinf(alpha):
         raise ValueError("`alpha` must be finite; received inf.")
     return float(alpha)
+
+
+def check_flag(value, name):
+    """`value` as a bool when it is one (Python or NumPy bool), else a `ValueError` naming it.
+
+    Strings are refused: `bool("no")` and `bool("False")` are `True`.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"`{name}` must be True or False; received {value!r}.")
 
 
 def check_rank(x, name, rank, layout):
