@@ -15,7 +15,11 @@ import keras
 import numpy as np
 
 from keras_nc import ops as nc_ops
-from keras_nc.layerwise import LayerwiseCollapse, block_outputs  # noqa: F401 (exported here)
+from keras_nc.layerwise import (
+    LayerwiseCollapse,  # noqa: F401 (exported here)
+    _log_prefix,
+    block_outputs,  # noqa: F401 (exported here)
+)
 from keras_nc.models import collapse_view
 
 # The measures of `collapse_report`, in the order of `CollapseMonitor.history`'s rows.
@@ -103,7 +107,7 @@ class CollapseMonitor(keras.callbacks.Callback):
     passes, the class-pairing MIR and HDR, the matrix entropies of features
     and head, NC1, CDNV, NC2 (ETF error, equinorm), NC3 (self-duality) and the
     exact NC4 (`collapse_report`). It adds them to the epoch's `logs` as
-    `<prefix><measure>` (default `collapse_mir`, ..., `collapse_ncc_agreement`)
+    `<prefix>_<measure>` (default `collapse_mir`, ..., `collapse_ncc_agreement`)
     and appends a row to `history`. It writes no file: the Keras callbacks
     placed after it in `callbacks` receive the same `logs` and write them:
     `keras.callbacks.CSVLogger` (columns `collapse_*`), `keras.callbacks.TensorBoard`
@@ -137,10 +141,12 @@ class CollapseMonitor(keras.callbacks.Callback):
             the last epoch of each `fit`).
         batch_size: batch size of the feature extraction when `x` is an array.
         center: centre features by the global mean (see the Concepts page).
-        prefix: prefix of the keys added to `logs`. Use `"val_collapse_"` for
-            a held-out set: Keras' `TensorBoard` then draws the values in its
-            validation run, next to the `collapse_` values of a training
-            subset.
+        prefix: prefix of the keys added to `logs`, joined with an underscore
+            as Keras joins `val_`: `"val"` and `"val_"` both log `val_mir`, ...
+            (a prefix ending in `_`, `/`, `-` or `.` is used as it is; `""`
+            logs `mir`). Use `"val_collapse"` for a held-out set: Keras'
+            `TensorBoard` then draws the values in its validation run, next
+            to the `collapse_` values of a training subset.
         features_layer: for a plain functional model only: name of the layer
             whose output are the features (default: the input of the head).
         head_layer: for a plain functional model only: name of its `Dense`
@@ -191,8 +197,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         super().__init__()
         _check_positive_int(every, "every")
         _check_positive_int(batch_size, "batch_size")
-        if not isinstance(prefix, str):
-            raise ValueError(f"`prefix` must be a string; received {prefix!r}.")
+        prefix = _log_prefix(prefix, "CollapseMonitor")
         self.every, self.batch_size, self.center, self.prefix = every, batch_size, center, prefix
         self.features_layer, self.head_layer = features_layer, head_layer
         self.x = x

@@ -101,6 +101,17 @@ def block_outputs(model):
     return names if len(names) >= 2 else [layer.name for layer in layers]
 
 
+def _log_prefix(prefix, owner):
+    """`prefix` of logs keys, joined Keras' way: `"val"` and `"val_"` both give `"val_"`.
+
+    An underscore is added after a prefix ending in a letter or digit (`""`
+    and prefixes ending in `_`, `/`, `-` or `.` are kept as they are).
+    """
+    if not isinstance(prefix, str):
+        raise ValueError(f"{owner}: `prefix` must be a string; received {prefix!r}.")
+    return prefix + "_" if prefix[-1:].isalnum() else prefix
+
+
 def _check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
@@ -229,7 +240,9 @@ class LayerwiseCollapse(keras.callbacks.Callback):
         epochs: optional list of 1-based epoch numbers to record instead.
         batch_size: batch size of the forward passes.
         center: centre by the set's mean for the entropies and the class pairing.
-        prefix: prefix of the keys added to `logs`.
+        prefix: prefix of the keys added to `logs`, joined with an underscore
+            as Keras joins `val_`: `"val"` and `"val_"` both give
+            `val_<layer>_<measure>`.
         csv_path: optional path of a CSV of `history`.
         plot_path: optional path of a PNG written at the end of training.
         features_layer: for a plain functional model only (see `CollapseMonitor`).
@@ -275,7 +288,8 @@ class LayerwiseCollapse(keras.callbacks.Callback):
             )
         self.layers = None if layers is None else list(layers)
         self.every, self.epochs, self.batch_size = every, epochs, batch_size
-        self.center, self.prefix = check_flag(center, "center"), prefix
+        self.center = check_flag(center, "center")
+        self.prefix = _log_prefix(prefix, "LayerwiseCollapse")
         self.csv_path, self.plot_path = csv_path, plot_path
         self.features_layer, self.head_layer = features_layer, head_layer
         self.history, self.seconds = [], []

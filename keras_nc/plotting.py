@@ -38,7 +38,9 @@ def collapse_panels(num_classes):
     ]  # fmt: skip
 
 
-def draw_panel(ax, title, curves, reference=None, reference_label=None, log_scale=False):
+def draw_panel(
+    ax, title, curves, reference=None, reference_label=None, log_scale=False, integer_x=True
+):
     """Draws `curves` and a reference line on the matplotlib axes `ax`.
 
     Args:
@@ -48,6 +50,9 @@ def draw_panel(ax, title, curves, reference=None, reference_label=None, log_scal
         reference: optional value drawn as a dotted horizontal line.
         reference_label: legend label of the reference line.
         log_scale: logarithmic y axis (when every value is positive).
+        integer_x: ticks of the x axis on integers only (epochs and steps:
+            a run of 2 or 3 epochs gets no tick at epoch 1.5). A later
+            `ax.set_xscale("log")` or `ax.set_xticks(...)` replaces them.
 
     Example:
 
@@ -66,6 +71,10 @@ def draw_panel(ax, title, curves, reference=None, reference_label=None, log_scal
     if log_scale and values and all(v > 0 for v in values):
         ax.set_yscale("log")
     ax.set(title=title, xlabel="epoch")
+    if integer_x:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
 
@@ -101,18 +110,24 @@ def new_figure(rows, columns, figsize):
     return figure, figure.subplots(rows, columns, squeeze=False)
 
 
-def plot_collapse_history(rows, num_classes, path, title=None):
-    """Plots `CollapseMonitor.history` with the Neural Collapse reference values; writes a PNG.
+def plot_collapse_history(rows, num_classes, path=None, title=None):
+    """Plots `CollapseMonitor.history` with the Neural Collapse reference values.
 
     Six panels: class-pairing MIR (with MIR*), HDR (with 0), the feature and
     head entropies (with log(C-1)), NC1 and CDNV (log scale), NC2/NC3 and NC4.
+    Epoch ticks fall on integers.
 
     Args:
         rows: list of dicts with an `epoch` key and the measures of
             `keras_nc.callbacks.MEASURES` (`CollapseMonitor.history`).
         num_classes: `C`, for MIR* and log(C-1) (drawn when `C >= 3`).
-        path: output PNG path.
+        path: optional output path (PNG, or any format `Figure.savefig`
+            reads from the extension); `None` saves nothing.
         title: optional figure title.
+
+    Returns:
+        The `matplotlib.figure.Figure` (not attached to pyplot: show it in a
+        notebook by evaluating it, or save it with `figure.savefig`).
 
     Example:
 
@@ -120,8 +135,10 @@ def plot_collapse_history(rows, num_classes, path, title=None):
     monitor = CollapseMonitor(x_sub, y_sub)
     model.fit(x, y, epochs=30, callbacks=[monitor])
     plot_collapse_history(monitor.history, num_classes=10, path="collapse.png")
+    figure = plot_collapse_history(monitor.history, num_classes=10)  # no file
     ```
     """
+    rows = _history_rows(rows, "plot_collapse_history", "CollapseMonitor")
     epochs = [row["epoch"] for row in rows]
     fig, axes = new_figure(2, 3, (15, 8))
     panels = collapse_panels(num_classes)
@@ -130,10 +147,12 @@ def plot_collapse_history(rows, num_classes, path, title=None):
         draw_panel(ax, name, curves, ref, ref_label, log_scale=keys[0] == "nc1")
     fig.suptitle(title or f"Neural Collapse measures ({keras.backend.backend()})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
 
 
-def plot_layerwise(rows, path, measures=("nc1", "ncc_accuracy", "mir", "hdr", "rank_me"),
+def plot_layerwise(rows, path=None, measures=("nc1", "ncc_accuracy", "mir", "hdr", "rank_me"),
                    title=None):  # fmt: skip
     """Plots `LayerwiseCollapse.history`: each measure against depth and against epochs.
 
@@ -144,9 +163,13 @@ def plot_layerwise(rows, path, measures=("nc1", "ncc_accuracy", "mir", "hdr", "r
     Args:
         rows: list of dicts with `epoch`, `layer`, `depth` and the measures
             (`keras_nc.callbacks.LayerwiseCollapse.history`).
-        path: output PNG path.
+        path: optional output path (PNG, or any format `Figure.savefig`
+            reads from the extension); `None` saves nothing.
         measures: names of the measures to draw (`keras_nc.layerwise.LAYER_MEASURES`).
         title: optional figure title.
+
+    Returns:
+        The `matplotlib.figure.Figure` (not attached to pyplot).
 
     Example:
 
@@ -156,6 +179,7 @@ def plot_layerwise(rows, path, measures=("nc1", "ncc_accuracy", "mir", "hdr", "r
     plot_layerwise(profile.history, "layers.png")
     ```
     """
+    rows = _history_rows(rows, "plot_layerwise", "LayerwiseCollapse")
     epochs = sorted({row["epoch"] for row in rows})
     layers = [r["layer"] for r in sorted({r["depth"]: r for r in rows}.values(),
                                          key=lambda r: r["depth"])]  # fmt: skip
@@ -179,4 +203,24 @@ def plot_layerwise(rows, path, measures=("nc1", "ncc_accuracy", "mir", "hdr", "r
         draw_panel(axes[1, column], f"{measure} vs epoch", by_layer, log_scale=log_scale)
     fig.suptitle(title or f"Layer-wise collapse profile ({keras.backend.backend()})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def _history_rows(rows, function, callback):
+    """`rows` as a list of dicts; a clear error for Keras' `History` (the wrong history)."""
+    if isinstance(rows, (keras.callbacks.History, dict)):
+        received = "a dict" if isinstance(rows, dict) else "the `History` returned by `fit`"
+        raise TypeError(
+            f"`{function}` draws the `history` attribute of a `{callback}` callback (a list of "
+            f"dicts, one per evaluation), e.g. `{function}(callback.history, ...)`; received "
+            f"{received}."
+        )
+    rows = list(rows)
+    if not all(isinstance(row, dict) for row in rows):
+        raise TypeError(
+            f"`{function}` expects a list of dicts (`{callback}.history`); received items of "
+            f"types {sorted({type(row).__name__ for row in rows})}."
+        )
+    return rows
