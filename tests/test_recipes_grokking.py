@@ -162,7 +162,12 @@ def test_program_end_to_end_and_safe_mode_loading(tmp_path, capsys):
     assert saved["train_size"] == saved["test_size"] == 32
     assert set(saved["steps_to"]) >= {"val_accuracy_50", "val_accuracy_95", "train_nc1_90"}
     assert saved["final"]["step"] == 4 == results["final"]["step"]
-    assert "wrote history.csv" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote history.csv" in printed
+    # The summary table says what its columns and `never` mean, before its rows.
+    legend = printed.index("Steps at which each curve moves")
+    assert legend < printed.index("<measure>_90 ") < printed.index("\ntrain_nc1_90 ")
+    assert printed.index("\ncolumn ") < printed.index("\ntrain_nc1_90 ")
 
     loaded = keras.saving.load_model(out / "model.keras", safe_mode=True)
     split = data.modular_dataset(8, "+", train_fraction=0.5, seed=1)
@@ -196,3 +201,29 @@ def test_extremum_steps():
     summary = progress.summarize(history)
     assert summary["train_nc1_min"] == 2 and summary["val_accuracy_50"] == 2
     assert summary["train_nc1_90"] == 3  # log10: 0.6 -> 0.9, 90% of the change at step 3
+
+
+def test_summary_table_explains_its_columns_and_never():
+    summary = {"val_accuracy_50": 300, "val_accuracy_95": None, "train_nc1_90": 150,
+               "train_mir_max": 350}  # fmt: skip
+    lines = progress.format_summary(summary).splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("column")))
+    legend = "\n".join(lines[:header])
+    assert "train_: training set, val_: test set" in legend
+    assert "<split>_accuracy_<P>  first step with accuracy >= P%" in legend
+    assert "<measure>_90" in legend and "90% of the change from the first to the last" in legend
+    assert "<measure>_min/_max" in legend and "\n  never" in legend
+    rows = dict(line.split() for line in lines[header + 2 :])
+    assert rows == {"val_accuracy_50": "300", "val_accuracy_95": "never",
+                    "train_nc1_90": "150", "train_mir_max": "350"}  # fmt: skip
+    # Only the kinds present are explained.
+    short = progress.format_summary({"train_nc1_90": 10})
+    assert "never" not in short and "accuracy" not in short and "_min" not in short
+
+
+def test_experiment_legend_names_every_column():
+    from recipes.grokking import experiment
+
+    for _, title in experiment.COLUMNS:
+        assert title in experiment.LEGEND, title
+    assert "never: not reached" in experiment.LEGEND

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 from recipes.doc_tables import write_table
 from recipes.grokking import progress
@@ -55,6 +56,15 @@ COLUMNS = (
     ("train_mir_max", "MIR max."),
     ("train_mir_class_max", "class MIR max."),
     ("train_matrix_entropy_max", "entropy max."),
+)
+# What the printed table's columns mean (docs/grokking.md says it in its text).
+LEGEND = (
+    "Steps (every --log-every) at which: train acc. 99%, test acc. 50%, test acc. 95%: "
+    "the accuracy first reaches it; NC1, MIR, HDR: the training set's measure has made 90% "
+    "of its change from the first logged value to the last (NC1 on a log scale); NC1 min., "
+    "MIR max., class MIR max., entropy max.: the step of that extremum over the run. (+N): "
+    "the step minus that of test acc. 50% (negative: the measure moves first). never: not "
+    "reached within the run."
 )
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "grokking.md")
 
@@ -133,6 +143,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     results = run(args)
     text = table(results, args)
+    print(textwrap.fill(LEGEND, width=100))
     print(text)
     if os.path.exists(args.doc):
         write_table(text, args.doc)

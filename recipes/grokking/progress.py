@@ -109,9 +109,49 @@ def summarize(history, fraction=0.9):
     return summary
 
 
-def format_summary(summary):
-    """Plain-text lines `name: step` of `summarize`."""
+def summary_legend(summary, fraction=0.9):
+    """The lines that say what the keys of `summarize` (those present) and `never` mean.
+
+    Example:
+
+    >>> print(summary_legend({"val_accuracy_50": 300, "train_nc1_90": None}))
+    Steps at which each curve moves (logged steps; train_: training set, val_: test set):
+      <split>_accuracy_<P>  first step with accuracy >= P%
+      <measure>_90          first step with 90% of the change from the first to the last value
+      never                 not reached within the run
+    """
+    percent = round(100 * fraction)
+    accuracy = [key for key in summary if "_accuracy_" in key]
+    measures = [key for key in summary if key not in accuracy]
+    rows = []
+    if accuracy:
+        rows.append(("<split>_accuracy_<P>", "first step with accuracy >= P%"))
+    if any(key.endswith(f"_{percent}") for key in measures):
+        rows.append(
+            (
+                f"<measure>_{percent}",
+                f"first step with {percent}% of the change from the first to the last value",
+            )
+        )
+    if any(key.endswith(("_min", "_max")) for key in measures):
+        rows.append(("<measure>_min/_max", "step of the minimum/maximum (where the curve turns)"))
+    if any(step is None for step in summary.values()):
+        rows.append(("never", "not reached within the run"))
+    width = max((len(name) for name, _ in rows), default=0)
+    title = "Steps at which each curve moves (logged steps; train_: training set, val_: test set):"
+    return "\n".join([title, *(f"  {name:<{width}}  {meaning}" for name, meaning in rows)])
+
+
+def format_summary(summary, fraction=0.9):
+    """Plain-text table of `summarize`: the legend (`summary_legend`), a header, `name  step`."""
     width = max(len(key) for key in summary)
-    return "\n".join(
+    lines = [
+        summary_legend(summary, fraction),
+        "",
+        f"{'column':<{width}}  step",
+        f"{'-' * width}  ----",
+    ]
+    lines += [
         f"{key:<{width}}  {'never' if step is None else step}" for key, step in summary.items()
-    )
+    ]
+    return "\n".join(lines)
