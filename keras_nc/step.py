@@ -31,7 +31,11 @@ class CollapseStep:
         features: `(n, d)` features.
         head_weights: `(C, d)` head rows, or None (class statistics with a
             known number of classes only).
-        sample_weight: optional `(n,)` weights (class statistics only).
+        sample_weight: optional `(n,)` non-negative weights. The class
+            statistics weight each row; the sample-head terms and the feature
+            entropy use the weighted Gram `D^1/2 K D^1/2` (`keras_nc.ops.gram`):
+            rows of weight 0 leave the batch, positive weights weight the
+            rows; `keras_nc.ops.cma_entropy` of `batch()` reads them too.
         cache: optional dict of values already computed for this step (the
             `cache` of another `CollapseStep` of the same step, e.g. the one the
             losses used inside the gradient computation).
@@ -97,13 +101,19 @@ class CollapseStep:
         """`H(K_Z)` of the batch features (`keras_nc.ops.feature_entropy`), once per setting."""
         key = f"feature_entropy/{bool(center)}/{float(alpha)}"
         if key not in self._cache:
+            weight = self.sample_weight
             if self.per_device:
+                sharded = (self.features,) if weight is None else (self.features, weight)
                 self._cache[key] = sharding.per_shard_mean(
-                    lambda rows: nc_ops.feature_entropy(rows, center=center, alpha=alpha),
-                    (self.features,),
+                    lambda rows, w=None: nc_ops.feature_entropy(
+                        rows, center=center, alpha=alpha, sample_weight=w
+                    ),
+                    sharded,
                 )
             else:
-                self._cache[key] = nc_ops.feature_entropy(self.features, center=center, alpha=alpha)
+                self._cache[key] = nc_ops.feature_entropy(
+                    self.features, center=center, alpha=alpha, sample_weight=weight
+                )
         return self._cache[key]
 
     def _per_device_sample_terms(self, center, alpha):
@@ -112,14 +122,20 @@ class CollapseStep:
         if key not in self._cache:
             batch = self.batch()
 
-            def local(features, labels, head):
+            def local(features, labels, *rest):
+                weight, head = (None, rest[0]) if len(rest) == 1 else rest
                 entropies = nc_ops.sample_head_entropies(
-                    features, labels, head, center=center, alpha=alpha
+                    features, labels, head, center=center, alpha=alpha, sample_weight=weight
                 )
                 n = int(features.shape[0])
+                if weight is not None:
+                    n = ops.sum(ops.cast(weight > 0, "int32"))
                 return ops.stack([*entropies, *nc_ops.ratios_from_entropies(*entropies, n)])
 
-            terms = sharding.per_shard_mean(local, (batch.features, batch.labels), (batch.head,))
+            sharded = (batch.features, batch.labels)
+            if batch.sample_weight is not None:
+                sharded += (batch.sample_weight,)
+            terms = sharding.per_shard_mean(local, sharded, (batch.head,))
             self._cache[key] = ops.where(batch.ok, terms, float("nan"))
             self._cache[f"feature_entropy/{bool(center)}/{float(alpha)}"] = self._cache[key][0]
         return self._cache[key]
@@ -144,9 +160,19 @@ class CollapseStep:
         if self.per_device:
             return tuple(self._per_device_sample_terms(center, alpha)[i] for i in (3, 4))
         h_z, h_w, h_zw = self.sample_entropies(center, alpha)
-        features = self.batch().features
-        n = features.shape[0] if features.shape[0] is not None else ops.shape(features)[0]
-        return nc_ops.ratios_from_entropies(h_z, h_w, h_zw, n)
+        return nc_ops.ratios_from_entropies(h_z, h_w, h_zw, self.num_rows())
+
+    def num_rows(self):
+        """The batch's `n`: its rows, or (with sample weights) those of positive weight.
+
+        A static int without weights, else a scalar int32 tensor: the `n` of
+        the degenerate-case rules and of normalisations by `log n`.
+        """
+        batch = self.batch()
+        if batch.sample_weight is not None:
+            return ops.sum(ops.cast(batch.sample_weight > 0, "int32"))
+        n = batch.features.shape[0]
+        return n if n is not None else ops.shape(batch.features)[0]
 
     def class_statistics(self, num_classes, second_moment):
         """`keras_nc.ops.class_statistics` of the step, computed once per setting."""

@@ -121,6 +121,35 @@ def centred(x, center, mean):
     return x
 
 
+def weighted_rows(x, sample_weight, center, mean, eps):
+    """Rows `sqrt(w_i) * xhat_i` of the weighted cosine Gram `D^1/2 K D^1/2`.
+
+    Without weights: `normalize_rows(centred(x, center, mean), eps)`. With
+    `sample_weight` `w` (`(..., n)`, `w >= 0`, no gradient), `center` subtracts
+    the weighted mean `sum_i w_i x_i / sum_i w_i`, rows of weight 0 are set to
+    zero before normalising (so they take no part in the norm floor either)
+    and each normalised row is scaled by `sqrt(w_i)`: rows of weight 0 are zero
+    rows, whose Gram rows and columns are zero (eigenvalues 0, `0 log 0 = 0`).
+    """
+    if sample_weight is None:
+        return normalize_rows(centred(x, center, mean), eps)
+    w = ops.stop_gradient(ops.cast(sample_weight, x.dtype))
+    active = ops.expand_dims(w > 0, -1)
+    if mean is None and center:
+        total = ops.sum(w, axis=-1, keepdims=True)
+        weighted = ops.sum(ops.expand_dims(w, -1) * x, axis=-2)
+        mean = weighted / ops.where(total > 0, total, 1.0)
+    x = ops.where(active, centred(x, False, mean), 0.0)
+    return normalize_rows(x, eps) * ops.expand_dims(ops.sqrt(w), -1)
+
+
+def active_rows(sample_weight, n):
+    """The number of rows with positive weight (a tensor), or the static `n` without weights."""
+    if sample_weight is None:
+        return n
+    return ops.sum(ops.cast(ops.convert_to_tensor(sample_weight) > 0, "int32"), axis=-1)
+
+
 def cosine_gram(x, eps):
     """`Xhat Xhat^T` of the row-normalised `x`."""
     return outer_gram(normalize_rows(x, eps))
@@ -218,6 +247,23 @@ def eigenvalues(k):
     return ops.reshape(ops.stack(values, axis=0), (*shape[:-1],))
 
 
+def eigh_batch(k):
+    """`(eigenvalues, eigenvectors)` of a batch of symmetric matrices `(k, m, m)`.
+
+    On JAX a batch is decomposed one matrix at a time in a `lax.map` loop
+    (see `eigenvalues` for why batched CPU `eigh` calls are avoided there);
+    elsewhere in one batched call.
+    """
+    if keras.backend.backend() != "jax" or len(k.shape) == 2:
+        return ops.eigh(k)
+    if k.shape[0] == 1:
+        values, vectors = ops.eigh(k[0])
+        return ops.expand_dims(values, 0), ops.expand_dims(vectors, 0)
+    import jax
+
+    return jax.lax.map(ops.eigh, k)
+
+
 def entropy_of_psd(k, alpha, trace=None):
     """Entropy of a batch of finite PSD matrices `(..., m, m)` with the given traces.
 
@@ -240,7 +286,11 @@ def ratio_of_entropies(numerator, denominator, n):
     tensor.
     """
     dtype = dtype_name(denominator)
-    log_n = math.log(max(n, 2)) if isinstance(n, int) else ops.log(ops.cast(n, dtype))
+    if isinstance(n, int):
+        log_n = math.log(max(n, 2))
+    else:  # a traced count (e.g. rows of positive weight): at least 2, like the static case
+        n = ops.cast(n, dtype)
+        log_n = ops.log(ops.where(n > 2.0, n, 2.0))
     ok = denominator > ENTROPY_FLOOR[dtype] * log_n
     value = ops.where(ok, numerator / ops.where(ok, denominator, 1.0), 0.0)
     nan = ops.isnan(numerator) | ops.isnan(denominator)
@@ -256,4 +306,5 @@ def log_n(n, name):
                 f"received n={n}."
             )
         return math.log(n)
-    return ops.log(ops.cast(n, "float32"))
+    n = ops.cast(n, "float32")
+    return ops.log(ops.where(n > 2.0, n, 2.0))  # a traced count below 2 has entropy 0

@@ -1,46 +1,138 @@
-"""The Cross-Modal Alignment entropy (SPEC 2.8), one eigendecomposition per batch."""
+"""The Cross-Modal Alignment entropy, with the layout of its class groups picked by shape.
 
+The value is the mean over the classes present of the normalised entropy of
+each class group (the class's features and its anchor). Three exact layouts
+compute the groups' spectra; `cma_entropy_of(layout="auto")` picks one from
+the static shapes (and, where only the data can tell, the size of the largest
+group, through `keras.ops.switch` under compilation):
+
+- `"block"`: the groups as the diagonal blocks of one `(n + P) x (n + P)`
+  matrix, `P = min(C, n)` slots (one `eigh` with eigenvectors, which attribute
+  each eigenvalue to its group). Its cost does not depend on how the samples
+  fall into classes: the layout for many classes (`P` close to `n`).
+- `"padded"`: each group's Gram in its own `s x s` matrix, `s` a static size
+  at least the largest group (zero rows pad the smaller ones; zero rows add
+  eigenvalues 0, which count as `0 log 0 = 0`), in one batched `eigh` of
+  `(P, s, s)`. Valid only when every group fits, hence a few candidate sizes
+  chosen by the data at run time, the other layouts as the fallback.
+- `"width"`: each group from its `d x d` side `G_c^T G_c` (same non-zero
+  spectrum), `(P, d, d)`: for few classes with more members than `d`.
+
+Gradients flow through each eigenvalue as the Rayleigh quotient of its
+eigenvector (no eigenvector derivative), exact also for repeated eigenvalues.
+"""
+
+import functools
+import math
+
+import keras
 from keras import ops
 
-from keras_nc.ops._guards import labelled_batch, nan_unless
-from keras_nc.ops._spectral import kept_probabilities, matmul, normalize_rows, outer_gram
+from keras_nc.ops._guards import is_concrete, labelled_batch, nan_unless
+from keras_nc.ops._spectral import (
+    eigh_batch,
+    kept_probabilities,
+    matmul,
+    normalize_rows,
+    outer_gram,
+)
+
+LAYOUTS = ("auto", "block", "padded", "width")
 
 
-def _class_slots(labels, num_classes, slots, dtype):
-    """The classes present, packed into `slots` (static count): `(slot_class, slot_valid)`."""
-    counts = ops.sum(ops.one_hot(labels, num_classes, dtype=dtype), axis=0)  # (C,)
-    present = counts > 0
-    order = ops.cast(present, dtype) * 2.0 - ops.arange(num_classes, dtype=dtype) / num_classes
-    _, slot_class = ops.top_k(order, k=slots)  # present classes first
-    return slot_class, ops.take(ops.cast(present, dtype), slot_class)
+# --------------------------------------------------------------------------- #
+# Groups
+# --------------------------------------------------------------------------- #
 
 
-def _block_matrix(features, anchors, labels, slot_class):
-    """The group Grams as diagonal blocks of one matrix, and each row's block.
+def _groups(batch, eps):
+    """Normalised (weighted) sample rows, anchors, membership and group sizes.
 
-    Rows: the `n` samples, then the `P` slot anchors; `blocks[i, p]` is 1 when
-    row `i` belongs to group `p`. Returns `(matrix, blocks)`.
+    Returns `(zhat, what, member, counts)`: `zhat` `(n, d)` rows scaled by
+    `sqrt(w_i / mean positive w)` (zero for weight 0), `what` `(C, d)`,
+    `member` `(n, C)` 0/1 (rows of weight 0 belong to no group), `counts`
+    `(C,)` the members of each group besides its anchor.
     """
-    dtype = features.dtype
-    slots = slot_class.shape[0]
-    rows = ops.concatenate([features, ops.take(anchors, slot_class, axis=0)], axis=0)
-    sample_blocks = ops.cast(ops.expand_dims(labels, 1) == ops.expand_dims(slot_class, 0), dtype)
-    blocks = ops.concatenate([sample_blocks, ops.eye(slots, dtype=dtype)], axis=0)  # (n+P, P)
-    return outer_gram(rows) * outer_gram(blocks), blocks
+    features, labels, num_classes = batch.features, batch.labels, batch.num_classes
+    weight = batch.sample_weight
+    member = ops.one_hot(labels, num_classes, dtype=features.dtype)
+    if weight is None:
+        zhat = normalize_rows(features, eps)
+    else:
+        weight = ops.stop_gradient(ops.cast(weight, features.dtype))
+        active = weight > 0
+        num_active = ops.sum(ops.cast(active, features.dtype))
+        mean = ops.sum(weight) / ops.where(num_active > 0, num_active, 1.0)
+        relative = weight / ops.where(mean > 0, mean, 1.0)
+        rows = ops.where(ops.expand_dims(active, -1), features, 0.0)
+        zhat = normalize_rows(rows, eps) * ops.expand_dims(ops.sqrt(relative), -1)
+        member = member * ops.expand_dims(ops.cast(active, features.dtype), -1)
+    return zhat, normalize_rows(batch.head, eps), member, ops.sum(member, axis=0)
 
 
-def _block_entropies(matrix, blocks):
-    """Von Neumann entropy of each diagonal block, with Rayleigh-quotient gradients.
+def _class_slots(counts, slots):
+    """The classes present, packed into `slots` (static count), largest groups first.
 
-    `share[k, p]` is the part of eigenvector `k` in block `p` (0 or 1 unless
-    groups share the eigenvalue); `quotient[k, p]` its Rayleigh quotient on
-    block `p`, whose gradient is the eigenvalue's gradient restricted to the
-    block; no derivative of the eigenvectors is taken. Returns `(entropy,
-    trace)` per block.
+    Returns `(slot_class, slot_count)`; slots beyond the classes present get
+    classes with count 0.
     """
-    eigenvalues, eigenvectors = ops.eigh(matrix)
-    eigenvalues = ops.stop_gradient(eigenvalues)
-    eigenvectors = ops.stop_gradient(eigenvectors)
+    num_classes = counts.shape[0]
+    dtype = counts.dtype
+    # Ties broken by class index (a strict order: top_k needs no stable sort).
+    order = counts - ops.arange(num_classes, dtype=dtype) / (2.0 * num_classes)
+    _, slot_class = ops.top_k(order, k=slots)
+    return slot_class, ops.take(counts, slot_class)
+
+
+def _normalised_mean(entropy, slot_count):
+    """Mean over the present groups of `entropy / log(m)`, `m = count + 1`."""
+    valid = ops.cast(slot_count > 0, entropy.dtype)
+    log_m = ops.log(ops.where(slot_count >= 1.0, slot_count + 1.0, 2.0))
+    num_valid = ops.sum(valid)
+    return ops.sum(entropy / log_m * valid) / ops.where(num_valid > 0, num_valid, 1.0)
+
+
+def _surrogate_entropy(eigenvalues, eigenvectors, matrices, trace):
+    """Von Neumann entropy of each matrix `(k, m, m)`, gradients by Rayleigh quotients.
+
+    `eigenvalues`/`eigenvectors` carry no gradient; the eigenvalue `l_j`'s
+    gradient is that of `v_j^T A v_j` (exact, also for repeated eigenvalues:
+    the slope `-(log p + 1) / tr` is the same within an eigenspace).
+    """
+    trace_safe = ops.where(trace > 0, trace, 1.0)
+    _, keep, p_safe = kept_probabilities(eigenvalues, ops.expand_dims(trace_safe, -1), 1.0)
+    log_p = ops.log(p_safe)
+    value = ops.sum(ops.where(keep, -p_safe * log_p, 0.0), axis=-1)
+    slope = ops.where(keep, -(log_p + 1.0) / ops.expand_dims(trace_safe, -1), 0.0)
+    quotient = ops.sum(eigenvectors * matmul(matrices, eigenvectors), axis=-2)
+    surrogate = ops.stop_gradient(slope) * (quotient - ops.stop_gradient(quotient))
+    return ops.where(trace > 0, value, 0.0) + ops.sum(surrogate, axis=-1)
+
+
+def _entropies(matrices, trace):
+    """Entropies of a batch of PSD matrices `(k, m, m)` with the given traces `(k,)`."""
+    eigenvalues, eigenvectors = eigh_batch(ops.stop_gradient(matrices))
+    return _surrogate_entropy(eigenvalues, eigenvectors, matrices, trace)
+
+
+# --------------------------------------------------------------------------- #
+# Layouts
+# --------------------------------------------------------------------------- #
+
+
+def _block(zhat, what, member, counts):
+    """One `eigh` of the block-diagonal matrix of all groups (`P = min(C, n)` slots)."""
+    n = zhat.shape[0]
+    slots = counts.shape[0] if n is None else min(counts.shape[0], n)
+    slot_class, slot_count = _class_slots(counts, slots)
+    dtype = zhat.dtype
+    rows = ops.concatenate([zhat, ops.take(what, slot_class, axis=0)], axis=0)
+    sample_blocks = ops.take(member, slot_class, axis=1)  # (n, P)
+    blocks = ops.concatenate([sample_blocks, ops.eye(slots, dtype=dtype)], axis=0)
+    matrix = outer_gram(rows) * outer_gram(blocks)
+    eigenvalues, eigenvectors = ops.eigh(ops.stop_gradient(matrix))
+    # share[k, p]: the part of eigenvector k in block p (0 or 1 unless groups
+    # share the eigenvalue); quotient[k, p]: its Rayleigh quotient on block p.
     share = matmul(ops.transpose(ops.square(eigenvectors)), blocks)  # (n+P, P)
     quotient = matmul(ops.transpose(eigenvectors * matmul(matrix, eigenvectors)), blocks)
     trace = matmul(ops.expand_dims(ops.diagonal(matrix), 0), blocks)[0]  # (P,)
@@ -50,14 +142,179 @@ def _block_entropies(matrix, blocks):
     )
     log_p = ops.log(p_safe)
     value = ops.where(keep, -share * p_safe * log_p, 0.0)
-    # d(-p log p)/d(eigenvalue) = -(log p + 1) / trace, applied to the quotient.
     slope = ops.stop_gradient(ops.where(keep, -(log_p + 1.0) / trace_safe, 0.0))
     surrogate = slope * (quotient - ops.stop_gradient(quotient))
-    return ops.sum(value + surrogate, axis=0), trace
+    entropy = ops.where(trace > 0, ops.sum(value + surrogate, axis=0), 0.0)
+    return _normalised_mean(entropy, slot_count)
 
 
-def cma_entropy(features, anchors, labels, eps=1e-6):
-    """Cross-modal alignment entropy (the CMA term of SPEC 2.8).
+def _padded_rows(zhat, what, labels, member, counts, size):
+    """`(P, size, d)`: each slot's members (zero-padded to `size - 1`) and its anchor."""
+    n = zhat.shape[0]
+    num_classes = counts.shape[0]
+    slots = min(num_classes, n)
+    slot_class, slot_count = _class_slots(counts, slots)
+    # Rows sorted by group (rows of no group last); a group's members are then
+    # contiguous from its start, the sum of the counts of the groups before it.
+    in_group = ops.sum(member, axis=1) > 0
+    key = ops.where(in_group, ops.cast(labels, "int32"), num_classes)
+    order = ops.argsort(key)
+    int_counts = ops.cast(counts, "int32")
+    starts = ops.cumsum(int_counts) - int_counts
+    offset = ops.arange(size - 1, dtype="int32")  # (s - 1,)
+    start = ops.expand_dims(ops.take(starts, slot_class), -1)
+    position = ops.clip(start + ops.expand_dims(offset, 0), 0, n - 1)  # (P, s - 1)
+    valid = ops.expand_dims(offset, 0) < ops.expand_dims(ops.cast(slot_count, "int32"), -1)
+    rows = ops.take(zhat, ops.take(order, position), axis=0)  # (P, s - 1, d)
+    rows = rows * ops.expand_dims(ops.cast(valid, zhat.dtype), -1)
+    anchors = ops.expand_dims(ops.take(what, slot_class, axis=0), 1)
+    return ops.concatenate([rows, anchors], axis=1), slot_count
+
+
+def _padded(zhat, what, labels, member, counts, size):
+    """Each group in its own `size x size` Gram (or `d x d` side), one batched `eigh`."""
+    group, slot_count = _padded_rows(zhat, what, labels, member, counts, size)
+    trace = ops.sum(ops.square(group), axis=(-2, -1))
+    if size <= zhat.shape[1]:
+        matrices = outer_gram(group)
+    else:
+        matrices = matmul(ops.swapaxes(group, -1, -2), group)
+    return _normalised_mean(_entropies(matrices, trace), slot_count)
+
+
+def _width(zhat, what, member, counts):
+    """Each group from its `d x d` side `sum_i zhat_i zhat_i^T + a a^T` (any group sizes)."""
+    n = zhat.shape[0]
+    slots = min(counts.shape[0], n)
+    slot_class, slot_count = _class_slots(counts, slots)
+    slot_member = ops.transpose(ops.take(member, slot_class, axis=1))  # (P, n)
+    weighted = ops.expand_dims(ops.transpose(zhat), 0) * ops.expand_dims(slot_member, 1)
+    anchors = ops.take(what, slot_class, axis=0)  # (P, d)
+    matrices = matmul(weighted, zhat) + ops.expand_dims(anchors, -1) * ops.expand_dims(anchors, 1)
+    trace = matmul(slot_member, ops.expand_dims(ops.sum(ops.square(zhat), axis=-1), -1))[:, 0]
+    trace = trace + ops.sum(ops.square(anchors), axis=-1)
+    return _normalised_mean(_entropies(matrices, trace), slot_count)
+
+
+# --------------------------------------------------------------------------- #
+# Dispatcher
+# --------------------------------------------------------------------------- #
+
+# Cost model of an `eigh` with eigenvectors of a batch of k matrices of size m,
+# in units of one multiply-add: LAPACK's divide and conquer takes about 9 m^3
+# of them; each matrix of a batch and each kernel call cost a fixed overhead
+# (dispatch, workspace), measured as that of m of about 12 and 40 on 2 cores.
+EIGH_FLOPS = 9.0
+MATRIX_OVERHEAD = 9.0 * 12.0**3
+CALL_OVERHEAD = 9.0 * 40.0**3
+MAX_CANDIDATES = 6
+
+
+def _eigh_cost(k, m):
+    return k * (EIGH_FLOPS * m**3 + MATRIX_OVERHEAD) + CALL_OVERHEAD
+
+
+def layout_costs(n, num_classes, d):
+    """Modelled costs of the layouts that fit any labels: `{"block": ..., "width": ...}`.
+
+    Args:
+        n: number of samples (static).
+        num_classes: number of classes `C`.
+        d: feature width.
+
+    Returns:
+        A dict of relative costs (multiply-adds of the model above).
+    """
+    slots = min(num_classes, n)
+    size = n + slots
+    return {
+        # eigh, the (n+P) x (n+P) x d Gram, two (n+P)^2 x (n+P) products.
+        "block": _eigh_cost(1, size) + size**2 * d + 2 * size**3,
+        # eigh of P d x d, the P x d x n x d Grams.
+        "width": _eigh_cost(slots, d) + slots * n * d * d,
+    }
+
+
+def padded_cost(n, num_classes, d, size):
+    """Modelled cost of the padded layout with groups of `size` rows (anchor included)."""
+    slots = min(num_classes, n)
+    side = min(size, d)
+    gram = slots * size * size * d if size <= d else slots * size * d * d
+    return _eigh_cost(slots, side) + gram + 2 * slots * side**3 + n * math.log2(max(n, 2))
+
+
+def plan(n, num_classes, d):
+    """The static part of the `"auto"` choice: `(fallback, candidate sizes)`.
+
+    `fallback` is the cheaper of `"block"` and `"width"` (both exact for any
+    labels); `candidate sizes` are the padded group sizes `s` (rows, anchor
+    included) cheaper than it, at most `MAX_CANDIDATES`, from the smallest a
+    batch can need (`n / C` members when every class has as many, plus the
+    anchor) by factors of about 1.2 then 1.6. At run time the smallest
+    candidate that holds the largest group is taken, else the fallback.
+
+    Args:
+        n: number of samples (static).
+        num_classes: number of classes `C`.
+        d: feature width.
+
+    Returns:
+        A tuple `(fallback, sizes)`.
+    """
+    costs = layout_costs(n, num_classes, d)
+    fallback = min(costs, key=costs.get)
+    limit = 0.8 * costs[fallback]
+    size = max(2, math.ceil(n / num_classes) + 1)
+    sizes = []
+    while size <= n + 1 and len(sizes) < MAX_CANDIDATES:
+        if padded_cost(n, num_classes, d, size) >= limit:
+            break
+        sizes.append(size)
+        factor = 1.2 if len(sizes) < 4 else 1.6
+        size = min(n + 1, max(size + 1, math.ceil(size * factor)))
+        if size == sizes[-1]:
+            break
+    return fallback, tuple(sizes)
+
+
+def _largest_group(counts):
+    return ops.amax(counts) + 1.0
+
+
+def _auto(zhat, what, labels, member, counts):
+    n, d = zhat.shape
+    fallback, sizes = plan(n, counts.shape[0], d)
+    layouts = {
+        "block": lambda: _block(zhat, what, member, counts),
+        "width": lambda: _width(zhat, what, member, counts),
+    }
+    if not sizes:
+        return layouts[fallback]()
+    largest = _largest_group(counts)
+    if is_concrete(largest) and keras.backend.backend() != "jax":
+        # Eager: the data is known; pad to the largest group exactly.
+        needed = int(ops.convert_to_numpy(largest))
+        if (
+            padded_cost(n, counts.shape[0], d, needed)
+            < layout_costs(n, counts.shape[0], d)[fallback]
+        ):
+            return _padded(zhat, what, labels, member, counts, needed)
+        return layouts[fallback]()
+    if keras.backend.backend() == "torch":  # torch.compile: no data-dependent branch
+        return layouts[fallback]()
+    index = ops.sum(ops.cast(largest > ops.convert_to_tensor(sizes, counts.dtype), "int32"))
+    branches = [functools.partial(_padded, zhat, what, labels, member, counts, s) for s in sizes]
+    branches.append(layouts[fallback])
+    return ops.switch(index, branches)
+
+
+# --------------------------------------------------------------------------- #
+# Public functions
+# --------------------------------------------------------------------------- #
+
+
+def cma_entropy(features, anchors, labels, eps=1e-6, sample_weight=None, layout="auto"):
+    """Cross-modal alignment entropy (the CMA term of arXiv 2409.16767).
 
     For every class `c` present in the batch, the group
     `G_c = {zhat_i : y_i = c} U {that_c}` of `m_c = n_c + 1` unit vectors has the
@@ -65,16 +322,23 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     the classes present. It is 0 when every class's features and its anchor point
     the same way, and at most 1.
 
-    Jit-compatible with static shapes and one eigendecomposition: the classes
-    present are packed into `P = min(C, n)` slots (all `C` when `n` is not known
-    statically) and the `P` group Grams are laid out as the diagonal blocks of
-    one `(n + P) x (n + P)` matrix (each sample's row and its class anchor's row
-    in one block). Its eigenvalues are the union of the blocks', and each
-    eigenvector lies within one block, which attributes every eigenvalue to its
-    group. This replaces a Python loop over classes (and `P` eigendecompositions
-    of size `n + 1`). Gradients flow through the eigenvalues as Rayleigh
-    quotients restricted to each block, which is exact also when two groups
-    share an eigenvalue; no derivative of the eigenvectors is taken.
+    Sample weights: a row of weight 0 leaves its class group, and a class whose
+    rows all have weight 0 is absent. Positive weights weight the rows within a
+    group: the group's Gram is `D^1/2 Gram(G_c) D^1/2` with `D` the rows'
+    weights divided by the mean positive weight of the batch and 1 for the
+    anchor (so the anchor counts as an average sample, and multiplying all
+    weights by a constant changes nothing); `m_c` counts the rows of positive
+    weight, and the mean over classes is unweighted.
+
+    Jit-compatible with static shapes and exact whatever the layout: the
+    groups' spectra come from one block-diagonal `eigh` of size `n + min(C, n)`
+    (many classes), from per-group Grams padded to a common size in one batched
+    `eigh` (few classes, large batches: the size is picked from a few static
+    candidates by the largest group at run time), or from the groups' `d x d`
+    sides; `layout="auto"` picks the cheapest by shape (see the Performance
+    page). This replaces a Python loop over classes. Gradients flow through the
+    eigenvalues as Rayleigh quotients, exact also when eigenvalues repeat; no
+    derivative of the eigenvectors is taken.
 
     Args:
         features: `(n, d)` features of one modality (e.g. image embeddings).
@@ -82,11 +346,14 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
             class prompts; the head rows of a CLIP zero-shot classifier).
         labels: `(n,)` integer labels in `[0, C)`.
         eps: row-norm floor (see `gram`).
+        sample_weight: optional `(n,)` non-negative weights (see above).
+        layout: `"auto"` (default), or one of `"block"`, `"padded"` (padded to
+            `n + 1` rows: fits any labels), `"width"` to force one.
 
     Returns:
-        A scalar tensor in `[0, 1]`; 0 for an empty batch. Non-finite inputs
-        and labels outside `[0, C)` raise in eager calls and give NaN inside
-        compiled functions.
+        A scalar tensor in `[0, 1]`; 0 for an empty batch (or all weights 0).
+        Non-finite inputs, negative weights and labels outside `[0, C)` raise
+        in eager calls and give NaN inside compiled functions.
 
     Example:
 
@@ -97,32 +364,37 @@ def cma_entropy(features, anchors, labels, eps=1e-6):
     >>> round(float(nc_ops.cma_entropy(features, anchors, np.zeros(4, "int32"))), 6)
     0.0
     """
-    batch = labelled_batch(features, labels, anchors, head_name="anchors")
-    return cma_entropy_of(batch, eps)
+    batch = labelled_batch(
+        features, labels, anchors, head_name="anchors", sample_weight=sample_weight
+    )
+    return cma_entropy_of(batch, eps, layout=layout)
 
 
-def cma_entropy_of(batch, eps=1e-6):
+def cma_entropy_of(batch, eps=1e-6, layout="auto"):
     """`cma_entropy` of a `LabelledBatch` whose head rows are the class anchors.
+
+    Reads the batch's `sample_weight` (see `cma_entropy`).
 
     Args:
         batch: a `LabelledBatch` (`keras_nc.ops.labelled_batch`) with `head`.
         eps: row-norm floor (see `gram`).
+        layout: `"auto"`, `"block"`, `"padded"` or `"width"` (see `cma_entropy`).
 
     Returns:
         A scalar tensor (see `cma_entropy`).
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"`layout` must be one of {LAYOUTS}; received {layout!r}.")
     n = batch.features.shape[0]
     if n == 0:
         return ops.zeros((), dtype=batch.features.dtype)
-    features = normalize_rows(batch.features, eps)
-    anchors = normalize_rows(batch.head, eps)
-    num_classes, dtype = batch.num_classes, features.dtype
-    slots = num_classes if n is None else min(num_classes, n)
-    slot_class, slot_valid = _class_slots(batch.labels, num_classes, slots, dtype)
-    matrix, blocks = _block_matrix(features, anchors, batch.labels, slot_class)
-    entropy, trace = _block_entropies(matrix, blocks)
-    group_size = ops.sum(blocks, axis=0)
-    log_m = ops.log(ops.where(group_size >= 2, group_size, 2.0))
-    normalized = ops.where(trace > 0, entropy / log_m, 0.0) * slot_valid
-    num_valid = ops.sum(slot_valid)
-    return nan_unless(batch.ok, ops.sum(normalized) / ops.where(num_valid > 0, num_valid, 1.0))
+    zhat, what, member, counts = _groups(batch, eps)
+    if n is None or layout == "block":
+        value = _block(zhat, what, member, counts)
+    elif layout == "width":
+        value = _width(zhat, what, member, counts)
+    elif layout == "padded":
+        value = _padded(zhat, what, batch.labels, member, counts, n + 1)
+    else:
+        value = _auto(zhat, what, batch.labels, member, counts)
+    return nan_unless(batch.ok, value)

@@ -12,42 +12,74 @@ from keras_nc.ops._guards import (
     nan_unless,
 )
 from keras_nc.ops._spectral import (
-    centred,
-    cosine_gram,
+    active_rows,
     entropy_of_psd,
     log_n,
     maximum,
     min_side_gram,
     minimum,
-    normalize_rows,
     num_rows,
+    outer_gram,
     ratio_of_entropies,
+    weighted_rows,
 )
 
+SAMPLE_WEIGHT_DOC = """Sample weights `w >= 0` (one per row) define the weighted cosine Gram
+    `D^1/2 K D^1/2` (`D = diag(w)`), where `K` is the cosine Gram of the rows
+    centred by the weighted mean `sum_i w_i z_i / sum_i w_i`: rows of weight 0
+    leave the Gram (zero rows and columns, eigenvalues 0, `0 log 0 = 0`), so
+    the value equals that of the subset of rows with positive weight, while
+    positive non-uniform weights weight the rows. Multiplying all weights by a
+    constant changes no entropy (`rho` divides by the trace)."""
 
-def normalized_features(x, center=False, mean=None, eps=1e-6, name="x"):
+
+def _weight_tensor(sample_weight, x):
+    """`(..., n)` float weights matching the rows of `x` `(..., n, d)` (static checks)."""
+    weight = as_float(sample_weight)
+    if dtype_name(weight) != dtype_name(x):
+        weight = ops.cast(weight, dtype_name(x))
+    n = x.shape[-2]
+    shape = tuple(weight.shape)
+    if len(shape) < 1 or len(shape) > len(x.shape) - 1 or shape[-1] not in (None, n):
+        raise ValueError(
+            f"`sample_weight` must have shape (..., n) with n = {n}, one weight per row of "
+            f"the features; received shape {shape}."
+        )
+    return weight
+
+
+def normalized_features(x, center=False, mean=None, eps=1e-6, name="x", sample_weight=None):
     """Validated, (centred) row-normalised features `Zhat` and the guard's `ok` flag.
 
-    The rows whose cosine Gram `gram` returns; eager non-finite input raises a
-    `ValueError` naming `name`.
+    The rows whose cosine Gram `gram` returns (scaled by `sqrt(w_i)` with
+    `sample_weight`); eager non-finite input raises a `ValueError` naming
+    `name`, eager negative weights one naming `sample_weight`.
 
     Args:
         x: features of shape `(..., n, d)`.
-        center: subtract the batch mean row first.
+        center: subtract the batch mean row first (the weighted mean with
+            `sample_weight`).
         mean: explicit mean to subtract instead.
         eps: row-norm floor (see `gram`).
         name: the argument's name in errors.
+        sample_weight: optional `(..., n)` non-negative weights (see `gram`).
 
     Returns:
         `(xhat, ok)`, `ok` None after eager validation (see `keras_nc.ops`).
     """
     x = as_float(x)
     check_matrix(x, name, square=False)
-    checked = guard({name: x})
-    return normalize_rows(centred(checked.tensors[name], center, mean), eps), checked.ok
+    tensors = {name: x}
+    if sample_weight is not None:
+        tensors["sample_weight"] = _weight_tensor(sample_weight, x)
+    checked = guard(tensors, nonnegative=("sample_weight",))
+    xhat = weighted_rows(
+        checked.tensors[name], checked.tensors.get("sample_weight"), center, mean, eps
+    )
+    return xhat, checked.ok
 
 
-def gram(x, center=False, mean=None, eps=1e-6):
+def gram(x, center=False, mean=None, eps=1e-6, sample_weight=None):
     """Cosine Gram matrix of the rows of `x`.
 
     Optionally centres the rows (`z_i - mu`), then normalises each row to unit
@@ -67,6 +99,8 @@ def gram(x, center=False, mean=None, eps=1e-6):
             Overrides `center`.
         eps: rows with a norm below `eps` times the largest row norm are
             divided by that floor instead, so zero rows stay zero.
+        sample_weight: optional non-negative weights of shape `(..., n)`;
+            returns the weighted Gram `D^1/2 K D^1/2` (diagonal `w`). {weights}
 
     Returns:
         A tensor of shape `(..., n, n)` in float32 (float64 for float64 input).
@@ -79,8 +113,11 @@ def gram(x, center=False, mean=None, eps=1e-6):
     >>> tuple(k.shape)
     (3, 3)
     """
-    xhat, ok = normalized_features(x, center, mean, eps)
-    return nan_unless(ok, cosine_gram(xhat, eps))
+    xhat, ok = normalized_features(x, center, mean, eps, sample_weight=sample_weight)
+    return nan_unless(ok, outer_gram(xhat))
+
+
+gram.__doc__ = gram.__doc__.replace("{weights}", SAMPLE_WEIGHT_DOC)
 
 
 def matrix_entropy(k, alpha=1.0, normalize=False):
@@ -134,21 +171,28 @@ def matrix_entropy(k, alpha=1.0, normalize=False):
     return entropy
 
 
-def feature_entropy(x, center=False, mean=None, alpha=1.0, normalize=False, eps=1e-6):
+def feature_entropy(
+    x, center=False, mean=None, alpha=1.0, normalize=False, eps=1e-6, sample_weight=None
+):
     """Matrix entropy of the cosine Gram of `x`, computed from the cheaper side.
 
     Equal to `matrix_entropy(gram(x, center, mean, eps), alpha, normalize)`, but
     the eigendecomposition is of size `min(n, d)`: the non-zero eigenvalues of
     `Zhat Zhat^T` (n x n) and `Zhat^T Zhat` (d x d) coincide. When the number of
-    rows `n` is not known statically, the `d x d` side is used.
+    rows `n` is not known statically, the `d x d` side is used. With
+    `sample_weight`, the entropy of the weighted Gram (`gram`), normalised by
+    `log` of the number of rows of positive weight.
 
     Args:
         x: features of shape `(..., n, d)`.
         center: subtract the batch mean row first (see `gram`).
         mean: explicit mean of shape `(d,)` or `(..., d)` to subtract instead.
         alpha: entropy order, a number > 0 (`matrix_entropy`).
-        normalize: divide by `log n` (requires `n >= 2`).
+        normalize: divide by `log n` (requires `n >= 2`; with `sample_weight`,
+            `n` is the number of rows of positive weight, and fewer than 2 give 0).
         eps: row-norm floor (see `gram`).
+        sample_weight: optional non-negative weights of shape `(..., n)`
+            (see `gram`): rows of weight 0 leave the Gram.
 
     Returns:
         A tensor of shape `(...)`.
@@ -161,11 +205,12 @@ def feature_entropy(x, center=False, mean=None, alpha=1.0, normalize=False, eps=
     >>> h = nc_ops.feature_entropy(z)  # one 64 x 64 eigh instead of 1024 x 1024
     """
     alpha = check_alpha(alpha)
-    xhat, ok = normalized_features(x, center, mean, eps)
+    xhat, ok = normalized_features(x, center, mean, eps, sample_weight=sample_weight)
     k, trace = min_side_gram(xhat)
     entropy = nan_unless(ok, entropy_of_psd(k, alpha, trace=trace))
     if normalize:
-        entropy = entropy / log_n(num_rows(xhat), "x")
+        n = num_rows(xhat) if sample_weight is None else active_rows(sample_weight, None)
+        entropy = entropy / ops.cast(log_n(n, "x"), entropy.dtype)
     return entropy
 
 

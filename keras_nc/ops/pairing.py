@@ -20,7 +20,7 @@ from keras_nc.ops._guards import (
     nan_unless,
 )
 from keras_nc.ops._spectral import (
-    centred,
+    active_rows,
     cosine_gram,
     entropy_of_psd,
     matmul,
@@ -28,38 +28,53 @@ from keras_nc.ops._spectral import (
     normalize_rows,
     num_rows,
     outer_gram,
+    weighted_rows,
 )
+from keras_nc.ops._tiles import block_layout, pair_sum
 from keras_nc.ops.entropy import ratios_from_entropies
 from keras_nc.ops.statistics import class_means, present_classes
 
-SampleHead = collections.namedtuple("SampleHead", ["zhat", "what", "labels", "ok"])
+SampleHead = collections.namedtuple(
+    "SampleHead", ["zhat", "what", "labels", "ok", "sample_weight"], defaults=(None,)
+)
 SampleHead.__doc__ = """Row-normalised inputs of the sample-head pairing (`sample_head_of`).
 
-`zhat` `(n, d)` (centred) features, `what` `(C, d)` head rows, `labels`
-`(n,)` class indices, `ok` the guard's flag.
+`zhat` `(n, d)` (centred) features, each row scaled by `sqrt(w_i)` when the
+batch has sample weights, `what` `(C, d)` head rows, `labels` `(n,)` class
+indices, `ok` the guard's flag, `sample_weight` the `(n,)` weights or None.
 """
 
 
 def sample_head_of(batch, center=True, mean=None):
     """The sample-head pairing's normalised rows from a `LabelledBatch` with head rows.
 
+    With the batch's `sample_weight` `w`, the features are centred by the
+    weighted mean and row `i` is scaled by `sqrt(w_i)`, so that `K_Z` is the
+    weighted Gram `D^1/2 K_Z D^1/2` (see `keras_nc.ops.gram`).
+
     Args:
         batch: a `LabelledBatch` (`keras_nc.ops.labelled_batch`) with `head`.
-        center: centre the features by the batch mean.
+        center: centre the features by the batch mean (weighted mean with
+            sample weights).
         mean: explicit feature mean to subtract instead.
 
     Returns:
         A `SampleHead`.
     """
-    zhat = normalize_rows(centred(batch.features, center, mean), 1e-6)
-    return SampleHead(zhat, normalize_rows(batch.head, 1e-6), batch.labels, batch.ok)
+    weight = batch.sample_weight
+    zhat = weighted_rows(batch.features, weight, center, mean, 1e-6)
+    what = normalize_rows(batch.head, 1e-6)
+    return SampleHead(zhat, what, batch.labels, batch.ok, weight)
 
 
-def sample_head_grams(features, labels, head_weights, center=True, mean=None):
+def sample_head_grams(features, labels, head_weights, center=True, mean=None, sample_weight=None):
     """Gram matrices of the sample-head pairing.
 
     `K_Z` is the cosine Gram of the (centred) batch features and `K_W` that of
-    the head rows picked by the labels, `w_{y_1}, ..., w_{y_n}`.
+    the head rows picked by the labels, `w_{y_1}, ..., w_{y_n}`. With
+    `sample_weight` (`D = diag(w)`), `K_Z` is the weighted Gram `D^1/2 K_Z
+    D^1/2` (`keras_nc.ops.gram`) and `K_W` is returned unweighted, so that
+    `K_Z o K_W = D^1/2 (K_Z o K_W) D^1/2` (one factor carries the weights).
 
     Args:
         features: `(n, d)` features.
@@ -67,26 +82,34 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None):
         head_weights: `(C, d)` classifier rows (a `Dense` kernel transposed).
         center: centre the features by the batch mean.
         mean: explicit feature mean to subtract instead.
+        sample_weight: optional `(n,)` non-negative weights.
 
     Returns:
         `(K_Z, K_W)`, two `(n, n)` Gram matrices. Labels outside `[0, C)` raise
         in eager calls and make `K_W` NaN inside compiled functions.
     """
-    pairing = sample_head_of(labelled_batch(features, labels, head_weights), center, mean)
+    batch = labelled_batch(features, labels, head_weights, sample_weight=sample_weight)
+    pairing = sample_head_of(batch, center, mean)
     k_w = outer_gram(ops.take(pairing.what, pairing.labels, axis=0))
     return nan_unless(pairing.ok, outer_gram(pairing.zhat)), nan_unless(pairing.ok, k_w)
 
 
-def _label_head_gram(what, labels):
+def _label_head_gram(what, labels, sample_weight=None):
     """A matrix with the non-zero spectrum of `K_W`, on its smallest side, and its trace.
 
     `K_W = S What What^T S^T` (`S` the n x C one-hot labels) shares its non-zero
     eigenvalues with `D^1/2 What What^T D^1/2` (C x C, `D` the class counts) and
-    with `What^T D What` (d x d): the smallest of n, C and d is used.
+    with `What^T D What` (d x d): the smallest of n, C and d is used. With
+    sample weights `w`, `diag(w)^1/2 K_W diag(w)^1/2`: `D` holds the classes'
+    sums of weights.
     """
     num_classes, d = tuple(what.shape)
     n = labels.shape[0]
-    counts = ops.sum(ops.one_hot(labels, num_classes, dtype=what.dtype), axis=0)
+    one_hot = ops.one_hot(labels, num_classes, dtype=what.dtype)
+    if sample_weight is not None:
+        weight = ops.stop_gradient(ops.cast(sample_weight, what.dtype))
+        one_hot = one_hot * ops.expand_dims(weight, -1)
+    counts = ops.sum(one_hot, axis=0)
     trace = ops.sum(counts * ops.sum(ops.square(what), axis=-1))
     samples = math.inf if n is None else n
     # Plain comparisons (not `min(..., key=)`, which torch.compile cannot trace).
@@ -96,7 +119,10 @@ def _label_head_gram(what, labels):
         return outer_gram(what) * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace
     if side == "width":
         return matmul(ops.transpose(what) * ops.expand_dims(counts, 0), what), trace
-    return outer_gram(ops.take(what, labels, axis=0)), trace
+    picked = ops.take(what, labels, axis=0)
+    if sample_weight is not None:
+        picked = picked * ops.expand_dims(ops.sqrt(weight), -1)
+    return outer_gram(picked), trace
 
 
 def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
@@ -117,14 +143,17 @@ def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
     if h_z is None:
         k_z, trace_z = min_side_gram(zhat)
         h_z = entropy_of_psd(k_z, alpha, trace=trace_z)
-    k_w, trace_w = _label_head_gram(what, labels)
+    k_w, trace_w = _label_head_gram(what, labels, pairing.sample_weight)
     h_w = entropy_of_psd(k_w, alpha, trace=trace_w)
+    # zhat carries sqrt(w): D^1/2 (K_Z o K_W) D^1/2 with one factor weighted.
     joint = outer_gram(zhat) * outer_gram(ops.take(what, labels, axis=0))
     h_zw = entropy_of_psd(joint, alpha)
     return tuple(nan_unless(pairing.ok, h) for h in (h_z, h_w, h_zw))
 
 
-def sample_head_entropies(features, labels, head_weights, center=True, mean=None, alpha=1.0):
+def sample_head_entropies(
+    features, labels, head_weights, center=True, mean=None, alpha=1.0, sample_weight=None
+):
     """Entropies `H(K_Z), H(K_W), H(K_Z o K_W)` of the sample-head pairing.
 
     The same values as `matrix_entropy` of the two matrices of
@@ -133,6 +162,12 @@ def sample_head_entropies(features, labels, head_weights, center=True, mean=None
     the class Gram of the head rows weighted by the class counts in the batch
     (`min(n, C, d)` side); only `K_Z o K_W` needs an n x n eigendecomposition.
 
+    With `sample_weight` `w` (`D = diag(w)`), the entropies of the weighted
+    Grams `D^1/2 K_Z D^1/2`, `D^1/2 K_W D^1/2` and `D^1/2 (K_Z o K_W) D^1/2`,
+    the features centred by the weighted mean (`keras_nc.ops.gram`): rows of
+    weight 0 leave all three (the values of the subset of positive weight),
+    positive weights weight the rows.
+
     Args:
         features: `(n, d)` features.
         labels: `(n,)` integer labels in `[0, C)` (or `(n, 1)`, or one-hot).
@@ -140,6 +175,7 @@ def sample_head_entropies(features, labels, head_weights, center=True, mean=None
         center: centre the features by the batch mean.
         mean: explicit feature mean to subtract instead.
         alpha: entropy order (see `matrix_entropy`).
+        sample_weight: optional `(n,)` non-negative weights.
 
     Returns:
         A tuple of three scalar tensors, in nats.
@@ -152,17 +188,21 @@ def sample_head_entropies(features, labels, head_weights, center=True, mean=None
     >>> z, w = rng.normal(size=(64, 16)), rng.normal(size=(10, 16))
     >>> h_z, h_w, h_zw = nc_ops.sample_head_entropies(z, rng.integers(0, 10, 64), w)
     """
-    pairing = sample_head_of(labelled_batch(features, labels, head_weights), center, mean)
-    return sample_head_entropies_of(pairing, alpha)
+    batch = labelled_batch(features, labels, head_weights, sample_weight=sample_weight)
+    return sample_head_entropies_of(sample_head_of(batch, center, mean), alpha)
 
 
-def sample_head_ratios(features, labels, head_weights, center=True, mean=None, alpha=1.0):
+def sample_head_ratios(
+    features, labels, head_weights, center=True, mean=None, alpha=1.0, sample_weight=None
+):
     """`(MIR, HDR)` of the sample-head pairing, from `sample_head_entropies`.
 
     Equal to `information_ratios(*sample_head_grams(features, labels,
     head_weights, center, mean), alpha)`, with one n x n eigendecomposition
     instead of three. This is what the `MIR`/`HDR` metrics and the
-    `InformationRegularizer` compute.
+    `InformationRegularizer` compute. With `sample_weight`, the ratios of the
+    weighted Grams (`sample_head_entropies`); the degenerate-case rule counts
+    the rows of positive weight as `n`.
 
     Args:
         features: `(n, d)` features.
@@ -171,6 +211,7 @@ def sample_head_ratios(features, labels, head_weights, center=True, mean=None, a
         center: centre the features by the batch mean.
         mean: explicit feature mean to subtract instead.
         alpha: entropy order (see `matrix_entropy`).
+        sample_weight: optional `(n,)` non-negative weights.
 
     Returns:
         A tuple of two scalar tensors, as `mir` and `hdr` return them.
@@ -183,9 +224,22 @@ def sample_head_ratios(features, labels, head_weights, center=True, mean=None, a
     >>> z, w = rng.normal(size=(64, 16)), rng.normal(size=(10, 16))
     >>> mir, hdr = nc_ops.sample_head_ratios(z, rng.integers(0, 10, 64), w)
     """
-    pairing = sample_head_of(labelled_batch(features, labels, head_weights), center, mean)
+    batch = labelled_batch(features, labels, head_weights, sample_weight=sample_weight)
+    pairing = sample_head_of(batch, center, mean)
     entropies = sample_head_entropies_of(pairing, alpha)
-    return ratios_from_entropies(*entropies, num_rows(pairing.zhat))
+    return ratios_from_entropies(*entropies, sample_rows(pairing))
+
+
+def sample_rows(pairing):
+    """The `n` of a `SampleHead`'s degenerate-case rule: rows of positive weight.
+
+    Args:
+        pairing: a `SampleHead`.
+
+    Returns:
+        The static number of rows, or (with sample weights) a scalar tensor.
+    """
+    return active_rows(pairing.sample_weight, num_rows(pairing.zhat))
 
 
 def class_pairing_grams(counts, sums, head_weights, center=True):
