@@ -31,6 +31,7 @@ from keras_nc.ops._spectral import (
     weighted_rows,
 )
 from keras_nc.ops._tiles import block_layout, pair_sum
+from keras_nc.ops._tiles import block_layout, pair_sum
 from keras_nc.ops.entropy import ratios_from_entropies
 from keras_nc.ops.statistics import class_means, present_classes
 
@@ -275,16 +276,65 @@ def _class_pairing_rows(counts, sums, head_weights, center):
     return centred_means, head * mask
 
 
-def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
+def _hadamard_entropy(mhat, what, alpha, block_size=None):
+    """`H(K_M o K_W)` of two sets of `(C', d)` rows from the cheapest exact side.
+
+    `K_M o K_W = X X^T` with rows `x_c = mhat_c (x) what_c` (`d^2` wide): with
+    `C' > d^2` the `d^2 x d^2` matrix `X^T X` (same non-zero spectrum);
+    otherwise, for `alpha = 2`, `||K_M o K_W||_F^2` summed over tiles of
+    pairs; else the `C' x C'` product, built from blocks of rows (two
+    `C' x C'` matrices at the peak, not three).
+    """
+    rows, width = tuple(mhat.shape)
+    trace = ops.sum(ops.sum(ops.square(mhat), axis=-1) * ops.sum(ops.square(what), axis=-1))
+    if width * width < rows:
+        kron = ops.expand_dims(mhat, -1) * ops.expand_dims(what, -2)
+        kron = ops.reshape(kron, (rows, width * width))
+        return entropy_of_psd(matmul(ops.transpose(kron), kron), alpha, trace=trace)
+    if alpha == 2.0:
+
+        def tile(rows_i, rows_j, same):
+            (m_i, w_i), (m_j, w_j) = rows_i, rows_j
+            joint = matmul(m_i, ops.transpose(m_j)) * matmul(w_i, ops.transpose(w_j))
+            return ops.sum(ops.square(joint))
+
+        frob = pair_sum([mhat, what], tile, block_size)
+        has_mass = trace > 0
+        safe = ops.where(has_mass, trace, 1.0)
+        ratio = ops.where(has_mass, frob / ops.square(safe), 1.0)
+        return ops.where(has_mass, -ops.log(ratio), 0.0)
+    _, block = block_layout(rows, block_size)
+    joint = [
+        matmul(mhat[start : start + block], ops.transpose(mhat))
+        * matmul(what[start : start + block], ops.transpose(what))
+        for start in range(0, rows, block)
+    ]
+    joint = joint[0] if len(joint) == 1 else ops.concatenate(joint, axis=0)
+    return entropy_of_psd(joint, alpha, trace=trace)
+
+
+def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0, block_size=None):
     """`(MIR, HDR)` of the class pairing, from class statistics and head rows.
 
     Equal to `information_ratios(*class_pairing_grams(counts, sums, head_weights,
-    center))`, with `H(K_M)` and `H(K_W)` from their `min(C', d)` sides, for
-    statistics accumulated over an epoch (e.g. by the class-pairing metrics).
-    Like `neural_collapse_measures`, it never raises on the values: statistics or
-    head rows holding NaN or inf (a compiled step that saw bad input) give NaN;
-    it computes in float64 where the backend has it and, called eagerly, on the
-    classes present only (`C' x C'` eigendecompositions, not `C x C`).
+    center))`, for statistics accumulated over an epoch (e.g. by the
+    class-pairing metrics). Like `neural_collapse_measures`, it never raises on
+    the values: statistics or head rows holding NaN or inf (a compiled step
+    that saw bad input) give NaN; it computes in float64 where the backend has
+    it and, called eagerly, on the `C'` classes present only.
+
+    Cost, from the cheapest exact side of each matrix: `H(K_M)` and `H(K_W)`
+    (rank at most `d`) from their `min(C', d)` sides, so HDR never needs a
+    `C' x C'` matrix. MIR also needs `H(K_M o K_W)`, whose rank is at most
+    `min(C', d^2)`: it is the Gram of the rows `mhat_c (x) what_c` (Kronecker
+    products, `d^2` wide), so with `C' > d^2` (few features, many classes) it
+    comes from the `d^2 x d^2` matrix of those rows; otherwise from the
+    `C' x C'` product itself, an eigendecomposition of `C'^3` work (minutes at
+    C' = 10,000 on a few CPU cores: the Performance page has timings). Order
+    `alpha = 2` needs no eigendecomposition: `||K_M o K_W||_F^2` is summed
+    over tiles of at most `block_size x block_size` pairs of classes
+    (`C'^2 d` work, no `C' x C'` matrix), so `alpha=2` gives MIR at C' = 10,000
+    in seconds.
 
     Args:
         counts: `(C,)` per-class counts.
@@ -292,6 +342,7 @@ def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
         head_weights: `(C, d)` classifier rows.
         center: centre the class means by the global mean.
         alpha: entropy order.
+        block_size: rows per tile of the order-2 sum (default 2048).
 
     Returns:
         A tuple of two scalar tensors, `(mir, hdr)`.
@@ -310,6 +361,6 @@ def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0):
     for rows in (mhat, what):
         k, trace = min_side_gram(rows)
         entropies.append(entropy_of_psd(k, alpha, trace=trace))
-    h_mw = entropy_of_psd(outer_gram(mhat) * outer_gram(what), alpha)
+    h_mw = _hadamard_entropy(mhat, what, alpha, block_size)
     ratios = ratios_from_entropies(*entropies, h_mw, num_rows(mhat))
     return tuple(nan_unless(ok, value) for value in ratios)
