@@ -31,7 +31,6 @@ from keras_nc.ops._spectral import (
     weighted_rows,
 )
 from keras_nc.ops._tiles import block_layout, pair_sum
-from keras_nc.ops._tiles import block_layout, pair_sum
 from keras_nc.ops.entropy import ratios_from_entropies
 from keras_nc.ops.statistics import class_means, present_classes
 
