@@ -257,3 +257,23 @@ def test_keras_float64_stays_float64(rng):
     stats = nc_ops.class_statistics(z, y, 30)
     value = nc_ops.neural_collapse_measures(stats, block_size=7)["cdnv"]
     assert keras.backend.standardize_dtype(value.dtype) == "float64"
+
+
+def test_equinorm_metric_ddof(rng):
+    """`Equinorm(ddof=1)` reads the sample-std convention; the default the population one."""
+    from keras_nc import metrics
+
+    num_classes = 10
+    z, y, head = _data(rng, num_classes, 16)
+    z64 = z.astype(np.float64)
+    means = np.stack([z64[y == c].mean(axis=0) for c in range(num_classes)])
+    norms = np.linalg.norm(means - z64.mean(axis=0), axis=1)
+    # The metric's statistics are float32 sums of 12 rows: 1e-4 as the suite's metric tests.
+    for ddof in (0, 1):
+        metric = metrics.Equinorm(ddof=ddof)
+        metric.update_state(y, features=z.astype("float32"), head_weights=head.astype("float32"))
+        want = norms.std(ddof=ddof) / norms.mean()
+        np.testing.assert_allclose(float(to_numpy(metric.result())), want, rtol=1e-4)
+        assert metrics.Equinorm.from_config(metric.get_config()).ddof == ddof
+    with pytest.raises(ValueError, match="ddof"):
+        metrics.Equinorm(ddof=2)

@@ -273,11 +273,19 @@ class ETFError(_NeuralCollapseMeasure):
 class Equinorm(_NeuralCollapseMeasure):
     """NC2: coefficient of variation of the centred class-mean norms; 0 at collapse.
 
+    `std / mean` of `r_c = ||mu_c - mu_G||` over the `C'` classes present, with
+    `std = sqrt(sum_c (r_c - mean r)^2 / (C' - ddof))` (see
+    `keras_nc.ops.neural_collapse_measures`).
+
     Args:
         num_classes: optional state size.
         feature_dim: optional feature width.
         name: metric name (default `"equinorm"`).
         dtype: metric dtype.
+        ddof: `0` (default: the population standard deviation, NumPy's `std`)
+            or `1` (the sample standard deviation, `torch.std`'s, larger by
+            `sqrt(C' / (C' - 1))`): 1 compares with values computed by
+            `torch.std` of the neural-collapse package's `mean_norms`.
 
     Example:
 
@@ -287,6 +295,27 @@ class Equinorm(_NeuralCollapseMeasure):
     """
 
     _key = "equinorm"
+
+    def __init__(self, num_classes=None, feature_dim=None, name=None, dtype=None, ddof=0):
+        if ddof not in (0, 1) or isinstance(ddof, bool):
+            raise ValueError(f"`ddof` must be 0 or 1; received {ddof!r}.")
+        super().__init__(num_classes, feature_dim, name=name, dtype=dtype)
+        self.ddof = int(ddof)
+
+    def compute(self, statistics):
+        if self.ddof == 0:  # the value the other measures' shared computation holds
+            return super().compute(statistics)
+        stats = statistics.statistics()
+
+        def measures():
+            return nc_ops.neural_collapse_measures(
+                stats, measures=["equinorm"], equinorm_ddof=self.ddof
+            )
+
+        return statistics.epoch_value(f"equinorm/{self.ddof}", measures)[self._key]
+
+    def get_config(self):
+        return {**super().get_config(), "ddof": self.ddof}
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
