@@ -6,12 +6,84 @@ import keras
 from keras import ops
 
 from keras_nc.metrics.base import CollapseMetric
-from keras_nc.ops._guards import is_concrete, statistics_dtype
+from keras_nc.ops import statistics as nc_statistics
+from keras_nc.ops._guards import (
+    features_tensor,
+    is_concrete,
+    labelled_batch,
+    statistics_dtype,
+    values_raise,
+)
 
 
 def _pow2(exponent):
     """`2 ** exponent` in the dtype of `exponent` (float64 stays float64 on every backend)."""
     return ops.power(ops.full_like(exponent, 2.0), exponent)
+
+
+def _in_place(variable):
+    """The backend variable behind `variable` when it can be updated in place, else None.
+
+    PyTorch parameters and TensorFlow variables outside `tf.distribute` (whose
+    replicas' variables are updated through Keras' `assign`); JAX arrays are
+    immutable (inside `jit`, XLA updates the donated buffers in place anyway).
+    """
+    value = variable.value
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return value if isinstance(value, torch.nn.Parameter) else None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(value, tf.Variable) and not tf.distribute.has_strategy():
+            return value
+    return None
+
+
+def _scatter_add(variable, indices, rows):
+    """`variable[indices[i]] += rows[i]`: `n d` work instead of a `C d` copy of the state."""
+    target = _in_place(variable)
+    rows = ops.cast(rows, variable.dtype)
+    if target is None:
+        update = ops.scatter_update(variable.value, ops.expand_dims(indices, -1), rows,
+                                    reduction="add")  # fmt: skip
+        variable.assign(update)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            target.index_add_(0, indices, rows)
+    else:
+        target.scatter_nd_add(ops.expand_dims(indices, -1), rows)
+
+
+def _add_to(variable, value):
+    """`variable += value`, in place where the backend allows it."""
+    target = _in_place(variable)
+    value = ops.cast(value, variable.dtype)
+    if target is None:
+        variable.assign(variable.value + value)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            target.add_(value)
+    else:
+        target.assign_add(value)
+
+
+def _mean_over_replicas(value):
+    """The mean of `value` over the replicas of a `tf.distribute` step (else `value`)."""
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
 
 
 class ClassStatistics(CollapseMetric, keras.metrics.Metric):
@@ -24,15 +96,26 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
     batches (or of devices) are the statistics of the concatenated data.
 
     `CollapseClassifier.compile` creates one and shares it among all such
-    metrics of the model, so a training step adds its batch once (a segment
-    sum of cost `n d`, plus `n d^2` for the second moment) however many class
-    metrics there are. It adds nothing to the logs (`result()` is an empty
+    metrics of the model, so a training step adds its batch once however many
+    class metrics there are: one scatter-add of `[w, w ||y||^2, w y]` into the
+    state (cost `n d`, in place where the backend allows it), plus `n d^2` for
+    the second moment. It adds nothing to the logs (`result()` is an empty
     dict). Standalone metrics own one each.
+
+    **Shifted sums.** The sums are of `y = z - p`, `p` a pivot: the mean of
+    the first batch after a reset (the mean over all replicas' first batches
+    under `tf.distribute`). The measures are translation-invariant, and
+    features that share a common part much larger than their spread (ReLU
+    features, all positive) would otherwise lose it to cancellation: raw
+    second moments and squared norms carry `offset**2`, of which NC1 and CDNV
+    keep the within-class part only. `statistics()` returns the shifted sums,
+    `sums` the raw ones. The error bound is on the Performance page
+    ("Precision of the class statistics").
 
     The state is float64 where the backend has it (TensorFlow, PyTorch; JAX
     with `jax_enable_x64`): sums of features of any finite float32 magnitude
     fit. A float32 state (JAX by default) holds the statistics of
-    `features * 2**-e`, `e` the largest batch scale seen so far
+    `y * 2**-e`, `e` the largest batch scale seen so far
     (`keras_nc.ops.scale_exponent`), rescaling by powers of two (exact) when a
     larger batch arrives; every measure is scale-invariant, so the values are
     those of the features. (A float32 state assumes one program over the
@@ -80,7 +163,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             self.build_for(num_classes, feature_dim)
 
     def build_for(self, num_classes, feature_dim):
-        """Creates the `(C,)`, `(C, d)` (and `(d, d)`) state variables once."""
+        """Creates the `(C, d + 2)`, `(d,)` (and `(d, d)`) state variables once."""
         if self.built_for:
             if (num_classes, feature_dim) != (self.num_classes, self.feature_dim):
                 raise ValueError(
@@ -90,7 +173,8 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             return
         self.num_classes, self.feature_dim = int(num_classes), int(feature_dim)
         c, d = self.num_classes, self.feature_dim
-        # Columns: count, sum of squared norms, feature sums (one update a step).
+        # Columns: count, sum of squared norms, feature sums (one update a step),
+        # all of the features minus the pivot.
         dtype = self.dtype
         self.per_class = self.add_variable(
             shape=(c, d + 2), initializer="zeros", dtype=dtype, name="per_class"
@@ -99,15 +183,26 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             self.moment = self.add_variable(
                 shape=(d, d), initializer="zeros", dtype=dtype, name="second_moment"
             )
+        # The pivot: the first batch's mean, subtracted from every batch. Every
+        # replica holds the same one (`_pivot_of`), so read the first.
+        self.pivot = self.add_variable(
+            shape=(d,), initializer="zeros", dtype=dtype, name="pivot",
+            aggregation="only_first_replica",
+        )  # fmt: skip
+        self.pivoted = self.add_variable(
+            shape=(), initializer="zeros", dtype=dtype, name="pivoted",
+            aggregation="only_first_replica",
+        )  # fmt: skip
         self.exponent = None
         if self.dtype != "float64":
-            # Float32 state holds statistics of features * 2**-exponent (the
-            # largest batch scale seen): no overflow for any finite features.
+            # Float32 state holds statistics of (features - pivot) * 2**-exponent
+            # (the largest batch scale seen): no overflow for any finite features.
             self.exponent = self.add_variable(
                 shape=(),
                 initializer=keras.initializers.Constant(-1000.0),
                 dtype=dtype,
                 name="exponent",
+                aggregation="only_first_replica",
             )
         # Every replica assigns the same rows: read the first, not their sum.
         self.head_rows = self.add_variable(
@@ -126,13 +221,21 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
 
     @property
     def sq_norms(self):
-        """`(C,)` per-class sums of squared feature norms."""
+        """`(C,)` per-class sums of squared norms of the features minus the pivot."""
         return self.per_class[:, 1]
 
     @property
-    def sums(self):
-        """`(C, d)` per-class feature sums."""
+    def shifted_sums(self):
+        """`(C, d)` per-class sums of the features minus the pivot (`pivot`)."""
         return self.per_class[:, 2:]
+
+    @property
+    def sums(self):
+        """`(C, d)` per-class feature sums (`shifted_sums` plus the counts times the pivot)."""
+        pivot = self.pivot.value
+        if self.exponent is not None:  # the state's units: 2**exponent
+            pivot = ops.where(self.pivoted.value > 0, pivot * _pow2(-self.exponent.value), 0.0)
+        return self.shifted_sums + ops.expand_dims(self.counts, -1) * ops.expand_dims(pivot, 0)
 
     @property
     def head(self):
@@ -160,43 +263,63 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
                     f"{self.name} needs `num_classes` (or `head_weights`) to size its state."
                 )
             self.build_for(num_classes, features.shape[-1])
-        self._add(step.class_statistics(self.num_classes, self.second_moment))
+        pivot = self._pivot_of(features)
+        terms = nc_statistics.class_sum_terms(
+            features, step.y_true, self.num_classes, pivot, step.sample_weight,
+            second_moment=self.second_moment, dtype=self.dtype, labels_name="y_true",
+        )  # fmt: skip
+        self._add(terms)
         if head_weights is not None and self.head_source is None:
+            if values_raise(features):  # a standalone metric's head rows, checked eagerly
+                labelled_batch(features, step.y_true, head_weights, labels_name="y_true")
             self.head_rows.assign(ops.cast(head_weights, self.dtype))
 
-    def _add(self, stats):
-        """Adds a batch's `class_statistics` (with `"exponent"`) to the state."""
-        columns = [ops.expand_dims(stats["counts"], -1), ops.expand_dims(stats["sq_norms"], -1),
-                   stats["sums"]]  # fmt: skip
-        columns = ops.cast(ops.concatenate(columns, axis=-1), self.dtype)
-        # The batch's statistics are those of features * 2**-e (no overflow in float32);
-        # column powers: counts 0, squared norms 2, sums 1 (the second moment: 2).
-        powers = ops.concatenate(
-            [
-                ops.convert_to_tensor([0.0, 2.0], self.dtype),
-                ops.ones((self.feature_dim,), self.dtype),
-            ]
-        )
-        batch_exponent = ops.cast(stats["exponent"], self.dtype)
-        if self.exponent is None:  # float64 state: absolute units (2**(2e) fits for any float32 e)
-            self.per_class.assign_add(columns * _pow2(powers * batch_exponent))
+    def _pivot_of(self, features):
+        """The pivot: the first batch's mean (the same on every replica), then kept."""
+        features = ops.stop_gradient(features_tensor(features))
+        mean = ops.mean(features, axis=0)
+        mean = _mean_over_replicas(mean)
+        first = self.pivoted.value == 0
+        pivot = ops.where(first, ops.cast(mean, self.dtype), self.pivot.value)
+        self.pivot.assign(pivot)
+        self.pivoted.assign(ops.ones((), self.dtype))
+        return pivot
+
+    def _add(self, terms):
+        """Adds a batch's `class_sum_terms` to the state: `n d` (+ `d^2`) work, in place."""
+        rows, indices = terms["rows"], terms["indices"]
+        if self.exponent is None:  # float64 state: the features' units
+            _scatter_add(self.per_class, indices, rows)
             if self.second_moment:
-                moment = ops.cast(stats["second_moment"], self.dtype)
-                self.moment.assign_add(moment * _pow2(2.0 * batch_exponent))
-        else:  # float32 state: units of 2**exponent, the largest batch scale so far
-            exponent = ops.maximum(self.exponent.value, batch_exponent)
-            old, new = self.exponent.value - exponent, batch_exponent - exponent  # both <= 0
-            self.per_class.assign(
-                self.per_class.value * _pow2(powers * old) + columns * _pow2(powers * new)
+                _add_to(self.moment, terms["second_moment"])
+            return
+        # Float32 state: units of 2**exponent, the largest batch scale so far.
+        # Column powers: counts 0, squared norms 2, sums 1 (the second moment: 2).
+        head = ops.convert_to_tensor([0.0, 2.0], self.dtype)
+        powers = ops.concatenate([head, ops.ones((self.feature_dim,), self.dtype)])
+        batch = ops.cast(terms["exponent"], self.dtype)
+        exponent = ops.maximum(self.exponent.value, batch)
+        old, new = self.exponent.value - exponent, batch - exponent  # both <= 0
+        state = self.per_class.value * _pow2(powers * old)
+        self.per_class.assign(
+            ops.scatter_update(
+                state, ops.expand_dims(indices, -1), rows * _pow2(powers * new), reduction="add"
             )
-            if self.second_moment:
-                moment = ops.cast(stats["second_moment"], self.dtype)
-                self.moment.assign(self.moment.value * _pow2(2.0 * old) + moment * _pow2(2.0 * new))
-            self.exponent.assign(exponent)
+        )
+        if self.second_moment:
+            moment = terms["second_moment"] * _pow2(2.0 * new)
+            self.moment.assign(self.moment.value * _pow2(2.0 * old) + moment)
+        self.exponent.assign(exponent)
 
     def statistics(self):
-        """The accumulated sums, as `keras_nc.ops.class_statistics` names them."""
-        stats = {"counts": self.counts, "sums": self.sums, "sq_norms": self.sq_norms}
+        """The accumulated sums of the features minus the pivot, as `class_statistics` names them.
+
+        What the translation-invariant measures read (`neural_collapse_measures`,
+        the centred class pairing): the same values as the raw sums would give,
+        without their cancellation (see the class docstring). `sums` holds the
+        raw per-class sums.
+        """
+        stats = {"counts": self.counts, "sums": self.shifted_sums, "sq_norms": self.sq_norms}
         if self.second_moment:
             stats["second_moment"] = self.moment
         return stats
@@ -208,6 +331,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         if self.built_for:
             for variable in self.variables:
                 variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
+            self._memo = (None, {})
             if self.exponent is not None:
                 self.exponent.assign(-1000.0)
 

@@ -7,10 +7,15 @@ package: eager calls raise a `ValueError` naming the user's argument; traced
 calls (`jax.jit`, `tf.function`, `torch.compile`, the train step of `fit`)
 cannot raise on data, so they get sanitised tensors (no backend kernel sees a
 bad value) and an `ok` flag, and return NaN where it is False (`nan_unless`).
+Within `invalid_values_as_nan()` eager calls take the traced path too: that is
+how `fit` and `evaluate` end a diverged run the same way on every backend,
+eager PyTorch steps included (NaN in the logs; callbacks decide).
 """
 
 import collections
+import contextlib
 import math
+import threading
 
 import keras
 import numpy as np
@@ -52,6 +57,47 @@ def is_concrete(x):
 
         return not torch.compiler.is_compiling()
     return True
+
+
+_LENIENT = threading.local()
+
+
+@contextlib.contextmanager
+def invalid_values_as_nan():
+    """Within this context, value checks give NaN results instead of raising.
+
+    Eager calls of `keras_nc.ops` (and of the metrics and losses built on
+    them) raise a `ValueError` on NaN or infinite features, labels outside
+    `[0, C)` or negative sample weights; compiled calls cannot raise on data
+    and return NaN instead. Inside this context eager calls behave like
+    compiled ones, so that a training loop ends a diverged run the same way on
+    every backend: `CollapseClassifier`'s train and test steps run in it, and
+    a NaN loss or metric reaches the logs, where
+    `keras.callbacks.TerminateOnNaN` (or any callback) decides. Shapes and
+    argument types are still checked and still raise. The context is
+    per-thread and may be nested.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_nc import ops as nc_ops
+    >>> from keras_nc.ops.guards import invalid_values_as_nan
+    >>> with invalid_values_as_nan():
+    ...     value = nc_ops.feature_entropy(np.full((4, 3), np.nan, "float32"))
+    >>> bool(np.isnan(value))
+    True
+    """
+    depth = getattr(_LENIENT, "depth", 0)
+    _LENIENT.depth = depth + 1
+    try:
+        yield
+    finally:
+        _LENIENT.depth = depth
+
+
+def values_raise(x):
+    """Whether a value check of `x` raises now: eager `x`, outside `invalid_values_as_nan`."""
+    return getattr(_LENIENT, "depth", 0) == 0 and is_concrete(x)
 
 
 def statistics_dtype():
@@ -225,6 +271,7 @@ def guard(
         labels_name: the name of `labels` in the errors.
         strict: `False` for consumers of accumulated statistics, which never
             raise: they always get sanitised tensors and a (concrete) flag.
+            Within `invalid_values_as_nan()` no check raises.
         nonnegative: names of `tensors` whose values must also be `>= 0`
             (sample weights).
 
@@ -233,7 +280,7 @@ def guard(
         replaced by zeros, all of them when any is bad, and `ok` says so.
     """
     first = next(iter(tensors.values()), labels)
-    if strict and first is not None and is_concrete(first):
+    if strict and first is not None and values_raise(first):
         for name, value in tensors.items():
             _raise_if_not_finite(value, name, name in nonnegative)
         if labels is not None:

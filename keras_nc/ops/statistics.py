@@ -6,11 +6,15 @@ from keras import ops
 from keras_nc.ops._guards import (
     as_float,
     dtype_name,
+    features_tensor,
     guard,
     is_concrete,
+    label_indices,
     labelled_batch,
     nan_unless,
+    sample_weight_tensor,
     statistics_dtype,
+    values_raise,
 )
 from keras_nc.ops._spectral import largest, matmul
 
@@ -45,7 +49,13 @@ def scale_exponent(x):
 
 
 def class_statistics(
-    features, labels, num_classes, sample_weight=None, second_moment=True, exponent=None
+    features,
+    labels,
+    num_classes,
+    sample_weight=None,
+    second_moment=True,
+    exponent=None,
+    shift=None,
 ):
     """Mergeable per-class sums of a batch of features.
 
@@ -55,6 +65,19 @@ def class_statistics(
     statistics of scaled features (`exponent`) give the same measures; in
     float32, squared norms of features beyond about 1e19 (or below 1e-19)
     overflow (underflow) unless the features are scaled.
+
+    The classic measures (and the centred class pairing) are also
+    translation-invariant, so statistics of shifted features (`shift`) give
+    the same measures, and far more accurate ones when the features share a
+    common part much larger than their spread (ReLU features do: all
+    positive). The second moment and the squared norms of raw features carry
+    that common part, and the within-class scatter is what remains after
+    subtracting it: a relative rounding error `eps` of the raw sums becomes
+    `eps * (offset / spread)**2` in NC1 and CDNV. With a shift near the
+    features' mean (the first batch's mean, as `keras_nc.metrics.ClassStatistics`
+    uses) the error is `eps` times the ratio of the class means' spread to the
+    within-class spread instead (see the Performance page, "Precision of the
+    class statistics"). Sums are mergeable only when taken with one `shift`.
 
     Args:
         features: `(n, d)` features.
@@ -68,6 +91,9 @@ def class_statistics(
             or scalar tensor `e` (statistics of `features * 2**-e`), or
             `"auto"`: `e = scale_exponent(features)`, returned as the dict's
             `"exponent"`.
+        shift: optional `(d,)` vector `p`: statistics of `features - p`
+            (before the scaling by `2**-e`, which then applies to the shifted
+            features).
 
     Returns:
         A dict of tensors: `counts` `(C,)`, `sums` `(C, d)`, `sq_norms` `(C,)`
@@ -86,10 +112,10 @@ def class_statistics(
     [2., 1., 1.]
     """
     batch = labelled_batch(features, labels, num_classes=num_classes, sample_weight=sample_weight)
-    return class_statistics_of(batch, second_moment=second_moment, exponent=exponent)
+    return class_statistics_of(batch, second_moment=second_moment, exponent=exponent, shift=shift)
 
 
-def class_statistics_of(batch, second_moment=True, exponent=None):
+def class_statistics_of(batch, second_moment=True, exponent=None, shift=None):
     """`class_statistics` of a `LabelledBatch` (see `keras_nc.ops.labelled_batch`).
 
     Args:
@@ -97,11 +123,14 @@ def class_statistics_of(batch, second_moment=True, exponent=None):
         second_moment: also return the `(d, d)` second moment.
         exponent: `None`, a number or scalar tensor `e`, or `"auto"` (see
             `class_statistics`).
+        shift: optional `(d,)` vector subtracted from the features first.
 
     Returns:
         The dict `class_statistics` returns.
     """
     features, labels, num_classes = batch.features, batch.labels, batch.num_classes
+    if shift is not None:
+        features = features - ops.cast(shift, features.dtype)
     auto = isinstance(exponent, str)
     if auto:
         if exponent != "auto":
@@ -140,6 +169,94 @@ def class_statistics_of(batch, second_moment=True, exponent=None):
     if auto:
         stats["exponent"] = exponent
     return stats
+
+
+def class_sum_terms(
+    features,
+    labels,
+    num_classes,
+    shift,
+    sample_weight=None,
+    second_moment=True,
+    dtype="float64",
+    labels_name="labels",
+):
+    """One batch's terms of accumulated class statistics, for one scatter-add.
+
+    The fused step update of `keras_nc.metrics.ClassStatistics`: with
+    `y = features - shift`, the rows `[w, w ||y||^2, w y]` `(n, d + 2)` whose
+    sums over the rows of each class are the `counts`, `sq_norms` and `sums` of
+    `class_statistics(..., shift=shift)`, and the `(d, d)` second moment
+    `sum w y y^T`; adding `rows` into a `(C, d + 2)` state at `indices` costs
+    `n d`, not the `C d` of a dense update. No value check raises unless
+    called eagerly outside `keras_nc.ops.guards.invalid_values_as_nan`; there
+    an invalid row (a label outside `[0, C)`, a fractional float label, a
+    negative or NaN weight) gets a NaN count, so the accumulated statistics
+    are non-finite and the measures read from them NaN, and non-finite
+    features propagate as they are.
+
+    Args:
+        features: `(n, d)` features.
+        labels: `(n,)` class indices (or `(n, 1)`, or one-hot `(n, C)`).
+        num_classes: `C`.
+        shift: `(d,)` vector subtracted from the features.
+        sample_weight: optional `(n,)` non-negative weights.
+        second_moment: also return the second moment.
+        dtype: `"float64"`: rows in float64, in the features' units (the
+            second moment is a float32 product of the scaled features, scaled
+            back exactly); `"float32"`: rows and moment of `y * 2**-e`,
+            `e = scale_exponent(y)`, which never overflow.
+        labels_name: the name of `labels` in errors.
+
+    Returns:
+        A dict: `indices` `(n,)` int32 in `[0, C)`, `rows`, `second_moment`
+        (when asked) and `exponent` (`e`, 0 for `dtype="float64"`).
+    """
+    features = ops.stop_gradient(features_tensor(features))
+    labels = label_indices(labels, num_classes, labels_name, num_samples=features.shape[0])
+    weight = None
+    if sample_weight is not None:
+        weight = ops.cast(sample_weight_tensor(sample_weight, features.shape[0]), features.dtype)
+    counts = _row_counts(features, labels, num_classes, weight, labels_name)
+    y = features - ops.cast(shift, features.dtype)
+    exponent = ops.zeros((), "float32")
+    wide = dtype == "float64"
+    if second_moment or not wide:
+        top = ops.cast(largest(ops.abs(y)), "float32")
+        exponent = ops.ceil(ops.log2(ops.maximum(top, 2.0**-126)))
+        scaled = y * ops.cast(ops.exp2(-exponent), y.dtype)
+    terms = ops.cast(y, "float64") if wide else scaled
+    weighted = terms if weight is None else terms * ops.cast(ops.expand_dims(weight, -1), dtype)
+    columns = [ops.expand_dims(ops.cast(counts, dtype), -1),
+               ops.sum(weighted * terms, axis=-1, keepdims=True), weighted]  # fmt: skip
+    result = {"indices": ops.cast(ops.clip(labels, 0, num_classes - 1), "int32")}
+    result["rows"] = ops.concatenate(columns, axis=-1)
+    if second_moment:
+        right = scaled if weight is None else scaled * ops.expand_dims(weight, -1)
+        moment = matmul(ops.transpose(scaled), right)
+        if wide:  # back to the features' units: exact (a power of two), in range in float64
+            twice = ops.cast(2.0 * exponent, "float64")
+            moment = ops.cast(moment, "float64") * ops.power(ops.full_like(twice, 2.0), twice)
+        result["second_moment"] = moment
+    result["exponent"] = ops.zeros((), "float32") if wide else exponent
+    return result
+
+
+def _row_counts(features, labels, num_classes, weight, labels_name):
+    """The count column: the weights (or ones); NaN on invalid rows outside eager checks."""
+    ones = weight if weight is not None else ops.ones_like(features[:, 0])
+    if values_raise(features):
+        tensors = {"features": features}
+        if weight is not None:
+            tensors["sample_weight"] = weight
+        guard(tensors, labels, num_classes, labels_name, nonnegative=("sample_weight",))
+        return ones
+    valid = (labels >= 0) & (labels < num_classes)
+    if "float" in dtype_name(labels):
+        valid = valid & (ops.floor(labels) == labels)
+    if weight is not None:
+        valid = valid & (weight >= 0)
+    return ops.where(valid, ones, float("nan"))
 
 
 def class_means(counts, sums):

@@ -1,0 +1,212 @@
+"""Class statistics that survive a common offset, a fused step update, and NaN runs in `fit`.
+
+Precision (issue: NC1 off by 15% to 53% with an offset of 1e4 within-class
+spreads): features `z = o + mu_c + sigma * noise` share a common part `o`. The
+statistics are accumulated of `y = z - p`, `p` the first batch's mean, so the
+only cancellation left is that of the class means' spread against the
+within-class spread. The float32 analysis (docs/performance.md, "Precision of
+the class statistics"): every stage (the shift, the batch's float32 sums and
+products, the accumulation, the epoch-end factorisation) adds a relative error
+of at most about `sqrt(n) * eps * R`, `R = mean ||y||^2 / mean ||z - mu_c||^2`
+the cancellation ratio of the shifted data (Wilkinson's random-walk rule, as in
+tests/tolerances.py), independent of `o`; four stages and the suite's safety
+factor 2 give the tolerance, which the data below keeps under the issue's
+1e-4. Before the shift, the error grew like `eps * (o / sigma)**2`: these tests
+failed at `o = 1e3 sigma` on TensorFlow and JAX.
+"""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import reference as ref
+from conftest import BACKEND
+from tolerances import EPS32, SAFETY
+
+from keras_nc import losses, metrics
+from keras_nc import ops as nc_ops
+from keras_nc.metrics import ClassStatistics
+from keras_nc.models import CollapseClassifier
+from keras_nc.ops.guards import invalid_values_as_nan
+
+NUM_CLASSES, DIM, SIGMA = 5, 8, 1.0
+OFFSETS = (0.0, 1e2, 1e3, 1e4)  # times the within-class spread
+STAGES = 4  # shift, batch sums and products, accumulation, epoch end
+
+
+def _offset_data(offset, n=400, seed=0):
+    """Float32 features with class means spread 2 sigma around a common offset."""
+    rng = np.random.default_rng(seed)
+    means = 2.0 * SIGMA * rng.normal(size=(NUM_CLASSES, DIM))
+    y = np.arange(n) % NUM_CLASSES
+    rng.shuffle(y)
+    direction = rng.normal(size=DIM)
+    common = offset * SIGMA * direction / np.linalg.norm(direction) * np.sqrt(DIM)
+    z = common + means[y] + SIGMA * rng.normal(size=(n, DIM))
+    return z.astype("float32"), y.astype("int32")
+
+
+def _tolerance(z, y):
+    """`SAFETY * STAGES * sqrt(n) * eps * R` of the shifted data (see the module docstring)."""
+    z = np.asarray(z, np.float64)
+    mu = np.stack([z[y == c].mean(axis=0) for c in range(NUM_CLASSES)])
+    within = np.mean(np.sum((z - mu[y]) ** 2, axis=1))
+    shifted = np.mean(np.sum((z - z[:100].mean(axis=0)) ** 2, axis=1))
+    return SAFETY * STAGES * np.sqrt(len(z)) * EPS32 * shifted / within
+
+
+def _want(z, y):
+    return ref.neural_collapse(z, y, np.zeros((NUM_CLASSES, DIM)), NUM_CLASSES)
+
+
+def _identity_classifier():
+    inputs = keras.Input((DIM,))
+    backbone = keras.Model(inputs, keras.layers.Identity()(inputs))
+    return CollapseClassifier(backbone, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_nc1_and_cdnv_from_evaluate_with_a_common_offset(offset):
+    z, y = _offset_data(offset)
+    tolerance = _tolerance(z, y)
+    assert tolerance < 1e-4  # the issue's acceptance bound holds on this data
+    model = _identity_classifier()
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[metrics.NC1(), metrics.CDNV()])
+    result = model.evaluate(z, y, batch_size=100, verbose=0, return_dict=True)  # 4 batches
+    want = _want(z, y)
+    assert result["nc1"] == pytest.approx(want["nc1"], rel=tolerance)
+    assert result["cdnv"] == pytest.approx(want["cdnv"], rel=tolerance)
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_nc1_and_cdnv_from_direct_updates_with_a_common_offset(offset):
+    z, y = _offset_data(offset, seed=1)
+    nc1, cdnv = metrics.NC1(num_classes=NUM_CLASSES), metrics.CDNV(num_classes=NUM_CLASSES)
+    for start in range(0, len(z), 100):
+        for metric in (nc1, cdnv):
+            metric.update_state(y[start : start + 100], features=z[start : start + 100])
+    want, tolerance = _want(z, y), _tolerance(z, y)
+    assert float(nc1.result()) == pytest.approx(want["nc1"], rel=tolerance)
+    assert float(cdnv.result()) == pytest.approx(want["cdnv"], rel=tolerance)
+
+
+def test_the_raw_sums_are_kept_for_the_uncentred_readers():
+    # NCCAgreement and the uncentred class pairing read the raw sums: shifted
+    # sums plus the counts times the pivot.
+    z, y = _offset_data(1e2, n=100)
+    stats = ClassStatistics(NUM_CLASSES, DIM)
+    stats.update_state(y[:50], features=z[:50])
+    stats.update_state(y[50:], features=z[50:])
+    sums = keras.ops.convert_to_numpy(stats.sums)
+    if stats.means_exponent is not None:  # float32 state: units of 2**e
+        sums = sums * 2.0 ** float(keras.ops.convert_to_numpy(stats.means_exponent))
+    want = np.stack([z[y == c].astype(np.float64).sum(axis=0) for c in range(NUM_CLASSES)])
+    np.testing.assert_allclose(sums, want, rtol=SAFETY * 100 * EPS32 * 1e2)
+    pivot = keras.ops.convert_to_numpy(stats.pivot)
+    np.testing.assert_allclose(pivot, z[:50].mean(axis=0), rtol=1e-6)
+
+
+def test_fused_terms_sum_to_the_class_statistics(rng):
+    z = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 4, 32).astype("int32")
+    w = rng.uniform(0.0, 2.0, 32).astype("float32")
+    shift = z.mean(axis=0)
+    dtype = "float32" if BACKEND == "jax" else "float64"
+    terms = nc_ops.statistics.class_sum_terms(z, y, 4, shift, w, dtype=dtype)
+    scale = 2.0 ** float(keras.ops.convert_to_numpy(terms["exponent"]))
+    rows = keras.ops.convert_to_numpy(terms["rows"]).astype(np.float64)
+    indices = keras.ops.convert_to_numpy(terms["indices"])
+    per_class = np.zeros((4, 8))
+    np.add.at(per_class, indices, rows)
+    shifted = (z - shift).astype(np.float64)
+    want = {
+        "counts": np.bincount(y, weights=w, minlength=4),
+        "sq_norms": np.bincount(y, weights=w * np.sum(shifted**2, axis=1), minlength=4),
+        "sums": np.stack([(w[y == c, None] * shifted[y == c]).sum(axis=0) for c in range(4)]),
+        "second_moment": (w[:, None] * shifted).T @ shifted,
+    }
+    got = {
+        "counts": per_class[:, 0],
+        "sq_norms": per_class[:, 1] * scale**2,
+        "sums": per_class[:, 2:] * scale,
+        "second_moment": keras.ops.convert_to_numpy(terms["second_moment"]) * scale**2,
+    }
+    for key, value in want.items():  # float32 sums of 32 terms of one magnitude
+        tolerance = SAFETY * 32 * EPS32
+        np.testing.assert_allclose(got[key], value, rtol=tolerance, atol=1e-5, err_msg=key)
+
+
+def test_fused_terms_check_values_eagerly_and_flag_them_inside_the_context():
+    z = np.ones((4, 3), "float32")
+    bad = np.array([0, 1, 2, 7])
+    with pytest.raises(ValueError, match=r"`labels` must hold class indices in \[0, 3\)"):
+        nc_ops.statistics.class_sum_terms(z, bad, 3, np.zeros(3, "float32"))
+    with invalid_values_as_nan():
+        terms = nc_ops.statistics.class_sum_terms(z, bad, 3, np.zeros(3, "float32"))
+    counts = keras.ops.convert_to_numpy(terms["rows"])[:, 0]
+    assert np.isnan(counts[3]) and np.all(counts[:3] == 1.0)
+    assert keras.ops.convert_to_numpy(terms["indices"]).max() == 2  # clipped: no kernel sees 7
+
+
+def test_metric_errors_raise_eagerly_and_give_nan_inside_the_context():
+    z = np.ones((4, 3), "float32")
+    z[0, 0] = np.inf
+    metric = metrics.NC1(num_classes=3)
+    with pytest.raises(ValueError, match="features` must hold finite numbers"):
+        metric.update_state(np.array([0, 1, 2, 0]), features=z)
+    metric.reset_state()
+    with invalid_values_as_nan():
+        metric.update_state(np.array([0, 1, 2, 0]), features=z)
+        metric.update_state(np.array([0, 1, 2, 0]), features=np.ones((4, 3), "float32"))
+    assert np.isnan(float(metric.result()))
+    metric.reset_state()  # a reset clears the bad epoch (and the pivot)
+    metric.update_state(np.array([0, 1, 2, 0, 1, 2]), features=np.eye(6, 3, dtype="float32"))
+    assert np.isfinite(float(metric.result()))
+
+
+def _diverging_model():
+    inputs = keras.Input((DIM,))
+    features = keras.layers.Dense(DIM)(inputs)
+    model = CollapseClassifier(keras.Model(inputs, features), NUM_CLASSES)
+    model.compile(
+        optimizer=keras.optimizers.SGD(1e30),
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), losses.CMALoss(0.1)],
+        metrics=[metrics.NC1(), metrics.MIR(), metrics.CDNV()],
+    )
+    return model
+
+
+# The train and test steps enter `invalid_values_as_nan` (keras_nc/models.py);
+# without it eager PyTorch steps raise out of `fit`.
+STEPS_ENTER_THE_CONTEXT = "invalid_values_as_nan" in inspect.getsource(CollapseClassifier)
+
+
+@pytest.mark.xfail(
+    BACKEND == "torch" and not STEPS_ENTER_THE_CONTEXT,
+    reason="CollapseClassifier's steps do not enter invalid_values_as_nan yet",
+    raises=ValueError,
+    strict=True,
+)
+def test_a_diverged_fit_ends_with_nan_in_the_logs_on_every_backend():
+    """Issue 30 item 10: the same ending on every backend, eager PyTorch included."""
+    z, y = _offset_data(0.0, n=64)
+    z[40:] = np.inf  # infinite inputs: NaN features (inf - inf) from the 6th step on
+    model = _diverging_model()
+    history = model.fit(
+        z, y, batch_size=8, epochs=3, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()]
+    )
+    losses = history.history["loss"]
+    assert len(losses) == 1 and np.isnan(losses[0])  # stopped in the first epoch
+    assert model.stop_training
+    result = model.evaluate(z, y, batch_size=8, verbose=0, return_dict=True)
+    assert np.isnan(result["loss"]) and np.isnan(result["nc1"])
+
+
+def test_direct_calls_outside_fit_keep_their_errors():
+    z, y = _offset_data(0.0, n=16)
+    z[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        metrics.CDNV(num_classes=NUM_CLASSES).update_state(y, features=z)
+    with pytest.raises(ValueError, match="finite"):
+        nc_ops.feature_entropy(z)
