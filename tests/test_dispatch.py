@@ -147,3 +147,27 @@ def test_plan_uses_padded_groups_for_few_classes_and_the_block_for_many():
 def test_unknown_layout_raises():
     with pytest.raises(ValueError, match="layout"):
         nc.cma_entropy(np.ones((2, 2)), np.eye(2), np.zeros(2, "int32"), layout="loop")
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_small_batches_take_the_direct_sample_head_path(weighted, rng):
+    # n <= min(C, d): all three Grams are n x n, computed directly in one batched eigh.
+    n, num_classes, d = 7, 12, 9
+    z, head = rng.normal(size=(n, d)), rng.normal(size=(num_classes, d))
+    y = rng.integers(0, num_classes, n).astype("int32")
+    weight = np.array([1.0, 2.0, 0.5, 1.0, 0.0, 3.0, 1.0]) if weighted else np.ones(n)
+    got = nc.sample_head_ratios(
+        z.astype("float32"), y, head.astype("float32"), sample_weight=weight if weighted else None
+    )
+    zc = z - (weight[:, None] * z).sum(0) / weight.sum()
+    zhat = zc / np.linalg.norm(zc, axis=1, keepdims=True)
+    hhat = head / np.linalg.norm(head, axis=1, keepdims=True)
+    root = np.sqrt(np.outer(weight, weight))
+    k_z, k_w_plain = zhat @ zhat.T * root, hhat[y] @ hhat[y].T
+    mats = (k_z, k_w_plain * root, k_z * k_w_plain)
+    h = [ref.entropy(m) for m in mats]
+    e = [tol.entropy_tolerance(m) for m in mats]
+    mir = (h[0] + h[1] - h[2]) / min(h[0], h[1])
+    hdr = abs(h[0] - h[1]) / max(h[0], h[1])
+    np.testing.assert_allclose(to_numpy(got[0]), mir, atol=tol.ratio_tolerance(*h, *e, "mir"))
+    np.testing.assert_allclose(to_numpy(got[1]), hdr, atol=tol.ratio_tolerance(*h, *e, "hdr"))

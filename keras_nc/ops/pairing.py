@@ -139,6 +139,11 @@ def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
     """
     alpha = check_alpha(alpha)
     zhat, what, labels = pairing.zhat, pairing.what, pairing.labels
+    n, d = tuple(zhat.shape)
+    if n is not None and n <= min(d, what.shape[0]):
+        # Small batches: every side is n x n, so the direct path (the three
+        # n x n Grams, one batched eigendecomposition) does the least work.
+        return _direct_sample_head_entropies(pairing, alpha, feature_entropy)
     h_z = feature_entropy
     if h_z is None:
         k_z, trace_z = min_side_gram(zhat)
@@ -149,6 +154,23 @@ def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
     joint = outer_gram(zhat) * outer_gram(ops.take(what, labels, axis=0))
     h_zw = entropy_of_psd(joint, alpha)
     return tuple(nan_unless(pairing.ok, h) for h in (h_z, h_w, h_zw))
+
+
+def _direct_sample_head_entropies(pairing, alpha, feature_entropy):
+    """`sample_head_entropies_of` from the n x n Grams themselves, one batched `eigh`."""
+    k_z = outer_gram(pairing.zhat)
+    head_rows = ops.take(pairing.what, pairing.labels, axis=0)
+    k_w_plain = outer_gram(head_rows)
+    k_w = k_w_plain
+    if pairing.sample_weight is not None:
+        root = ops.sqrt(ops.stop_gradient(ops.cast(pairing.sample_weight, k_z.dtype)))
+        k_w = k_w_plain * ops.expand_dims(root, -1) * ops.expand_dims(root, 0)
+    stack = [k_w, k_z * k_w_plain] if feature_entropy is not None else [k_z, k_w, k_z * k_w_plain]
+    entropies = entropy_of_psd(ops.stack(stack, axis=0), alpha)
+    values = [entropies[i] for i in range(len(stack))]
+    if feature_entropy is not None:
+        values = [feature_entropy, *values]
+    return tuple(nan_unless(pairing.ok, h) for h in values)
 
 
 def sample_head_entropies(
