@@ -95,8 +95,8 @@ class CollapseClassifier(keras.Model):
             raise ValueError(
                 "`backbone` must be a Keras model or layer mapping inputs to features (a "
                 "keras.Model, keras.Sequential or keras.layers.Layer); received "
-                f"{_describe(backbone)}. Wrap a function in `keras.layers.Lambda(fn)` or, "
-                "better, in a layer of your own."
+                f"{_describe(backbone)}. Wrap a function in a layer of your own (a "
+                "keras.layers.Layer whose `call` applies it), which Keras can save."
             )
         self.data_format = _check_data_format(data_format)
         if head is None:
@@ -127,6 +127,7 @@ class CollapseClassifier(keras.Model):
         object.__setattr__(self, "_collapse_losses", [])
         object.__setattr__(self, "_class_statistics", None)
         object.__setattr__(self, "_collapse_container", None)
+        object.__setattr__(self, "_loss_term_trackers", [])
         inputs = _known_inputs(backbone)
         if inputs:
             self.build(tuple(inputs[0].shape) if len(inputs) == 1 else None)
@@ -380,10 +381,9 @@ class CollapseClassifier(keras.Model):
             # XLA's CPU eigh is 30-60x slower than LAPACK's (docs/performance.md):
             # TensorFlow on CPU runs collapse terms in graph mode unless asked.
             kwargs["jit_compile"] = False
-        if len(plain_losses) > 1:
-            plain_loss = _SumOfLosses(plain_losses)
-        else:
-            plain_loss = plain_losses[0] if plain_losses else None
+        plain_loss = _SumOfLosses(plain_losses) if len(plain_losses) > 1 else None
+        if len(plain_losses) == 1:
+            plain_loss = plain_losses[0]
         super().compile(optimizer=optimizer, loss=plain_loss, metrics=plain_metrics, **kwargs)
         # Keep what the user passed, so that a saved model recompiles identically
         # ("auto" stays "auto" and is resolved by the backend that loads it).
@@ -391,6 +391,10 @@ class CollapseClassifier(keras.Model):
             loss=user_loss, metrics=user_metrics, jit_compile=user_jit_compile
         )
 
+        self._install_collapse_terms(collapse_losses, collapse_metrics)
+
+    def _install_collapse_terms(self, collapse_losses, collapse_metrics):
+        """Shares one `ClassStatistics` among its readers and lists the terms in one container."""
         # One accumulator of class statistics for all the metrics that read them:
         # a step adds its batch once, and the epoch measures are computed once.
         readers = [m for m in collapse_metrics if getattr(m, "uses_class_statistics", False)]

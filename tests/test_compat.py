@@ -16,7 +16,7 @@ class _Constant(keras.metrics.Mean):
 
 
 class _ModelWithContainer(keras.Model):
-    """A plain model listing one metric inside a `compat.MetricsList`, as CollapseClassifier does."""
+    """A plain model listing a metric in a `compat.MetricsList`, as CollapseClassifier does."""
 
     def __init__(self, metric, **kwargs):
         super().__init__(**kwargs)

@@ -73,7 +73,8 @@ def test_saved_model_archive_holds_no_lambda_and_loads_in_safe_mode(tmp_path):
     restored = keras.saving.load_model(path, safe_mode=True)
 
     def collapse_metrics(m):
-        return [item.name for item in m.metrics if isinstance(item, metrics.CollapseMetric)]
+        listed = [item for entry in m.metrics for item in getattr(entry, "metrics", [entry])]
+        return [item.name for item in listed if isinstance(item, metrics.CollapseMetric)]
 
     assert collapse_metrics(restored) == collapse_metrics(model) and len(collapse_metrics(model))
     restored_losses = keras.saving.deserialize_keras_object(

@@ -169,7 +169,7 @@ def test_channels_first_conv_backbone_trains():
             x = rng.normal(size=(8, 3, 12, 12)).astype("float32")
             model.compile(metrics=[nc_metrics.MIR()])
             model.fit(x, rng.integers(0, NUM_CLASSES, 8), epochs=1, verbose=0)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             # TensorFlow's CPU kernels implement NHWC convolutions only.
             if "NHWC" not in str(error) and "channels_first" not in str(error):
                 raise
@@ -177,14 +177,16 @@ def test_channels_first_conv_backbone_trains():
         keras.config.set_image_data_format(previous)
 
 
-@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"])
+@pytest.mark.parametrize(
+    "loss", ["sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"]
+)
 def test_string_loss_reads_logits(loss, data):
     """Item 1: a string loss is resolved with from_logits=True (it read logits as probabilities)."""
     x, y = data
     keras.utils.set_random_seed(0)
     model = CollapseClassifier(nested_backbone(), num_classes=NUM_CLASSES)
     model.compile(loss=loss)
-    value = model.evaluate(x, y, batch_size=64, verbose=0)
+    value = model.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)["loss"]
     expected = log_softmax_ce(to_numpy(model.predict(x, verbose=0)), y)
     assert value == pytest.approx(expected, rel=1e-4)
 
@@ -245,7 +247,7 @@ def test_from_model_refuses_features_of_another_width():
     maps = keras.layers.Conv2D(5, 3, name="conv")(inputs)
     logits = keras.layers.Dense(NUM_CLASSES)(keras.layers.Flatten()(maps))
     model = keras.Model(inputs, logits)
-    with pytest.raises(ValueError, match="width 5.*expects inputs of width 80"):
+    with pytest.raises(ValueError, match=r"width 5.*expects inputs of width 80"):
         CollapseClassifier.from_model(model, features_layer="conv")
 
 
@@ -374,9 +376,7 @@ def fitted_with_every_metric(data):
         loss=["sparse_categorical_crossentropy", CMALoss(0.1)],
         metrics=[factory() for _, factory in DIRECTIONS.values() if factory is not None],
     )
-    history = model.fit(
-        x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y)
-    ).history
+    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, validation_data=(x, y)).history
     return model, history
 
 
@@ -424,9 +424,7 @@ def test_early_stopping_and_checkpoint_in_fit(data, tmp_path):
     model.compile(optimizer="adam", metrics=[nc_metrics.MIR(), nc_metrics.NC1()])
     path = tmp_path / "best.keras"
     stopper = keras.callbacks.EarlyStopping(monitor="val_mir", patience=1)
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        str(path), monitor="val_nc1", save_best_only=True
-    )
+    checkpoint = keras.callbacks.ModelCheckpoint(str(path), monitor="val_nc1", save_best_only=True)
     history = model.fit(
         x,
         y,
@@ -453,6 +451,6 @@ def test_cma_metric_saved_and_loaded(data, tmp_path):
     restored = keras.saving.load_model(path, safe_mode=True)
     logs = restored.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
     assert "alignment" in logs
-    assert isinstance(keras_nc.metrics.CMA.from_config(nc_metrics.CMA().get_config()), type(
-        nc_metrics.CMA()
-    ))
+    assert isinstance(
+        keras_nc.metrics.CMA.from_config(nc_metrics.CMA().get_config()), type(nc_metrics.CMA())
+    )
