@@ -12,6 +12,7 @@ from keras import ops
 from keras_nc import compat
 from keras_nc.losses import CollapseLoss
 from keras_nc.metrics import ClassStatistics, CollapseMetric
+from keras_nc.ops.guards import invalid_values_as_nan
 from keras_nc.step import CollapseStep, check_sample_scope
 
 
@@ -244,10 +245,13 @@ class CollapseClassifier(keras.Model):
         # The flag is read while the step is traced (or run eagerly): y_pred then
         # carries logits, features and head rows out of the differentiated forward
         # pass, which is what JAX's stateless trainer needs for compute_metrics.
+        # Bad values (a diverged run's NaN features) give NaN logs, as compiled
+        # steps do on every backend, instead of raising out of an eager step.
         previous = self._collapse_outputs
         object.__setattr__(self, "_collapse_outputs", True)
         try:
-            return step(*args, **kwargs)
+            with invalid_values_as_nan():
+                return step(*args, **kwargs)
         finally:
             object.__setattr__(self, "_collapse_outputs", previous)
 
@@ -310,11 +314,11 @@ class CollapseClassifier(keras.Model):
         return contextlib.nullcontext()
 
     def fit(self, *args, **kwargs):
-        with self._blas_threads():
+        with self._blas_threads(), invalid_values_as_nan():
             return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, return_dict=False, **kwargs):
-        with self._blas_threads():
+        with self._blas_threads(), invalid_values_as_nan():
             logs = super().evaluate(*args, return_dict=True, **kwargs)
         return logs if return_dict else self._values_in_order(logs)
 
