@@ -387,9 +387,9 @@ def test_every_metric_is_logged_under_its_name(fitted_with_every_metric):
 
 
 @pytest.mark.parametrize("name", sorted(DIRECTIONS))
-@pytest.mark.parametrize("callback", ["EarlyStopping", "ReduceLROnPlateau"])
+@pytest.mark.parametrize("callback", ["EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau"])
 def test_monitoring_callbacks_in_mode_auto_compare_the_right_way(
-    name, callback, fitted_with_every_metric
+    name, callback, fitted_with_every_metric, tmp_path
 ):
     """Item 8: mode auto reads each metric's direction; a worsening epoch counts as one."""
     model, _ = fitted_with_every_metric
@@ -408,6 +408,19 @@ def test_monitoring_callbacks_in_mode_auto_compare_the_right_way(
         assert model.stop_training
         assert stopper.best == better
         model.stop_training = False
+    elif callback == "ModelCheckpoint":
+        path = tmp_path / "best.weights.h5"
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            str(path), monitor=monitor, save_best_only=True, save_weights_only=True
+        )
+        checkpoint.set_model(model)
+        checkpoint.on_train_begin()
+        checkpoint.on_epoch_end(0, {monitor: better})
+        assert path.exists()
+        path.unlink()
+        checkpoint.on_epoch_end(1, {monitor: worse})  # not better: nothing saved
+        assert not path.exists()
+        assert checkpoint.best == better
     else:
         reducer = keras.callbacks.ReduceLROnPlateau(monitor=monitor, patience=0)
         reducer.set_model(model)
