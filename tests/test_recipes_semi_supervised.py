@@ -8,6 +8,7 @@ a `.keras` save/load/resume round trip and for the weight EMA used in evaluation
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -486,6 +487,72 @@ def test_deterministic_reruns_are_bit_identical(tmp_path):
     assert runs[0]["settings"]["deterministic"] is True
     assert runs[0]["history"] == runs[1]["history"]  # every logged number, bit for bit
     assert runs[0]["test_accuracy"] == runs[1]["test_accuracy"]
+
+
+def _tiny_run(tmp_path, verbose):
+    return [
+        "--dataset", "digits", "--algorithm", "supervised", "--labels-per-class", "2",
+        "--model", "wrn10_1", "--width", "0.25", "--batch-size", "4",
+        "--steps", "4", "--eval-every", "2", "--test-samples", "20",
+        "--output", str(tmp_path / f"verbose{verbose}"), "--verbose", str(verbose),
+    ]  # fmt: skip
+
+
+def test_a_first_run_says_what_it_builds_and_compiles_before_the_first_step(tmp_path, capsys):
+    # The default (WRN-28-2) spends a minute or more in its first step on a CPU:
+    # lines before it say what is happening, and the first step's time comes with the bar.
+    train.main(_tiny_run(tmp_path, 1))
+    printed = capsys.readouterr().out
+    order = [
+        "Loading digits and building supervised on wrn10_1 x0.25",
+        "parameters), 4 steps of batch 4",  # the data and model line
+        "Compiling the training step of supervised on wrn10_1 x0.25",
+        "Epoch 1/2",
+        "First step (tracing and compilation included) done in",
+        "\x1b[1m1/2",  # Keras' progress bar, updated from the first step
+        "\x1b[1m2/2",
+        "Epoch 2/2",
+    ]
+    position = 0
+    for text in order:  # each after the one before
+        found = printed.find(text, position)
+        assert found >= 0, (text, printed[position : position + 400])
+        position = found + len(text)
+    assert printed.count("First step (tracing") == 1
+    # --verbose 0 stays quiet.
+    train.main(_tiny_run(tmp_path, 0))
+    quiet = capsys.readouterr().out
+    assert "Compiling the training step" not in quiet and "Loading digits" not in quiet
+
+
+def test_first_step_notice_times_only_the_first_step(capsys):
+    notice = train.FirstStepNotice("a model")
+    notice.on_train_begin()
+    notice.on_train_batch_end(0)
+    first = notice.first_step_seconds
+    notice.on_train_batch_end(1)
+    assert notice.first_step_seconds == first >= 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Compiling the training step of a model")
+    assert lines[1].startswith("First step (tracing and compilation included) done in")
+    assert len(lines) == 2
+
+
+def test_readme_quick_command_is_a_small_run_of_existing_flags():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read().replace("\\\n", " ")  # continued lines as one
+    commands = [
+        line.split("python -m recipes.semi_supervised", 1)[1].split("#")[0]
+        for line in readme.splitlines()
+        if "python -m recipes.semi_supervised " in line and "--steps" in line
+    ]
+    assert len(commands) == 1, commands
+    args = train.resolve(train.build_parser().parse_args(shlex.split(commands[0])))
+    assert args.dataset == "fashion_mnist"  # the default data set, at a CPU size
+    assert args.model == "wrn10_2" and args.width <= 0.5
+    assert args.steps <= 200 and args.steps % args.eval_every == 0
+    assert args.test_samples is not None and args.test_samples <= 2000
 
 
 def test_model_help_lists_the_accepted_names(capsys):

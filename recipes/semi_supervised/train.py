@@ -24,6 +24,11 @@ Outputs in `--output`: `history.csv` (per epoch: loss, `sup_loss`,
 `val_accuracy`, with a validation set also `test_loss`, `test_accuracy`),
 `results.json` (settings, the final table, the history) and
 `model.keras` (the averaged weights; loads with `safe_mode=True`).
+
+Before the first step, which traces and compiles the train step (a minute or
+more for WRN-28-2 on a CPU), the program prints what it builds and compiles
+(`FirstStepNotice`); Keras' progress bar then advances at every step.
+
 `--resume` continues an interrupted run from `<output>/backup`
 (`keras.callbacks.BackupAndRestore`: weights, optimizer and its weight
 average, FreeMatch's state, the epoch).
@@ -364,9 +369,59 @@ class StopAtStep(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class FirstStepNotice(keras.callbacks.Callback):
+    """Says, before the progress bar's first update, that the first step compiles.
+
+    The first training step traces the train step and compiles it (XLA on JAX
+    and TensorFlow): for WRN-28-2 on a CPU that alone takes a minute or more,
+    and Keras' progress bar first appears when that step ends. This callback
+    prints a line when training starts and another with the first step's time
+    once it ends; the progress bar then advances at every step.
+
+    Args:
+        description: what is being compiled (e.g. `"freematch on wrn28_2 x1.0"`).
+
+    Example:
+
+    ```python
+    model.fit(dataset, epochs=2, callbacks=[FirstStepNotice("freematch on wrn10_2 x0.25")])
+    ```
+    """
+
+    def __init__(self, description):
+        super().__init__()
+        self.description = description
+        self.first_step_seconds = None
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self.first_step_seconds, self._start = None, time.time()
+        print(
+            f"Compiling the training step of {self.description} ({keras.backend.backend()}): "
+            "the first step traces and compiles it (a minute or more for WRN-28-2 on a CPU); "
+            "the progress bar then advances at every step.",
+            flush=True,
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.time() - self._start
+            print(
+                f"First step (tracing and compilation included) done in "
+                f"{self.first_step_seconds:.1f} s.",
+                flush=True,
+            )
+
+
 def main(argv=None):
     """Runs the recipe; returns the results dict also written to `results.json`."""
     args = resolve(build_parser().parse_args(argv))
+    if args.verbose:
+        print(
+            f"Loading {args.dataset} and building {args.algorithm} on {args.model} "
+            f"x{args.width} ({keras.backend.backend()} backend)...",
+            flush=True,
+        )
     try:
         images = data_lib.load_dataset(
             args.dataset, image_size=args.image_size, data_dir=args.data_dir
@@ -429,6 +484,8 @@ def main(argv=None):
     ]
     if args.resume:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(os.path.join(args.output, "backup")))
+    if args.verbose:
+        callbacks.append(FirstStepNotice(f"{args.algorithm} on {args.model} x{args.width}"))
     backend = keras.backend.backend()
     print(
         f"{images.name}: {len(labeled)} labelled ({args.labels_per_class} per class) and "
@@ -437,7 +494,8 @@ def main(argv=None):
         f"{f', {len(validation)} validation images' if validation is not None else ''}; "
         f"{args.algorithm} on {args.model} x{args.width} "
         f"({model.count_params():,} parameters), {args.steps} steps of batch {args.batch_size}"
-        f"{f' + {args.uratio * args.batch_size} unlabelled' if semi else ''}, {backend} backend"
+        f"{f' + {args.uratio * args.batch_size} unlabelled' if semi else ''}, {backend} backend",
+        flush=True,
     )
     start = time.time()
     history = model.fit(
