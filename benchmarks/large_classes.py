@@ -95,6 +95,16 @@ def worker(args):
     import keras
     import numpy as np
 
+    if args.threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    elif args.threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
     cells = [
         (num_classes, cell)
         for num_classes in args.classes
@@ -135,6 +145,13 @@ def worker(args):
 def run(backend, args):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = ROOT
+    if args.threads:  # every BLAS/LAPACK and intra-op pool of the three backends
+        n = str(args.threads)
+        env.update(OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            f" intra_op_parallelism_threads={n}"
+        ).strip()
     cmd = [sys.executable, __file__, "--worker", *sys.argv[1:]]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -158,9 +175,10 @@ def render(rows, args):
         cells = [_cell(r[cell], r[cell + "_mb"]) for cell in CELLS]
         body = " | ".join(f"{t} | {m}" for t, m in cells)
         lines.append(f"| {r['backend']} | {r['classes']:,} | {body} |")
+    threads = f"{args.threads} thread(s) per pool" if args.threads else "the backends' threads"
     header = (
-        f"d = {args.dim}, every class present; median (range) of {args.repeats} interleaved "
-        f"repeats (1 at C >= {args.once_above:,}); MB: peak resident memory above the "
+        f"d = {args.dim}, every class present, {threads}; median (range) of {args.repeats} "
+        f"interleaved repeats (1 at C >= {args.once_above:,}); MB: peak resident memory above the "
         f"process's before the call. Order-1 pairing run up to C = {args.pairing_max:,}."
     )
     return header, "\n".join(lines)
@@ -174,6 +192,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--once-above", type=int, default=50000, help="one repeat from this C")
     parser.add_argument("--pairing-max", type=int, default=1000, help="largest C of order 1")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads of every pool (default: the backends')"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -301,17 +301,24 @@ def _hadamard_entropy(mhat, what, alpha, block_size=None):
     """`H(K_M o K_W)` of two sets of `(C', d)` rows from the cheapest exact side.
 
     `K_M o K_W = X X^T` with rows `x_c = mhat_c (x) what_c` (`d^2` wide): with
-    `C' > d^2` the `d^2 x d^2` matrix `X^T X` (same non-zero spectrum);
+    `C' > d^2` the `d^2 x d^2` matrix `X^T X` (same non-zero spectrum), summed
+    over blocks of rows;
     otherwise, for `alpha = 2`, `||K_M o K_W||_F^2` summed over tiles of
     pairs; else the `C' x C'` product, built from blocks of rows (two
     `C' x C'` matrices at the peak, not three).
     """
     rows, width = tuple(mhat.shape)
     trace = ops.sum(ops.sum(ops.square(mhat), axis=-1) * ops.sum(ops.square(what), axis=-1))
+    _, block = block_layout(rows, block_size)
     if width * width < rows:
-        kron = ops.expand_dims(mhat, -1) * ops.expand_dims(what, -2)
-        kron = ops.reshape(kron, (rows, width * width))
-        return entropy_of_psd(matmul(ops.transpose(kron), kron), alpha, trace=trace)
+        gram = 0.0
+        for start in range(0, rows, block):  # X^T X by blocks of rows: never all of X
+            kron = ops.expand_dims(mhat[start : start + block], -1) * ops.expand_dims(
+                what[start : start + block], -2
+            )
+            kron = ops.reshape(kron, (-1, width * width))
+            gram = gram + matmul(ops.transpose(kron), kron)
+        return entropy_of_psd(gram, alpha, trace=trace)
     if alpha == 2.0:
 
         def tile(rows_i, rows_j, same):
@@ -324,7 +331,6 @@ def _hadamard_entropy(mhat, what, alpha, block_size=None):
         safe = ops.where(has_mass, trace, 1.0)
         ratio = ops.where(has_mass, frob / ops.square(safe), 1.0)
         return ops.where(has_mass, -ops.log(ratio), 0.0)
-    _, block = block_layout(rows, block_size)
     joint = [
         matmul(mhat[start : start + block], ops.transpose(mhat))
         * matmul(what[start : start + block], ops.transpose(what))
