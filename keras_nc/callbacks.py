@@ -17,7 +17,7 @@ import numpy as np
 from keras_nc import ops as nc_ops
 from keras_nc.layerwise import (
     LayerwiseCollapse,  # noqa: F401 (exported here)
-    _log_prefix,
+    log_prefix,
     block_outputs,  # noqa: F401 (exported here)
 )
 from keras_nc.models import collapse_view
@@ -197,7 +197,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         super().__init__()
         _check_positive_int(every, "every")
         _check_positive_int(batch_size, "batch_size")
-        prefix = _log_prefix(prefix, "CollapseMonitor")
+        prefix = log_prefix(prefix, "CollapseMonitor")
         self.every, self.batch_size, self.center, self.prefix = every, batch_size, center, prefix
         self.features_layer, self.head_layer = features_layer, head_layer
         self.x = x

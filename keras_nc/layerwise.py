@@ -101,7 +101,7 @@ def block_outputs(model):
     return names if len(names) >= 2 else [layer.name for layer in layers]
 
 
-def _log_prefix(prefix, owner):
+def log_prefix(prefix, owner):
     """`prefix` of logs keys, joined Keras' way: `"val"` and `"val_"` both give `"val_"`.
 
     An underscore is added after a prefix ending in a letter or digit (`""`
@@ -289,7 +289,7 @@ class LayerwiseCollapse(keras.callbacks.Callback):
         self.layers = None if layers is None else list(layers)
         self.every, self.epochs, self.batch_size = every, epochs, batch_size
         self.center = check_flag(center, "center")
-        self.prefix = _log_prefix(prefix, "LayerwiseCollapse")
+        self.prefix = log_prefix(prefix, "LayerwiseCollapse")
         self.csv_path, self.plot_path = csv_path, plot_path
         self.features_layer, self.head_layer = features_layer, head_layer
         self.history, self.seconds = [], []

@@ -366,9 +366,9 @@ def test_metrics_and_losses_accept_an_empty_batch():
 
 def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
     # A Keras user with one-hot targets and categorical cross-entropy keeps them:
-    # collapse metrics read their argmax. Then NaN inputs: fit and evaluate trace
-    # the step on TensorFlow and JAX (NaN metrics, like the loss) and run it
-    # eagerly on torch (the metric raises the clear error).
+    # collapse metrics read their argmax. Then NaN inputs: evaluate gives NaN
+    # metrics, like the loss, on every backend (torch's eager step included);
+    # direct eager calls keep their clear errors (tests above).
     z, y, _ = _data(n=16, d=6)
     targets = np.eye(C, dtype="float32")[y]
     model = _model(d=6)
@@ -394,10 +394,6 @@ def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
         metrics=[metrics.MIR(), metrics.MIR(pairing="class", name="mir_class"), metrics.NC1()],
     )
     assert not np.all(np.isfinite(to_numpy(model.extract_features(z))))
-    if BACKEND == "torch":
-        with pytest.raises(ValueError, match="`features` must hold finite numbers"):
-            model.evaluate(z, targets, batch_size=16, verbose=0)
-        return
     result = model.evaluate(z, targets, batch_size=16, verbose=0, return_dict=True)
     # Epoch-end results of the accumulators are computed eagerly: NaN, no error.
     for key in ("loss", "mir", "mir_class", "nc1"):

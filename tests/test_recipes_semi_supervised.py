@@ -229,9 +229,11 @@ def test_freematch_fit_updates_sat_state_and_logs_like_numpy():
             np.testing.assert_allclose(logs["pseudo_accuracy"][0], want_acc, atol=1e-6)
     for key in ("loss", "sup_loss", "unsup_loss", "mir", "hdr", "accuracy"):
         assert np.isfinite(logs[key][0]), key
-    # Evaluation on plain images: logits in, loss and accuracy out, no training trackers.
+    # Evaluation on plain images: logits in, loss and accuracy out, no training
+    # trackers; the MIR/HDR term of the loss is logged as CollapseClassifier logs
+    # every collapse loss term.
     results = model.evaluate(x["labeled"], y, verbose=0, return_dict=True)
-    assert set(results) == {"loss", "accuracy"}
+    assert set(results) == {"loss", "accuracy", "information_regularizer_loss"}
 
 
 def test_fixmatch_fit_step_loss_matches_numpy():
