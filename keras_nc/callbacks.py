@@ -17,8 +17,8 @@ import numpy as np
 from keras_nc import ops as nc_ops
 from keras_nc.layerwise import (
     LayerwiseCollapse,  # noqa: F401 (exported here)
-    log_prefix,
     block_outputs,  # noqa: F401 (exported here)
+    log_prefix,
 )
 from keras_nc.models import collapse_view
 
