@@ -126,6 +126,13 @@ class _ClassRatio(EpochMeasure):
                 statistics.counts, statistics.sums, statistics.head, self.center, self.alpha
             )
 
+        def hdr():
+            return nc_ops.class_pairing_hdr(
+                statistics.counts, statistics.sums, statistics.head, self.center, self.alpha
+            )
+
+        if self._index == 1:  # HDR alone needs no C x C matrix (cheap at any C)
+            return statistics.epoch_value(f"pairing_hdr/{self.center}/{float(self.alpha)}", hdr)
         key = f"pairing/{self.center}/{float(self.alpha)}"
         return statistics.epoch_value(key, ratios)[self._index]
 

@@ -52,6 +52,7 @@ from keras_nc.ops.entropy import (
 )
 from keras_nc.ops.pairing import (
     class_pairing_grams,
+    class_pairing_hdr,
     class_pairing_ratios,
     sample_head_entropies,
     sample_head_grams,
@@ -66,6 +67,7 @@ __all__ = [
     "alpha_req_of_gram",
     "class_means",
     "class_pairing_grams",
+    "class_pairing_hdr",
     "class_pairing_ratios",
     "class_statistics",
     "cma_entropy",
