@@ -4,7 +4,7 @@ import keras
 
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import BatchMeasure
-from keras_nc.ops._guards import check_flag
+from keras_nc.ops.rank import SPECTRA
 
 
 @keras.saving.register_keras_serializable(package="keras_nc")
@@ -12,13 +12,21 @@ class RankMe(BatchMeasure):
     """RankMe (Garrido et al. 2023) of each batch's features, averaged over the epoch.
 
     `keras_nc.ops.rank_me` of the batch features `(n, d)` (a smooth rank in
-    `[1, min(n, d)]`), averaged over the epoch's batches weighted by their size
-    (a batch of fewer than two samples has weight 0). It reads no head rows.
-    The value depends on the batch size through `min(n, d)`: compare runs at
-    one batch size.
+    `[1, min(n, d)]`, every singular value to the precision of the float32
+    features), averaged over the epoch's batches weighted by their size (a
+    batch of fewer than two samples has weight 0). It reads no head rows. The
+    value depends on the batch size through `min(n, d)`: compare runs at one
+    batch size.
 
     Args:
-        center: subtract the batch mean row first (default `False`, as the paper).
+        center: subtract the batch mean row first; `None` (default): `False`
+            (as the paper) for `spectrum="singular_values"`, `True` for
+            `"covariance"`.
+        spectrum: `"singular_values"` (RankMe, the default) or
+            `"covariance"` (reptrix's `get_rankme`: the eigenvalues of the
+            covariance, see `keras_nc.ops.rank_me`).
+        epsilon: added to every `p_k`; the paper and reptrix use `1e-7`
+            (default 0).
         name: metric name (default `"rank_me"`).
         dtype: metric dtype.
 
@@ -31,14 +39,32 @@ class RankMe(BatchMeasure):
     """
 
     needs_head = False
-    direction = "up"
 
-    def __init__(self, center=False, name="rank_me", dtype=None):
+    def __init__(
+        self, center=None, spectrum="singular_values", epsilon=0.0, name="rank_me", dtype=None
+    ):
         super().__init__(name=name, dtype=dtype)
-        self.center = check_flag(center, "center")
+        if spectrum not in SPECTRA:
+            raise ValueError(
+                f'`spectrum` must be "singular_values" or "covariance"; received {spectrum!r}.'
+            )
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+            raise ValueError(f"`epsilon` must be a number in [0, 1); received {epsilon!r}.")
+        if not 0 <= epsilon < 1:
+            raise ValueError(f"`epsilon` must be a number in [0, 1); received {epsilon!r}.")
+        self.center = None if center is None else bool(center)
+        self.spectrum = spectrum
+        self.epsilon = float(epsilon)
 
     def measure(self, step, features):
-        return nc_ops.rank_me(features, center=self.center)
+        return nc_ops.rank_me(
+            features, center=self.center, spectrum=self.spectrum, epsilon=self.epsilon
+        )
 
     def get_config(self):
-        return {**super().get_config(), "center": self.center}
+        return {
+            **super().get_config(),
+            "center": self.center,
+            "spectrum": self.spectrum,
+            "epsilon": self.epsilon,
+        }
