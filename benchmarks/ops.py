@@ -108,10 +108,12 @@ def cma_path(y, num_classes, d, mode):
     largest = int(np.bincount(y, minlength=num_classes).max()) + 1
     if not sizes:
         return fallback
-    if mode == "eager":  # concrete data: padded exactly to the largest group, if cheaper
+    if mode == "eager":  # concrete data: groups of similar sizes padded together
         cost = cma.padded_cost(n, num_classes, d, largest)
-        cheaper = cost < cma.layout_costs(n, num_classes, d)[fallback]
-        return f"padded {largest}" if cheaper else fallback
+        if cost >= cma.layout_costs(n, num_classes, d)[fallback]:
+            return fallback
+        sizes = sorted((c + 1 for c in np.bincount(y, minlength=num_classes) if c), reverse=True)
+        return f"tiered ({len(cma.tiers(sizes))} runs, largest {largest})"
     fitting = [size for size in sizes if size >= largest]
     return f"padded {fitting[0]}" if fitting else fallback
 

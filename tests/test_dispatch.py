@@ -171,3 +171,16 @@ def test_small_batches_take_the_direct_sample_head_path(weighted, rng):
     hdr = abs(h[0] - h[1]) / max(h[0], h[1])
     np.testing.assert_allclose(to_numpy(got[0]), mir, atol=tol.ratio_tolerance(*h, *e, "mir"))
     np.testing.assert_allclose(to_numpy(got[1]), hdr, atol=tol.ratio_tolerance(*h, *e, "hdr"))
+
+
+def test_tiers_pad_similar_groups_together():
+    # Eager layout: sizes sorted descending, a run ends below 0.9 x its largest,
+    # groups of at most 16 rows share one run.
+    assert cma.tiers([125, 120, 113, 112, 100, 99, 20, 16, 3, 2]) == [
+        (0, 3, 125),
+        (3, 4, 112),
+        (4, 6, 100),
+        (6, 7, 20),
+        (7, 10, 16),
+    ]
+    assert cma.tiers([]) == []

@@ -264,6 +264,27 @@ def eigh_batch(k):
     return jax.lax.map(ops.eigh, k)
 
 
+def needs_gradient(x):
+    """False only where a gradient of `x` surely will not be taken (eager torch, no grad).
+
+    Under tracing (JAX, TensorFlow) it cannot be known: True.
+    """
+    if keras.backend.backend() != "torch":
+        return True
+    import torch
+
+    return bool(torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()
+
+
+def eigenvalues_only(k):
+    """Eigenvalues of a batch of symmetric matrices, without eigenvectors where possible."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.linalg.eigvalsh(k)
+    return eigh_batch(k)[0]
+
+
 def entropy_of_psd(k, alpha, trace=None):
     """Entropy of a batch of finite PSD matrices `(..., m, m)` with the given traces.
 

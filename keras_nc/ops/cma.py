@@ -30,9 +30,12 @@ from keras import ops
 
 from keras_nc.ops._guards import is_concrete, labelled_batch, nan_unless
 from keras_nc.ops._spectral import (
+    eigenvalues_only,
     eigh_batch,
+    entropy_from_spectrum,
     kept_probabilities,
     matmul,
+    needs_gradient,
     normalize_rows,
     outer_gram,
 )
@@ -110,7 +113,13 @@ def _surrogate_entropy(eigenvalues, eigenvectors, matrices, trace):
 
 
 def _entropies(matrices, trace):
-    """Entropies of a batch of PSD matrices `(k, m, m)` with the given traces `(k,)`."""
+    """Entropies of a batch of PSD matrices `(k, m, m)` with the given traces `(k,)`.
+
+    Without a gradient to take (eager PyTorch under `no_grad` or on inputs
+    that do not require one) the eigenvectors are not computed.
+    """
+    if not needs_gradient(matrices):
+        return entropy_from_spectrum(eigenvalues_only(matrices), trace, 1.0)
     eigenvalues, eigenvectors = eigh_batch(ops.stop_gradient(matrices))
     return _surrogate_entropy(eigenvalues, eigenvectors, matrices, trace)
 
@@ -148,12 +157,18 @@ def _block(zhat, what, member, counts):
     return _normalised_mean(entropy, slot_count)
 
 
-def _padded_rows(zhat, what, labels, member, counts, size):
-    """`(P, size, d)`: each slot's members (zero-padded to `size - 1`) and its anchor."""
+def _padded_rows(zhat, what, labels, member, counts, size, slot_class=None):
+    """`(P, size, d)`: each slot's members (zero-padded to `size - 1`) and its anchor.
+
+    `slot_class` optionally names the slots' classes (default: the `min(C, n)`
+    classes with the most members, largest first).
+    """
     n = zhat.shape[0]
     num_classes = counts.shape[0]
-    slots = min(num_classes, n)
-    slot_class, slot_count = _class_slots(counts, slots)
+    if slot_class is None:
+        slot_class, slot_count = _class_slots(counts, min(num_classes, n))
+    else:
+        slot_count = ops.take(counts, slot_class)
     # Rows sorted by group (rows of no group last); a group's members are then
     # contiguous from its start, the sum of the counts of the groups before it.
     in_group = ops.sum(member, axis=1) > 0
@@ -171,15 +186,52 @@ def _padded_rows(zhat, what, labels, member, counts, size):
     return ops.concatenate([rows, anchors], axis=1), slot_count
 
 
-def _padded(zhat, what, labels, member, counts, size):
-    """Each group in its own `size x size` Gram (or `d x d` side), one batched `eigh`."""
-    group, slot_count = _padded_rows(zhat, what, labels, member, counts, size)
+def _padded_entropies(zhat, what, labels, member, counts, size, slot_class=None):
+    """Entropies of the slots' groups padded to `size` rows, and the slots' counts."""
+    group, slot_count = _padded_rows(zhat, what, labels, member, counts, size, slot_class)
     trace = ops.sum(ops.square(group), axis=(-2, -1))
     if size <= zhat.shape[1]:
         matrices = outer_gram(group)
     else:
         matrices = matmul(ops.swapaxes(group, -1, -2), group)
-    return _normalised_mean(_entropies(matrices, trace), slot_count)
+    return _entropies(matrices, trace), slot_count
+
+
+def _padded(zhat, what, labels, member, counts, size):
+    """Each group in its own `size x size` Gram (or `d x d` side), one batched `eigh`."""
+    return _normalised_mean(*_padded_entropies(zhat, what, labels, member, counts, size))
+
+
+def tiers(sizes, ratio=0.9, small=16):
+    """Consecutive runs of `sizes` (descending) padded together: `[(start, stop, size)]`.
+
+    A run ends where a group is smaller than `ratio` times the run's largest
+    (padding wastes at most `1 / ratio**3` of a run's `eigh` work); groups of
+    at most `small` rows share one run (their cost is the calls', not the
+    arithmetic).
+    """
+    runs, start = [], 0
+    for i, size in enumerate(sizes):
+        if size < ratio * sizes[start] and sizes[start] > small:
+            runs.append((start, i, sizes[start]))
+            start = i
+    if sizes:
+        runs.append((start, len(sizes), sizes[start]))
+    return runs
+
+
+def _tiered(zhat, what, labels, member, counts):
+    """Eager only: the present groups sorted by size, padded within `tiers`, one `eigh` each."""
+    n, num_classes = zhat.shape[0], counts.shape[0]
+    slot_class, slot_count = _class_slots(counts, min(num_classes, n))
+    sizes = [int(c) + 1 for c in ops.convert_to_numpy(slot_count) if c > 0]
+    entropies = [
+        _padded_entropies(zhat, what, labels, member, counts, size, slot_class[start:stop])[0]
+        for start, stop, size in tiers(sizes)
+    ]
+    present = len(sizes)
+    entropy = ops.concatenate(entropies, axis=0) if present else ops.zeros((0,), zhat.dtype)
+    return _normalised_mean(entropy, slot_count[:present])
 
 
 def _width(zhat, what, member, counts):
@@ -292,13 +344,13 @@ def _auto(zhat, what, labels, member, counts):
         return layouts[fallback]()
     largest = _largest_group(counts)
     if is_concrete(largest) and keras.backend.backend() != "jax":
-        # Eager: the data is known; pad to the largest group exactly.
+        # Eager: the data is known; groups of similar sizes padded together.
         needed = int(ops.convert_to_numpy(largest))
         if (
             padded_cost(n, counts.shape[0], d, needed)
             < layout_costs(n, counts.shape[0], d)[fallback]
         ):
-            return _padded(zhat, what, labels, member, counts, needed)
+            return _tiered(zhat, what, labels, member, counts)
         return layouts[fallback]()
     if keras.backend.backend() == "torch":  # torch.compile: no data-dependent branch
         return layouts[fallback]()
