@@ -2,26 +2,39 @@
 
 Three tables, each backend in its own process:
 
-- `step`: the training step of a `CollapseClassifier` (MLP backbone 64 -> 512,
-  ReLU; head of `--classes` = 1000 classes; batch 128, random data) with all
-  seven class measures (`NC1`, `CDNV`, `ETFError`, `Equinorm`, `SelfDuality`,
+- `step`: the training step of a `CollapseClassifier` with all seven class
+  measures (`NC1`, `CDNV`, `ETFError`, `Equinorm`, `SelfDuality`,
   `MIR/HDR(pairing="class")`), and with the six without NC1, against the same
-  model without metrics. After a
-  warm-up epoch (compilation), epochs of the two are timed interleaved and the
-  median step time (from batch-begin to batch-end callbacks) is reported with
-  its ratio. The step adds the batch to one shared `ClassStatistics`
-  (segment sums, `n d`, and NC1's `d x d` second moment, `n d^2`); the
-  measures themselves are computed once, at the end of the epoch.
+  model without metrics, for two models: an MLP (backbone 64 -> 512, ReLU;
+  head of `--classes` = 1000 classes; batch 128, random data), where the
+  measures' per-step work weighs most, and the recipe's CIFAR ResNet-18 at
+  width 1/8 (64-d features, `--conv-classes` = 10 classes, 32 x 32 x 3 random
+  images, batch 128). After a warm-up epoch (compilation), `--rounds`
+  epochs of each variant are timed interleaved (plain, measures, without NC1,
+  plain, ...); each step is timed from the batch-begin to the batch-end
+  callback, so the epoch-end computation of the measures is not in it. A
+  round's ratio is the median step of the variant over the median plain step
+  of the same round; the table gives the median ratio over the rounds and its
+  spread (smallest to largest). The step adds the batch to one shared
+  `ClassStatistics` (one scatter-add, `n d`, and NC1's `d x d` second moment,
+  `n d^2`); the measures themselves are computed once, at the end of the
+  epoch. `--profile` prints the busiest operations of ten MLP steps instead
+  (`torch.profiler` on PyTorch, the TensorFlow profiler's trace on
+  TensorFlow: open it in TensorBoard).
 - `epoch_end`: the seconds of that epoch-end computation (`get_metrics_result()`
   outside the step) for C = 100, 1,000 and 10,000 classes, all present, d = 512:
   the five NC measures (one SVD of `C x d` and `C x C` products) and the class
   pairing MIR/HDR (eigendecompositions of `C x C`) separately.
+- `offset`: relative error of NC1 and CDNV from `evaluate` (4 batches of
+  100, C = 5, d = 8, class means spread 2 sigma) against float64 NumPy, with a
+  common offset of 0 to 1e4 within-class spreads added to every feature.
 - `accuracy`: NC1 of a small convnet (conv16-pool-conv32-GAP-Dense(32, relu))
   trained 12 epochs with Adam(2e-3) on 2,000 Fashion-MNIST training images:
   `evaluate`'s NC1 against `tr(Sigma_W Sigma_B^+)/C` in float64 NumPy on the same
   features (needs Debian's `dataset-fashion-mnist`).
 
     python benchmarks/class_measures.py [--tables step epoch_end accuracy] [--backends jax]
+    python benchmarks/class_measures.py --profile --backends torch
 """
 
 import argparse
@@ -37,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from _docs import write_section  # noqa: E402
 
-TABLES = ("step", "epoch_end", "accuracy")
+TABLES = ("step", "epoch_end", "accuracy", "offset")
 MEASURES = ("nc1", "cdnv", "etf_error", "equinorm", "self_duality", "mir_class", "hdr_class")
 
 
@@ -66,6 +79,16 @@ def mlp(num_classes, d, seed=0):
     return CollapseClassifier(keras.Model(inputs, features), num_classes)
 
 
+def resnet(num_classes, seed=0):
+    import keras
+
+    from keras_nc.models import CollapseClassifier
+    from recipes.cifar.backbones import cifar_resnet
+
+    keras.utils.set_random_seed(seed)
+    return CollapseClassifier(cifar_resnet(18, width=0.125), num_classes)
+
+
 class StepTimer:
     """Collects the wall time of every training step (batch begin to batch end)."""
 
@@ -86,38 +109,115 @@ class StepTimer:
         return _Timer()
 
 
-def step_worker(args):
-    import keras
+def _step_data(args, conv):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    n = args.batch * args.steps
-    x = rng.normal(size=(n, 64)).astype("float32")
-    y = rng.integers(0, args.classes, n).astype("int32")
-    models = {}
+    n = args.batch * (args.conv_steps if conv else args.steps)
+    shape = (32, 32, 3) if conv else (64,)
+    x = rng.normal(size=(n, *shape)).astype("float32")
+    y = rng.integers(0, args.conv_classes if conv else args.classes, n).astype("int32")
+    return x, y
+
+
+def _step_models(args, conv):
+    import keras
+
     variants = {"plain": [], "measures": class_metrics(), "without_nc1": class_metrics()[1:]}
+    if conv:
+        del variants["without_nc1"]
+    models = {}
     for variant, metric_list in variants.items():
-        model = mlp(args.classes, args.dim)
-        model.compile(optimizer="sgd", loss="auto", metrics=metric_list)
-        model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)  # warm-up: compilation
+        model = resnet(args.conv_classes) if conv else mlp(args.classes, args.dim)
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9) if conv else "sgd"
+        model.compile(optimizer=optimizer, loss="auto", metrics=metric_list)
         models[variant] = model
-    times = {variant: [] for variant in models}
-    for _ in range(args.rounds):
-        for variant, model in models.items():
-            timer = StepTimer()
-            model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, callbacks=[timer])
-            times[variant].extend(timer.times)
-    plain = statistics.median(times["plain"])
-    measures = statistics.median(times["measures"])
-    without_nc1 = statistics.median(times["without_nc1"])
-    return {
-        "backend": keras.backend.backend(),
-        "plain_ms": 1e3 * plain,
-        "measures_ms": 1e3 * measures,
-        "ratio": measures / plain,
-        "without_nc1_ms": 1e3 * without_nc1,
-        "without_nc1_ratio": without_nc1 / plain,
-    }
+    return models
+
+
+def step_worker(args):
+    import keras
+
+    rows = []
+    for conv in (False, True):
+        x, y = _step_data(args, conv)
+        models = _step_models(args, conv)
+        for model in models.values():  # warm-up: compilation, first calls
+            model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False)
+        medians = {variant: [] for variant in models}
+        for _ in range(args.rounds):
+            for variant, model in models.items():
+                timer = StepTimer()
+                model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False,
+                          callbacks=[timer])  # fmt: skip
+                medians[variant].append(statistics.median(timer.times))
+        row = {"backend": keras.backend.backend(), "model": "resnet18" if conv else "mlp"}
+        row["plain_ms"] = 1e3 * statistics.median(medians["plain"])
+        for variant in medians:
+            if variant == "plain":
+                continue
+            ratios = [a / b for a, b in zip(medians[variant], medians["plain"], strict=True)]
+            row[f"{variant}_ms"] = 1e3 * statistics.median(medians[variant])
+            row[f"{variant}_ratio"] = statistics.median(ratios)
+            row[f"{variant}_spread"] = (min(ratios), max(ratios))
+        rows.append(row)
+        print(row, file=sys.stderr)
+    return rows
+
+
+def profile_worker(args):
+    """The busiest operations of ten MLP steps with the seven measures (after a warm-up)."""
+    import keras
+
+    x, y = _step_data(args, conv=False)
+    model = _step_models(args, conv=False)["measures"]
+    model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)
+    backend = keras.backend.backend()
+
+    class Profile(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 5:
+                self.session = _profiler(backend, args.profile_dir)
+                self.session.__enter__()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 14:
+                self.session.__exit__(None, None, None)
+
+    callback = Profile()
+    model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, callbacks=[callback])
+    if backend == "torch":
+        events = callback.session.key_averages(group_by_input_shape=True)
+        print(events.table(sort_by="self_cpu_time_total", row_limit=30), file=sys.stderr)
+        count = sum(event.count for event in events if event.key.startswith("aten::"))
+        print(f"aten operations per step: {count / 10:.0f}", file=sys.stderr)
+    else:
+        print(f"trace written to {args.profile_dir} (TensorBoard's profile tab)", file=sys.stderr)
+    return []
+
+
+def _profiler(backend, directory):
+    if backend == "torch":
+        from torch.profiler import ProfilerActivity, profile
+
+        return profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+    if backend == "tensorflow":
+        import contextlib
+
+        import tensorflow as tf
+
+        @contextlib.contextmanager
+        def trace():
+            tf.profiler.experimental.start(directory)
+            try:
+                yield
+            finally:
+                tf.profiler.experimental.stop()
+
+        return trace()
+    import jax
+
+    return jax.profiler.trace(directory)
 
 
 def epoch_end_worker(args):
@@ -188,6 +288,31 @@ def accuracy_worker(args):
     }
 
 
+def offset_worker(args):
+    import keras
+    import numpy as np
+    import reference  # tests/reference.py: the suite's independent float64 NumPy reference
+
+    from keras_nc import metrics
+    from keras_nc.models import CollapseClassifier
+
+    rows = []
+    for offset in (0.0, 1e2, 1e3, 1e4):
+        rng = np.random.default_rng(0)
+        means = 2.0 * rng.normal(size=(5, 8))
+        y = rng.permutation(np.arange(400) % 5).astype("int32")
+        z = (offset * np.ones(8) + means[y] + rng.normal(size=(400, 8))).astype("float32")
+        inputs = keras.Input((8,))
+        model = CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), 5)
+        model.compile(metrics=[metrics.NC1(), metrics.CDNV()])
+        got = model.evaluate(z, y, batch_size=100, verbose=0, return_dict=True)
+        want = reference.neural_collapse(z, y, np.zeros((5, 8)), 5)
+        row = {"backend": keras.backend.backend(), "offset": offset}
+        row.update({key: abs(got[key] / want[key] - 1.0) for key in ("nc1", "cdnv")})
+        rows.append(row)
+    return rows
+
+
 def run(backend, table, args):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "tests"), ROOT])
@@ -200,13 +325,23 @@ def run(backend, table, args):
 
 def render(table, rows, args):
     if table == "step":
-        lines = ["| backend | plain step (ms) | + 7 class measures (ms) | ratio "
-                 "| + 6, without NC1 (ms) | ratio |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-        lines += [f"| {r['backend']} | {r['plain_ms']:.1f} | {r['measures_ms']:.1f} "
-                  f"| {r['ratio']:.2f}x | {r['without_nc1_ms']:.1f} "
-                  f"| {r['without_nc1_ratio']:.2f}x |" for r in rows]  # fmt: skip
-        header = (f"C = {args.classes}, d = {args.dim}, batch {args.batch}, {args.steps} steps "
-                  f"an epoch, {args.rounds} interleaved epochs each, median step.")  # fmt: skip
+        lines = ["| backend | model | plain step (ms) | + 7 class measures (ms) | ratio (spread) "
+                 "| + 6, without NC1 (ms) | ratio (spread) |",
+                 "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in rows:
+            cells = [r["backend"], r["model"], f"{r['plain_ms']:.1f}"]
+            for variant in ("measures", "without_nc1"):
+                if f"{variant}_ms" not in r:
+                    cells += ["-", "-"]
+                    continue
+                low, high = r[f"{variant}_spread"]
+                cells += [f"{r[f'{variant}_ms']:.1f}",
+                          f"{r[f'{variant}_ratio']:.2f}x ({low:.2f}-{high:.2f})"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        header = (f"MLP: C = {args.classes}, d = {args.dim}, {args.steps} steps an epoch; "
+                  f"ResNet-18 x1/8: C = {args.conv_classes}, d = 64, {args.conv_steps} steps "
+                  f"an epoch; batch {args.batch}, {args.rounds} interleaved epochs each; median "
+                  "step; ratio of the medians of a round: median (smallest-largest).")  # fmt: skip
     elif table == "epoch_end":
         lines = ["| backend | C | NC1, CDNV, ETF, equinorm, self-duality (s) "
                  "| class MIR + HDR (s) |", "|---|---:|---:|---:|"]  # fmt: skip
@@ -216,6 +351,13 @@ def render(table, rows, args):
         header = (f"d = {args.dim}, every class present, one `result()` read of the metrics "
                   f"sharing one `ClassStatistics` (class pairing run up to C = "
                   f"{args.pairing_max:,}).")  # fmt: skip
+    elif table == "offset":
+        lines = ["| backend | offset / sigma | NC1 relative error | CDNV relative error |",
+                 "|---|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {r['backend']} | {r['offset']:.0e} | {r['nc1']:.1e} | {r['cdnv']:.1e} |"
+                  for r in rows]  # fmt: skip
+        header = ("C = 5, d = 8, 400 samples in 4 `evaluate` batches, class means spread "
+                  "2 sigma, a common offset on every feature; against float64 NumPy.")  # fmt: skip
     else:
         lines = ["| backend | NC1 (`evaluate`) | NC1 (float64 NumPy) | relative error "
                  "| eigenvalue ratio of M M^T | dead ReLU units |",
@@ -236,6 +378,10 @@ def main():
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--conv-classes", type=int, default=10)
+    parser.add_argument("--conv-steps", type=int, default=8)
+    parser.add_argument("--profile", action="store_true", help="profile ten MLP steps")
+    parser.add_argument("--profile-dir", default="/tmp/class_measures_profile")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epoch-classes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--pairing-max", type=int, default=1000)
@@ -244,8 +390,13 @@ def main():
     args = parser.parse_args()
     if args.worker:
         worker = {"step": step_worker, "epoch_end": epoch_end_worker,
-                  "accuracy": accuracy_worker}[args.worker]  # fmt: skip
+                  "accuracy": accuracy_worker, "profile": profile_worker,
+                  "offset": offset_worker}[args.worker]  # fmt: skip
         print(json.dumps(worker(args)))
+        return
+    if args.profile:
+        for backend in args.backends:
+            run(backend, "profile", args)
         return
     command = "python " + " ".join(["benchmarks/class_measures.py", *sys.argv[1:]])
     for table in args.tables:

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_nc.metrics.base import CollapseMetric
+from keras_nc.ops import scale_exponent
 from keras_nc.ops import statistics as nc_statistics
 from keras_nc.ops._guards import (
     features_tensor,
@@ -159,6 +160,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         self.deferring = False
         self.head_source = None
         self._memo = (None, {})
+        self._pivot_set = False  # an eager update set the pivot (reset clears it)
         if num_classes is not None and feature_dim is not None:
             self.build_for(num_classes, feature_dim)
 
@@ -275,14 +277,21 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             self.head_rows.assign(ops.cast(head_weights, self.dtype))
 
     def _pivot_of(self, features):
-        """The pivot: the first batch's mean (the same on every replica), then kept."""
-        features = ops.stop_gradient(features_tensor(features))
-        mean = ops.mean(features, axis=0)
-        mean = _mean_over_replicas(mean)
+        """The pivot: the first batch's mean (the same on every replica), then kept.
+
+        Traced, a `where` on the `pivoted` flag picks it; eager steps after
+        the first read the variable and nothing else (`_pivot_set`).
+        """
+        features = features_tensor(features)
+        eager = is_concrete(features)
+        if eager and self._pivot_set:
+            return self.pivot.value
+        mean = _mean_over_replicas(ops.mean(ops.stop_gradient(features), axis=0))
         first = self.pivoted.value == 0
         pivot = ops.where(first, ops.cast(mean, self.dtype), self.pivot.value)
         self.pivot.assign(pivot)
         self.pivoted.assign(ops.ones((), self.dtype))
+        self._pivot_set = eager
         return pivot
 
     def _add(self, terms):
@@ -298,7 +307,11 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         head = ops.convert_to_tensor([0.0, 2.0], self.dtype)
         powers = ops.concatenate([head, ops.ones((self.feature_dim,), self.dtype)])
         batch = ops.cast(terms["exponent"], self.dtype)
-        exponent = ops.maximum(self.exponent.value, batch)
+        # At least the pivot's scale minus 64: `sums` (shifted sums plus counts
+        # times the pivot, in the state's units) stays in range even when the
+        # shifted features are all zero (a first batch of one sample).
+        floor = ops.cast(scale_exponent(self.pivot.value), self.dtype) - 64.0
+        exponent = ops.maximum(ops.maximum(self.exponent.value, batch), floor)
         old, new = self.exponent.value - exponent, batch - exponent  # both <= 0
         state = self.per_class.value * _pow2(powers * old)
         self.per_class.assign(
@@ -332,6 +345,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             for variable in self.variables:
                 variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
             self._memo = (None, {})
+            self._pivot_set = False
             if self.exponent is not None:
                 self.exponent.assign(-1000.0)
 

@@ -16,7 +16,7 @@ from keras_nc.ops._guards import (
     statistics_dtype,
     values_raise,
 )
-from keras_nc.ops._spectral import largest, matmul
+from keras_nc.ops._spectral import largest, matmul, maximum
 
 
 def scale_exponent(x):
@@ -219,19 +219,30 @@ def class_sum_terms(
         weight = ops.cast(sample_weight_tensor(sample_weight, features.shape[0]), features.dtype)
     counts = _row_counts(features, labels, num_classes, weight, labels_name)
     y = features - ops.cast(shift, features.dtype)
-    exponent = ops.zeros((), "float32")
     wide = dtype == "float64"
-    if second_moment or not wide:
-        top = ops.cast(largest(ops.abs(y)), "float32")
-        exponent = ops.ceil(ops.log2(ops.maximum(top, 2.0**-126)))
-        scaled = y * ops.cast(ops.exp2(-exponent), y.dtype)
-    terms = ops.cast(y, "float64") if wide else scaled
+    # The scale 2**-e that keeps float32 squares in range. Float64 rows: e from
+    # the largest squared row norm, which float64 holds (an entry is at most
+    # its row's norm; n values, not n d); float32 rows: from the largest entry.
+    if wide:
+        terms = ops.cast(y, "float64")
+        sq_norms = ops.sum(terms * terms, axis=-1)
+        top = largest(sq_norms)
+        top = maximum(top, ops.full_like(top, 2.0**-252))
+        exponent = ops.cast(ops.ceil(0.5 * ops.log2(top)), "float32")
+    else:
+        top = ops.maximum(largest(ops.abs(y)), 2.0**-126)
+        exponent = ops.ceil(ops.log2(ops.cast(top, "float32")))
+        terms = y * ops.exp2(-exponent)
+        sq_norms = ops.sum(terms * terms, axis=-1)
     weighted = terms if weight is None else terms * ops.cast(ops.expand_dims(weight, -1), dtype)
-    columns = [ops.expand_dims(ops.cast(counts, dtype), -1),
-               ops.sum(weighted * terms, axis=-1, keepdims=True), weighted]  # fmt: skip
+    if weight is not None:
+        sq_norms = sq_norms * ops.cast(weight, dtype)
+    columns = [ops.expand_dims(ops.cast(counts, dtype), -1), ops.expand_dims(sq_norms, -1),
+               weighted]  # fmt: skip
     result = {"indices": ops.cast(ops.clip(labels, 0, num_classes - 1), "int32")}
     result["rows"] = ops.concatenate(columns, axis=-1)
     if second_moment:
+        scaled = y * ops.cast(ops.exp2(-exponent), y.dtype) if wide else terms
         right = scaled if weight is None else scaled * ops.expand_dims(weight, -1)
         moment = matmul(ops.transpose(scaled), right)
         if wide:  # back to the features' units: exact (a power of two), in range in float64
@@ -244,19 +255,18 @@ def class_sum_terms(
 
 def _row_counts(features, labels, num_classes, weight, labels_name):
     """The count column: the weights (or ones); NaN on invalid rows outside eager checks."""
-    ones = weight if weight is not None else ops.ones_like(features[:, 0])
     if values_raise(features):
         tensors = {"features": features}
         if weight is not None:
             tensors["sample_weight"] = weight
         guard(tensors, labels, num_classes, labels_name, nonnegative=("sample_weight",))
-        return ones
+        return weight if weight is not None else ops.ones_like(features[:, 0])
     valid = (labels >= 0) & (labels < num_classes)
     if "float" in dtype_name(labels):
         valid = valid & (ops.floor(labels) == labels)
-    if weight is not None:
-        valid = valid & (weight >= 0)
-    return ops.where(valid, ones, float("nan"))
+    if weight is None:
+        return ops.where(valid, ops.cast(1.0, features.dtype), float("nan"))
+    return ops.where(valid & (weight >= 0), weight, float("nan"))
 
 
 def class_means(counts, sums):
