@@ -289,17 +289,16 @@ def test_rank_me_of_known_spectra():
 
 def test_paper_epsilon_and_covariance_spectrum():
     z = _low_rank_plus_noise(n=60, d=40)
-    # The paper's 1e-7 on every p_k, and the covariance spectrum (centred by default).
+    # The paper's 1e-7 on every p_k, and the covariance spectrum, centred (reptrix) or not.
     for kwargs in ({"epsilon": 1e-7}, {"spectrum": "covariance", "center": True}):
         _assert_rank_me(z, **kwargs)
-    centred = _value(nc_ops.rank_me(z, spectrum="covariance"))
-    assert centred == pytest.approx(_value(nc_ops.rank_me(z, spectrum="covariance", center=True)))
+    _assert_rank_me(z, spectrum="covariance")  # uncentred: the second moment's spectrum
     # The Gram form: eigenvalues of the covariance, or singular values from them.
     cov = (_centred(z, True).T @ _centred(z, True)).astype("float64")
     if float64_supported():
         value = _value(nc_ops.rank_me_of_gram(cov, spectrum="covariance"))
         assert value == pytest.approx(ref_rank_me(z, center=True, spectrum="covariance"), 1e-8)
-    for bad in ({"spectrum": "eigen"}, {"epsilon": -1.0}, {"epsilon": True}):
+    for bad in ({"spectrum": "eigen"}, {"epsilon": -1.0}, {"epsilon": True}, {"center": "no"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             nc_ops.rank_me(z, **bad)
 
@@ -308,7 +307,7 @@ def test_reptrix_variants_against_an_independent_numpy_implementation():
     z = _power_law(300, 120, decay=1.2, seed=3).astype("float32")
     # get_rankme: the PCA spectrum of the centred features, + 1e-7 on each ratio.
     expected = ref_reptrix_rankme(z)
-    value = _value(nc_ops.rank_me(z, spectrum="covariance", epsilon=1e-7))
+    value = _value(nc_ops.rank_me(z, center=True, spectrum="covariance", epsilon=1e-7))
     assert abs(value / expected - 1.0) <= rank_me_tolerance(z, True, "covariance")
     # get_alpha with its default trange (0-based 10..99: the ranks 11..100).
     expected = ref_reptrix_alpha(z)
@@ -361,7 +360,7 @@ def test_rank_measures_compile_with_static_shapes():
     def measures(a, b):
         return (
             nc_ops.rank_me(a),
-            nc_ops.rank_me(a, spectrum="covariance", epsilon=1e-7),
+            nc_ops.rank_me(a, center=True, spectrum="covariance", epsilon=1e-7),
             nc_ops.alpha_req(b),
             nc_ops.alpha_req(b, fit_range=(3, 20), weighting="inverse_rank"),
         )
@@ -414,7 +413,8 @@ def test_rank_me_metric_in_a_collapse_classifier(tmp_path):
     inputs = keras.Input((6,))
     backbone = keras.Model(inputs, keras.layers.Dense(5)(inputs))
     model = keras_nc.models.CollapseClassifier(backbone, num_classes=3)
-    metrics = [keras_nc.metrics.RankMe(), keras_nc.metrics.RankMe(spectrum="covariance", name="r2")]
+    reptrix = keras_nc.metrics.RankMe(center=True, spectrum="covariance", name="r2")
+    metrics = [keras_nc.metrics.RankMe(), reptrix]
     model.compile(optimizer="sgd", loss="auto", metrics=metrics)
     result = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
     z = to_numpy(model.extract_features(x))

@@ -4,6 +4,7 @@ import keras
 
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import BatchMeasure
+from keras_nc.ops._guards import check_flag
 from keras_nc.ops.rank import SPECTRA
 
 
@@ -19,9 +20,8 @@ class RankMe(BatchMeasure):
     batch size.
 
     Args:
-        center: subtract the batch mean row first; `None` (default): `False`
-            (as the paper) for `spectrum="singular_values"`, `True` for
-            `"covariance"`.
+        center: subtract the batch mean row first (default `False`, as the
+            paper; `True` with `spectrum="covariance"` for reptrix's variant).
         spectrum: `"singular_values"` (RankMe, the default) or
             `"covariance"` (reptrix's `get_rankme`: the eigenvalues of the
             covariance, see `keras_nc.ops.rank_me`).
@@ -39,9 +39,10 @@ class RankMe(BatchMeasure):
     """
 
     needs_head = False
+    direction = "up"
 
     def __init__(
-        self, center=None, spectrum="singular_values", epsilon=0.0, name="rank_me", dtype=None
+        self, center=False, spectrum="singular_values", epsilon=0.0, name="rank_me", dtype=None
     ):
         super().__init__(name=name, dtype=dtype)
         if spectrum not in SPECTRA:
@@ -52,7 +53,7 @@ class RankMe(BatchMeasure):
             raise ValueError(f"`epsilon` must be a number in [0, 1); received {epsilon!r}.")
         if not 0 <= epsilon < 1:
             raise ValueError(f"`epsilon` must be a number in [0, 1); received {epsilon!r}.")
-        self.center = None if center is None else bool(center)
+        self.center = check_flag(center, "center")
         self.spectrum = spectrum
         self.epsilon = float(epsilon)
 

@@ -40,6 +40,7 @@ from keras import ops
 
 from keras_nc.ops._guards import (
     as_float,
+    check_flag,
     check_matrix,
     dtype_name,
     guard,
@@ -306,7 +307,7 @@ def rank_me_of_gram(k, spectrum="singular_values", epsilon=0.0):
     return nan_unless(ok, _rank_from_spectrum(values, keep, spectrum, epsilon, None))
 
 
-def rank_me(features, center=None, spectrum="singular_values", epsilon=0.0):
+def rank_me(features, center=False, spectrum="singular_values", epsilon=0.0):
     """RankMe (Garrido et al. 2023): the exponential of the entropy of the singular values.
 
     `p_k = s_k / sum_j s_j` for the singular values `s_k` of the `(n, d)`
@@ -334,15 +335,16 @@ def rank_me(features, center=None, spectrum="singular_values", epsilon=0.0):
       singular values (scikit-learn's PCA `explained_variance_ratio_`:
       `p_k = s_k^2 / sum_j s_j^2`, `s_k` of the centred features), adds
       `1e-7` to each and keeps at most 2048 of them (`max_eigenvals`).
-      Squares weigh the leading directions more, so its values are lower
-      (about half on features of trained networks).
-      `rank_me(z, spectrum="covariance", epsilon=1e-7)` reproduces it
-      (centred by default with that spectrum).
+      Squares weigh the leading directions more, so its values are several
+      times lower (7.6 against 22.8 on the features of a small MLP trained
+      on scikit-learn's digits, `benchmarks/rank_precision.py`).
+      `rank_me(z, center=True, spectrum="covariance", epsilon=1e-7)`
+      reproduces it.
 
     Args:
         features: `(..., n, d)` features.
-        center: subtract the mean row first; `None` (default): `False` for
-            `spectrum="singular_values"`, `True` for `"covariance"`.
+        center: subtract the mean row first (default `False`, as the paper;
+            `True` for a covariance, as reptrix).
         spectrum: `"singular_values"` (RankMe, the default) or
             `"covariance"` (reptrix's variant, above).
         epsilon: added to every `p_k`, `k = 1..min(n, d)` (the paper's and
@@ -363,7 +365,7 @@ def rank_me(features, center=None, spectrum="singular_values", epsilon=0.0):
     1.269
     """
     spectrum, epsilon = _check_spectrum(spectrum), _check_epsilon(epsilon)
-    center = (spectrum == "covariance") if center is None else bool(center)
+    center = check_flag(center, "center")
     x = as_float(features)
     check_matrix(x, "features", square=False)
     if 0 in tuple(x.shape)[-2:]:
@@ -485,9 +487,10 @@ def alpha_req(features, center=True, fit_range=None, weighting="uniform"):
     the centred features (the eigenvalues divided by their sum, which only
     moves `c`); it takes the logarithm of every eigenvalue, round-off
     included. `alpha_req(z, fit_range=(11, 100), weighting="inverse_rank")`
-    reproduces it wherever the range lies above round-off. The two fits
-    differ by 1% to 10% on features of trained networks: compare numbers
-    from one of them only.
+    reproduces it wherever the range lies above round-off. The choices
+    matter: on the features of a small MLP trained on scikit-learn's digits
+    (`benchmarks/rank_precision.py`), every rank with uniform weights gives
+    2.54, reptrix's fit 2.18; compare numbers from one definition only.
 
     Args:
         features: `(..., n, d)` features.
@@ -507,6 +510,7 @@ def alpha_req(features, center=True, fit_range=None, weighting="uniform"):
     >>> a = nc_ops.alpha_req(z)  # close to 2: the variances fall as k^-2
     """
     weighting = _check_weighting(weighting)
+    center = check_flag(center, "center")
     x = as_float(features)
     check_matrix(x, "features", square=False)
     n, d = tuple(x.shape)[-2:]
