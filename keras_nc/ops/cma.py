@@ -259,7 +259,7 @@ def _width(zhat, what, member, counts):
 EIGH_FLOPS = 9.0
 MATRIX_OVERHEAD = 9.0 * 12.0**3
 CALL_OVERHEAD = 9.0 * 40.0**3
-MAX_CANDIDATES = 6
+MAX_CANDIDATES = 7
 
 
 def _eigh_cost(k, m):
@@ -302,7 +302,7 @@ def plan(n, num_classes, d):
     labels); `candidate sizes` are the padded group sizes `s` (rows, anchor
     included) cheaper than it, at most `MAX_CANDIDATES`, from the smallest a
     batch can need (`n / C` members when every class has as many, plus the
-    anchor) by factors of about 1.2 then 1.6. At run time the smallest
+    anchor) by factors of about 1.1 then 1.5. At run time the smallest
     candidate that holds the largest group is taken, else the fallback.
 
     Args:
@@ -322,7 +322,7 @@ def plan(n, num_classes, d):
         if padded_cost(n, num_classes, d, size) >= limit:
             break
         sizes.append(size)
-        factor = 1.2 if len(sizes) < 4 else 1.6
+        factor = 1.1 if len(sizes) < 5 else 1.5
         size = min(n + 1, max(size + 1, math.ceil(size * factor)))
         if size == sizes[-1]:
             break
