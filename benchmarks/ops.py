@@ -18,8 +18,9 @@ and every batch shape, times
   one small eigendecomposition per class (eager: its shapes depend on the
   data, so it cannot be compiled); the `path` column says which layout ran;
 
-interleaved in the same process (fast, naive, fast, naive, ...) so that machine
-noise hits both alike, and reports medians, the spread of the ratio (its
+interleaved in the same process (fast, naive, naive, fast, fast, ...: the order
+alternates, since the second of a pair can run faster) so that machine noise
+hits both alike, and reports medians, the spread of the ratio (its
 lowest and highest over the interleaved pairs), the ratio naive / fast of the
 medians and the largest absolute difference of the values. A row whose ratio
 comes out between 0.9 and 1.0 (within noise of the goal, 1.0) is timed again
@@ -148,8 +149,8 @@ def measure(fns, inputs, repeats, max_seconds):
         values[name], t = _timed(fn, *inputs)
         times[name] = [t]
     timed = [name for name in fns if times[name][0] < max_seconds]
-    for _ in range(repeats - 1):  # interleaved repeats
-        for name in timed:
+    for repeat in range(repeats - 1):  # interleaved repeats, the order alternating
+        for name in timed[:: -1 if repeat % 2 == 0 else 1]:
             times[name].append(_timed(fns[name], *inputs)[1])
     row = {"fast_ms": 1e3 * statistics.median(times["fast"]), "repeats": repeats}
     row["slow"] = "naive" in fns and "naive" not in timed  # timed once: not at larger n
