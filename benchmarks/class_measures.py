@@ -89,10 +89,17 @@ def resnet(num_classes, seed=0):
     return CollapseClassifier(cifar_resnet(18, width=0.125), num_classes)
 
 
-class StepTimer:
-    """Collects the wall time of every training step (batch begin to batch end)."""
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 
-    def __new__(cls):
+
+class StepTimer:
+    """Collects the time of every training step (batch begin to batch end).
+
+    `clock="cpu"`: the process's CPU time (all its threads), which other jobs
+    on a shared machine inflate far less than the wall time.
+    """
+
+    def __new__(cls, clock="wall"):
         import keras
 
         class _Timer(keras.callbacks.Callback):
@@ -101,10 +108,10 @@ class StepTimer:
                 self.times = []
 
             def on_train_batch_begin(self, batch, logs=None):
-                self._start = time.perf_counter()
+                self._start = CLOCK[clock]()
 
             def on_train_batch_end(self, batch, logs=None):
-                self.times.append(time.perf_counter() - self._start)
+                self.times.append(CLOCK[clock]() - self._start)
 
         return _Timer()
 
@@ -135,9 +142,26 @@ def _step_models(args, conv):
     return models
 
 
+def _limit_threads(threads):
+    import keras
+
+    if not threads:
+        return
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def step_worker(args):
     import keras
 
+    _limit_threads(args.threads)
     rows = []
     for conv in (False, True):
         x, y = _step_data(args, conv)
@@ -147,7 +171,7 @@ def step_worker(args):
         medians = {variant: [] for variant in models}
         for _ in range(args.rounds):
             for variant, model in models.items():
-                timer = StepTimer()
+                timer = StepTimer(args.clock)
                 model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, shuffle=False,
                           callbacks=[timer])  # fmt: skip
                 medians[variant].append(statistics.median(timer.times))
@@ -315,6 +339,9 @@ def offset_worker(args):
 
 def run(backend, table, args):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if args.threads:  # the kernels' own pools (OpenMP, BLAS; XLA's CPU client)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[name] = str(args.threads)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "tests"), ROOT])
     cmd = [sys.executable, __file__, "--worker", table, *sys.argv[1:]]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
@@ -341,7 +368,9 @@ def render(table, rows, args):
         header = (f"MLP: C = {args.classes}, d = {args.dim}, {args.steps} steps an epoch; "
                   f"ResNet-18 x1/8: C = {args.conv_classes}, d = 64, {args.conv_steps} steps "
                   f"an epoch; batch {args.batch}, {args.rounds} interleaved epochs each; median "
-                  "step; ratio of the medians of a round: median (smallest-largest).")  # fmt: skip
+                  "step; ratio of the medians of a round: median (smallest-largest); "
+                  f"{args.clock} clock" + (f", {args.threads} thread(s)." if args.threads
+                                           else "."))  # fmt: skip
     elif table == "epoch_end":
         lines = ["| backend | C | NC1, CDNV, ETF, equinorm, self-duality (s) "
                  "| class MIR + HDR (s) |", "|---|---:|---:|---:|"]  # fmt: skip
@@ -381,6 +410,16 @@ def main():
     parser.add_argument("--conv-classes", type=int, default=10)
     parser.add_argument("--conv-steps", type=int, default=8)
     parser.add_argument("--profile", action="store_true", help="profile ten MLP steps")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCK),
+        default="wall",
+        help="wall time (default), or the process's CPU time (all its threads): less "
+        "sensitive to other jobs on a shared machine",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads of the kernels; 0: the default"
+    )
     parser.add_argument("--profile-dir", default="/tmp/class_measures_profile")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epoch-classes", type=int, nargs="+", default=[100, 1000, 10000])
