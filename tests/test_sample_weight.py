@@ -216,7 +216,7 @@ def test_evaluate_with_zero_weights_gives_the_subset_value(rng):
     model = keras_nc.models.CollapseClassifier(backbone, num_classes=4)
     model.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[MIR(), HDR(), MatrixEntropy()],
+        metrics=[MIR(), HDR(), MatrixEntropy(), MatrixEntropy(normalize=True, name="h_norm")],
         jit_compile=True if BACKEND == "jax" else "auto",
     )
     x = rng.normal(size=(n, 8)).astype("float32")
@@ -229,6 +229,8 @@ def test_evaluate_with_zero_weights_gives_the_subset_value(rng):
     h = [ref.entropy(m) for m in (k_z, k_w, k_z * k_w)]
     e = [tol.entropy_tolerance(m) for m in (k_z, k_w, k_z * k_w)]
     np.testing.assert_allclose(logs["matrix_entropy"], h[0], atol=e[0])
+    # Normalised by log k: the rows of weight 0 have left the Gram.
+    np.testing.assert_allclose(logs["h_norm"], h[0] / np.log(k), atol=e[0] / np.log(k))
     np.testing.assert_allclose(
         logs["mir"], ref.mir(k_z, k_w), atol=tol.ratio_tolerance(*h, *e, "mir")
     )

@@ -78,7 +78,12 @@ class MatrixEntropy(BatchMeasure):
                 nc_ops.gram(head), alpha=self.alpha, normalize=self.normalize
             )
         value = step.feature_entropy(self.center, self.alpha)
-        return _normalized(value, ops.shape(features)[0]) if self.normalize else value
+        if not self.normalize:
+            return value
+        n = ops.shape(features)[0]
+        if step.sample_weight is not None:  # rows of weight 0 have left the Gram
+            n = ops.sum(ops.cast(ops.convert_to_tensor(step.sample_weight) > 0, "int32"))
+        return _normalized(value, n)
 
     def weight(self, features, sample_weight):
         if self.of == "head":  # one value of the head per batch
