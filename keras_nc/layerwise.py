@@ -341,8 +341,7 @@ class LayerwiseCollapse(keras.callbacks.Callback):
             outputs = [outputs]
         pooled = []
         for output in outputs:
-            if len(output.shape) > 2:
-                output = ops.mean(output, axis=tuple(range(1, len(output.shape) - 1)))
+            output = self._classifier.pool_features(output)  # its data_format
             pooled.append(np.asarray(ops.convert_to_numpy(output), dtype="float32"))
         return pooled
 

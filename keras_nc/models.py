@@ -196,7 +196,14 @@ class CollapseClassifier(keras.Model):
 
     def extract_features(self, inputs, training=False):
         """Pooled backbone features `(n, d)` of a batch of inputs."""
-        features = self.backbone(inputs, training=training)
+        return self.pool_features(self.backbone(inputs, training=training))
+
+    def pool_features(self, features):
+        """Feature maps averaged over every axis but the channels (`data_format`): `(n, d)`.
+
+        `(n, d)` features are returned as they are; `(n, ..., d)` maps (`(n, d, ...)`
+        with `channels_first`) are globally average-pooled.
+        """
         rank = len(features.shape)
         if rank > 2:
             channels = self._channel_axis(rank)

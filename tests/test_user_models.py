@@ -467,3 +467,40 @@ def test_cma_metric_saved_and_loaded(data, tmp_path):
     assert isinstance(
         keras_nc.metrics.CMA.from_config(nc_metrics.CMA().get_config()), type(nc_metrics.CMA())
     )
+
+
+def test_layerwise_collapse_pools_channels_first_maps():
+    """LayerwiseCollapse pools a layer's maps with the model's data_format (channels kept)."""
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        inputs = keras.Input((3, 5, 4))
+        maps = keras.layers.Permute((3, 1, 2), name="maps")(keras.layers.Dense(7)(inputs))
+        features = keras.layers.GlobalAveragePooling2D()(maps)  # (n, 7): channels first
+        backbone = keras.Model(inputs, features)
+        model = CollapseClassifier(backbone, num_classes=NUM_CLASSES)
+        rng = np.random.default_rng(4)
+        x = rng.normal(size=(8, 3, 5, 4)).astype("float32")
+        y = np.arange(8) % NUM_CLASSES
+        profile = keras_nc.layerwise.LayerwiseCollapse(x, y, layers=["maps"])
+        profile.set_model(model)
+        profile.on_train_begin()
+        pooled = profile.layer_features(x)[0]
+    finally:
+        keras.config.set_image_data_format(previous)
+    raw = to_numpy(keras.Model(inputs, maps)(x))  # (8, 7, 3, 5)
+    assert pooled.shape == (8, 7)
+    np.testing.assert_allclose(pooled, raw.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+
+
+def test_centring_keeps_float64_precision():
+    """Centring float64 features with a large common offset stays exact on every backend."""
+    if not keras.backend.is_float_dtype("float64"):
+        pytest.skip("no float64")
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(6, 3)) + 1e8
+    expected = ref.gram(z - z.mean(axis=0))
+    got = to_numpy(keras_nc.ops.gram(keras.ops.convert_to_tensor(z, "float64"), center=True))
+    if got.dtype != np.float64:
+        pytest.skip("this backend runs without float64")
+    np.testing.assert_allclose(got, expected, atol=1e-6)

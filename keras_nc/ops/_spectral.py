@@ -117,7 +117,10 @@ def centred(x, center, mean):
         mean = ops.cast(ops.convert_to_tensor(mean), x.dtype)
         return x - ops.expand_dims(mean, -2)
     if center:
-        return x - ops.mean(x, axis=-2, keepdims=True)
+        # A sum divided by n: Keras 3.15's `ops.mean` on torch reduces float64
+        # input in float32 (the mean of [1e8 + 1, 1e8 + 2, 1e8 + 3] is 1e8).
+        n = ops.cast(ops.shape(x)[-2], x.dtype)
+        return x - ops.sum(x, axis=-2, keepdims=True) / n
     return x
 
 
