@@ -15,8 +15,6 @@ factor 2 give the tolerance, which the data below keeps under the issue's
 failed at `o = 1e3 sigma` on TensorFlow and JAX.
 """
 
-import inspect
-
 import keras
 import numpy as np
 import pytest
@@ -177,17 +175,6 @@ def _diverging_model():
     return model
 
 
-# The train and test steps enter `invalid_values_as_nan` (keras_nc/models.py);
-# without it eager PyTorch steps raise out of `fit`.
-STEPS_ENTER_THE_CONTEXT = "invalid_values_as_nan" in inspect.getsource(CollapseClassifier)
-
-
-@pytest.mark.xfail(
-    BACKEND == "torch" and not STEPS_ENTER_THE_CONTEXT,
-    reason="CollapseClassifier's steps do not enter invalid_values_as_nan yet",
-    raises=ValueError,
-    strict=True,
-)
 def test_a_diverged_fit_ends_with_nan_in_the_logs_on_every_backend():
     """Issue 30 item 10: the same ending on every backend, eager PyTorch included."""
     z, y = _offset_data(0.0, n=64)
