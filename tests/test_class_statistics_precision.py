@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import reference as ref
 from conftest import BACKEND
-from tolerances import EPS32, SAFETY
+from tolerances import EPS32, SAFETY, ratio_tolerance
 
 from keras_nc import losses, metrics
 from keras_nc import ops as nc_ops
@@ -197,3 +197,30 @@ def test_direct_calls_outside_fit_keep_their_errors():
         metrics.CDNV(num_classes=NUM_CLASSES).update_state(y, features=z)
     with pytest.raises(ValueError, match="finite"):
         nc_ops.feature_entropy(z)
+
+
+@pytest.mark.parametrize("offset", OFFSETS)
+def test_class_pairing_mir_with_a_common_offset(offset):
+    """The centred class pairing reads the sums about the pivot: no cancellation."""
+    z, y = _offset_data(offset, seed=2)
+    head = np.random.default_rng(3).normal(size=(NUM_CLASSES, DIM)).astype("float32")
+    mir = metrics.ClassMIR(num_classes=NUM_CLASSES, feature_dim=DIM)
+    for start in range(0, len(z), 100):
+        rows = slice(start, start + 100)
+        mir.update_state(y[rows], features=z[rows], head_weights=head)
+    k_m, k_w = ref.class_pairing(z.astype(np.float64), y, head.astype(np.float64), NUM_CLASSES)
+    # A relative error delta of the centred means (bounded like NC1's by
+    # `_tolerance`) moves each Gram entry by at most 2 delta, each entropy by at
+    # most 2 delta C (1 + |log l_min|) (first order, l_min the smallest non-zero
+    # eigenvalue of rho), and MIR by the ratio's propagation of three such errors.
+    delta = _tolerance(z, y)
+    entropies, errors = [], []
+    for k in (k_m, k_w, k_m * k_w):
+        spectrum = np.linalg.eigvalsh(k / np.trace(k))
+        smallest = spectrum[spectrum > 1e-12].min()
+        entropies.append(ref.entropy(k))
+        errors.append(2 * delta * NUM_CLASSES * (1 + abs(np.log(smallest))) + 8 * EPS32)
+    tolerance = ratio_tolerance(*entropies, *errors, "mir")
+    assert float(keras.ops.convert_to_numpy(mir.result())) == pytest.approx(
+        ref.mir(k_m, k_w), abs=tolerance
+    )

@@ -121,15 +121,16 @@ class _ClassRatio(EpochMeasure):
         self.alpha = check_alpha(alpha)
 
     def compute(self, statistics):
+        # Centred class means are the same from the sums about the pivot, which
+        # have no cancellation when the features share a large common part.
+        sums = statistics.statistics()["sums"] if self.center else statistics.sums
+        arguments = (statistics.counts, sums, statistics.head, self.center, self.alpha)
+
         def ratios():
-            return nc_ops.class_pairing_ratios(
-                statistics.counts, statistics.sums, statistics.head, self.center, self.alpha
-            )
+            return nc_ops.class_pairing_ratios(*arguments)
 
         def hdr():
-            return nc_ops.class_pairing_hdr(
-                statistics.counts, statistics.sums, statistics.head, self.center, self.alpha
-            )
+            return nc_ops.class_pairing_hdr(*arguments)
 
         if self._index == 1:  # HDR alone needs no C x C matrix (cheap at any C)
             return statistics.epoch_value(f"pairing_hdr/{self.center}/{float(self.alpha)}", hdr)
