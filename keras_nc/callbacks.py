@@ -112,8 +112,14 @@ class CollapseMonitor(keras.callbacks.Callback):
     placed after it in `callbacks` receive the same `logs` and write them:
     `keras.callbacks.CSVLogger` (columns `collapse_*`), `keras.callbacks.TensorBoard`
     (scalars `epoch_collapse_*`), `History` and the progress bar; `EarlyStopping`
-    or `ModelCheckpoint` can watch them too. `keras_nc.plotting.plot_collapse_history`
-    draws `history` with the reference values.
+    or `ModelCheckpoint` can watch them too. These keys are logs, not Keras
+    metrics, so Keras cannot tell their direction: pass `mode="max"` for
+    `<prefix>_mir` and `<prefix>_ncc_agreement`, `mode="min"` for the others
+    (`hdr`, `feature_entropy`, `head_entropy`, `nc1`, `cdnv`, `etf_error`,
+    `equinorm`, `self_duality`), e.g.
+    `EarlyStopping(monitor="collapse_nc1", mode="min")`.
+    `keras_nc.plotting.plot_collapse_history` draws `history` with the
+    reference values.
 
     It evaluates after the first and the last epoch of each `fit`, and after
     every epoch whose number is a multiple of `every`. Epoch numbers continue

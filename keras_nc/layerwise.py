@@ -210,9 +210,12 @@ class LayerwiseCollapse(keras.callbacks.Callback):
     backbone per recorded epoch, and nothing at all in other epochs or steps
     (no batch hook, nothing added to the train step).
 
-    Values are added to the epoch's `logs` as `<prefix><layer>_<measure>`
+    Values are added to the epoch's `logs` as `<prefix>_<layer>_<measure>`
     (`layerwise_stem_relu_nc1`, ...), so `keras.callbacks.CSVLogger` and
-    `TensorBoard` placed after it write them; `history` holds one row per
+    `TensorBoard` placed after it write them (and `EarlyStopping` can watch
+    them with an explicit `mode`: `"max"` for `ncc_accuracy`, `mir`,
+    `effective_rank` and `rank_me`, `"min"` for the others; these are logs, not
+    Keras metrics, so `mode="auto"` cannot tell); `history` holds one row per
     (epoch, layer); `csv_path` writes those rows (rewritten at every
     recording) and `plot_path` a figure at the end of training
     (`keras_nc.plotting.plot_layerwise`).
