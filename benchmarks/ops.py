@@ -50,7 +50,8 @@ from _docs import write_section  # noqa: E402
 QUANTITIES = ("entropy", "mir_hdr", "cma")
 
 
-def _compile(fn, mode):
+def compile_for(fn, mode):
+    """`fn` as the backend's mode runs it: `jax.jit`, `tf.function` (graph or XLA), eager."""
     if mode == "jit":
         import jax
 
@@ -128,15 +129,15 @@ def variants(quantity, mode):
     if quantity == "entropy":
         fast = lambda z, w, y: nc.feature_entropy(z, center=True)  # noqa: E731
         naive = lambda z, w, y: nc.matrix_entropy(nc.gram(z, center=True))  # noqa: E731
-        return _compile(fast, mode), _compile(naive, mode)
+        return compile_for(fast, mode), compile_for(naive, mode)
     if quantity == "mir_hdr":
         fast = lambda z, w, y: ops.stack(nc.sample_head_ratios(z, y, w))  # noqa: E731
 
         def naive(z, w, y):
             return ops.stack(nc.information_ratios(*nc.sample_head_grams(z, y, w)))
 
-        return _compile(fast, mode), _compile(naive, mode)
-    return _compile(nc.cma_entropy, mode), naive_cma
+        return compile_for(fast, mode), compile_for(naive, mode)
+    return compile_for(nc.cma_entropy, mode), naive_cma
 
 
 def measure(fns, inputs, repeats, max_seconds):

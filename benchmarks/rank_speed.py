@@ -26,28 +26,18 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _modes(backend):
     return {"jax": ["jit"], "tensorflow": ["graph", "xla"], "torch": ["eager"]}[backend]
 
 
-def _compile(fn, mode):
-    if mode == "jit":
-        import jax
-
-        return jax.jit(fn)
-    if mode in ("graph", "xla"):
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=mode == "xla")
-    return fn
-
-
 def run_backend(shapes, repeats, max_seconds):
     import keras
     import numpy as np
     from keras import ops
+    from ops import compile_for  # benchmarks/ops.py: one way to compile per backend mode
 
     from keras_nc import ops as nc_ops
 
@@ -70,7 +60,7 @@ def run_backend(shapes, repeats, max_seconds):
             for name, fn in variants.items():
                 if (mode, name) in slow:
                     continue
-                fns[name] = _compile(fn, mode)
+                fns[name] = compile_for(fn, mode)
                 start = time.perf_counter()
                 ops.convert_to_numpy(fns[name](z))  # compile and warm up
                 if time.perf_counter() - start > max_seconds:

@@ -41,9 +41,12 @@ def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
-def grad(fn, x):
-    """Gradient of the scalar `fn(x)` with respect to the array `x`, as NumPy."""
-    x = np.asarray(x, dtype=np.float32)
+def grad(fn, x, dtype="float32"):
+    """Gradient of the scalar `fn(x)` with respect to the array `x`, as NumPy.
+
+    `x` is cast to `dtype` first (None: kept as it is, e.g. float64).
+    """
+    x = np.asarray(x, dtype=dtype) if dtype is not None else np.asarray(x)
     if BACKEND == "jax":
         import jax
 
