@@ -37,6 +37,21 @@ settings.load_profile("ci")
 BACKEND = keras.backend.backend()
 
 
+# Python code that makes `import matplotlib` fail in a fresh process: Keras imports
+# matplotlib itself when it is installed, so a test of what `import keras_nc`
+# needs blocks it instead of uninstalling it.
+BLOCK_MATPLOTLIB = """
+import sys
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("matplotlib is not installed")
+
+sys.meta_path.insert(0, Blocker())
+"""
+
+
 def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import reference as ref
-from conftest import to_numpy
+from conftest import BLOCK_MATPLOTLIB, to_numpy
 
 import keras_nc
 from keras_nc import plotting
@@ -263,21 +263,9 @@ def test_plot_collapse_history_writes_a_png(tmp_path):
     assert plot_collapse_history is plotting.plot_collapse_history
 
 
-_BLOCK_MATPLOTLIB = """
-import sys
-
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "matplotlib":
-            raise ImportError("matplotlib is not installed")
-
-sys.meta_path.insert(0, Blocker())
-"""
-
-
 def test_the_library_works_without_matplotlib(tmp_path):
     # Keras imports matplotlib itself when it is installed: block it instead.
-    code = _BLOCK_MATPLOTLIB + (
+    code = BLOCK_MATPLOTLIB + (
         "import keras_nc, keras_nc.callbacks, keras_nc.plotting\n"
         "try:\n"
         f"    keras_nc.plotting.plot_collapse_history([], 4, {str(tmp_path / 'c.png')!r})\n"

@@ -15,6 +15,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import BLOCK_MATPLOTLIB
 
 import keras_nc
 from keras_nc import plotting
@@ -34,22 +35,9 @@ PUBLIC_SUBMODULES = (
     "theory",
 )
 
-# Keras imports matplotlib itself when it is installed: block it instead, so the
-# fresh process shows what `import keras_nc` needs.
-_BLOCK_MATPLOTLIB = """
-import sys
-
-class Blocker:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "matplotlib":
-            raise ImportError("matplotlib is not installed")
-
-sys.meta_path.insert(0, Blocker())
-"""
-
 
 def test_import_keras_nc_reaches_the_public_submodules_without_matplotlib():
-    code = _BLOCK_MATPLOTLIB + (
+    code = BLOCK_MATPLOTLIB + (
         "import keras_nc\n"  # nothing else: the submodules must come with it
         f"for name in {PUBLIC_SUBMODULES!r}:\n"
         "    assert name in keras_nc.__all__, name\n"
