@@ -13,8 +13,13 @@ Keras release changes it, so that a Keras upgrade names what it broke.
   `"up"` or `"down"`), as Keras' own metrics set it.
 - `CompileMetrics`: the container of the metrics passed to `compile`, whose
   sub-metrics Keras flattens into `evaluate`'s list.
+- `tensorflow_xla_tracing`, `tensorflow_xla_eigenvalues`: TensorFlow's XLA
+  `eigh` stops its Jacobi sweeps at `1e-6` of the matrix norm; inside an XLA
+  trace RankMe asks XLA's own op for the dtype's precision (TensorFlow
+  private modules: `control_flow_util`, `tf2xla`).
 """
 
+import keras
 from keras.src.trainers import compile_utils
 
 MetricsList = compile_utils.MetricsList
@@ -37,3 +42,46 @@ def set_metric_direction(metric, direction):
 def metric_direction(metric):
     """The direction declared for `metric` (`"up"`, `"down"`), or None."""
     return getattr(metric, "_direction", None)
+
+
+def tensorflow_xla_tracing():
+    """Whether TensorFlow is tracing a function for XLA now (`jit_compile=True`).
+
+    False on the other backends, eagerly, and in TensorFlow graph mode without XLA.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def tensorflow_xla_eigenvalues(k, epsilon):
+    """Ascending eigenvalues of symmetric `k` `(..., m, m)`: XLA's Jacobi `eigh` run to `epsilon`.
+
+    For use inside an XLA trace (`tensorflow_xla_tracing()`). The gradient is
+    that of `eigh`'s eigenvalues, `dk = V diag(dw) V^T` (XLA's op has none).
+    """
+    import tensorflow as tf
+    from tensorflow.compiler.tf2xla.python import xla
+
+    batch = len(k.shape) - 2
+
+    @tf.custom_gradient
+    def eig(a):
+        w, v = xla.self_adjoint_eig(a, True, 100, epsilon)
+        w.set_shape(a.shape[:-1])
+        v.set_shape(a.shape)
+        order = tf.argsort(w, axis=-1)
+        w = tf.gather(w, order, axis=-1, batch_dims=batch)
+        v = tf.gather(v, order, axis=-1, batch_dims=batch)
+
+        def grad(dw):
+            return tf.matmul(v * tf.expand_dims(dw, -2), v, adjoint_b=True)
+
+        return w, grad
+
+    return eig(k)

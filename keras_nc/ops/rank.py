@@ -38,6 +38,7 @@ import math
 import keras
 from keras import ops
 
+from keras_nc import compat
 from keras_nc.ops._guards import (
     as_float,
     check_flag,
@@ -122,18 +123,6 @@ def _centred(x, center):
     return x - ops.sum(x, axis=-2, keepdims=True) / ops.where(rows > 0, rows, 1.0)
 
 
-def _in_xla_compilation():
-    """Whether TensorFlow is tracing for XLA now (`jit_compile=True`)."""
-    try:
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover
-        return False
-    if tf.executing_eagerly():
-        return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-
-
 def _symmetric_eigenvalues(k):
     """Eigenvalues (ascending) of symmetric `k` `(..., m, m)` to the precision of its dtype.
 
@@ -144,38 +133,9 @@ def _symmetric_eigenvalues(k):
     iteration runs to the dtype's machine epsilon instead (about 1.5x to 6x
     the time on CPU).
     """
-    if keras.backend.backend() == "tensorflow" and _in_xla_compilation():
-        return _xla_eigenvalues(k)
+    if compat.tensorflow_xla_tracing():
+        return compat.tensorflow_xla_eigenvalues(k, machine_eps(dtype_name(k)))
     return eigenvalues(k)
-
-
-def _xla_eigenvalues(k):
-    """Ascending eigenvalues of `k` from XLA's Jacobi `eigh` run to convergence (TensorFlow).
-
-    With the gradient of `eigh`'s eigenvalues, `dk = V diag(dw) V^T` (XLA's
-    op has none registered).
-    """
-    import tensorflow as tf
-    from tensorflow.compiler.tf2xla.python import xla
-
-    epsilon = machine_eps(dtype_name(k))
-    batch = len(k.shape) - 2
-
-    @tf.custom_gradient
-    def eig(a):
-        w, v = xla.self_adjoint_eig(a, True, 100, epsilon)
-        w.set_shape(a.shape[:-1])
-        v.set_shape(a.shape)
-        order = tf.argsort(w, axis=-1)
-        w = tf.gather(w, order, axis=-1, batch_dims=batch)
-        v = tf.gather(v, order, axis=-1, batch_dims=batch)
-
-        def grad(dw):
-            return tf.matmul(v * tf.expand_dims(dw, -2), v, adjoint_b=True)
-
-        return w, grad
-
-    return eig(k)
 
 
 def _feature_spectrum(features, center, name="features"):
