@@ -331,7 +331,9 @@ def _clipped(labels, num_classes):
 def _raise_if_not_finite(x, name, nonnegative=False):
     if nonnegative and not bool(ops.all(ops.isfinite(x) & (x >= 0))):
         raise ValueError(f"`{name}` must hold finite, non-negative numbers.")
-    if bool(ops.all(ops.isfinite(x))):
+    # One reduction first (no temporary of x's size): a sum of finite numbers
+    # is finite unless it overflows, and only then is every entry checked.
+    if bool(ops.isfinite(ops.sum(x))) or bool(ops.all(ops.isfinite(x))):
         return
     bad = int(ops.sum(ops.cast(ops.logical_not(ops.isfinite(x)), "int32")))
     raise ValueError(

@@ -26,6 +26,7 @@ import functools
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_nc.ops._guards import is_concrete, labelled_batch, nan_unless
@@ -35,6 +36,7 @@ from keras_nc.ops._spectral import (
     entropy_from_spectrum,
     kept_probabilities,
     matmul,
+    maximum,
     needs_gradient,
     normalize_rows,
     outer_gram,
@@ -249,6 +251,176 @@ def _width(zhat, what, member, counts):
 
 
 # --------------------------------------------------------------------------- #
+# Eager layout: the groups' Grams from the raw rows
+# --------------------------------------------------------------------------- #
+
+# Largest squared row norm for which the raw rows' Grams are computed without
+# the scaling of `normalize_rows`: no product overflows, and the round-off of
+# underflowing products (at most d * 2**-149 per entry) is below 1e-10 of the
+# smallest norm that is not floored. Outside it the normalised rows are used.
+SAFE_SQUARED_NORM = (2.0**-60, 2.0**60)
+# What running one group's own Gram calls (about eight eager ops) costs, in
+# multiply-adds: a group is computed alone when padding it wastes more.
+GROUP_OVERHEAD = 2e6
+
+
+def _eager_groups(labels, sample_weight, num_classes):
+    """NumPy: the member rows of each class present, the largest groups first.
+
+    Ties are broken by class index, as `_class_slots` does.
+    """
+    labels = np.asarray(ops.convert_to_numpy(labels)).astype("int64").reshape(-1)
+    if sample_weight is None:
+        rows = np.arange(labels.shape[0], dtype="int32")
+    else:
+        rows = np.flatnonzero(np.asarray(ops.convert_to_numpy(sample_weight)) > 0).astype("int32")
+    counts = np.bincount(labels[rows], minlength=num_classes)
+    classes = np.flatnonzero(counts)
+    classes = classes[np.argsort(-counts[classes], kind="stable")]
+    by_class = rows[np.argsort(labels[rows], kind="stable")]
+    starts = np.cumsum(counts) - counts
+    members = [by_class[starts[c] : starts[c] + counts[c]] for c in classes]
+    return classes, members
+
+
+def _member_index(members, size):
+    """NumPy `(index, valid)` `(k, size - 1)`: each group's member rows, padded with row 0."""
+    index = np.zeros((len(members), size - 1), "int32")
+    valid = np.zeros((len(members), size - 1), bool)
+    for j, rows in enumerate(members):
+        index[j, : len(rows)] = rows
+        valid[j, : len(rows)] = True
+    return index, valid
+
+
+def _raw_grams(features, anchors, index):
+    """Raw Grams `(k, s, s)`: each group's anchor `(k, d)`, then its rows `index` `(k, s - 1)`."""
+    rows = ops.take(features, ops.convert_to_tensor(index), axis=0)  # (k, s - 1, d)
+    inner = outer_gram(rows)
+    # (k, 1, d) x (k, d, s - 1): PyTorch's bmm with one column is many times slower.
+    cross = matmul(ops.expand_dims(anchors, 1), ops.swapaxes(rows, -1, -2))
+    own = ops.sum(ops.square(anchors), axis=-1)[:, None, None]  # (k, 1, 1)
+    top = ops.concatenate([own, cross], axis=-1)
+    bottom = ops.concatenate([ops.swapaxes(cross, -1, -2), inner], axis=-1)
+    return ops.concatenate([top, bottom], axis=-2)
+
+
+def _eager_runs(sizes, d):
+    """`tiers` of the groups, a run split into single groups where padding wastes more.
+
+    Padding a run to its largest group wastes `(s^2 - m^2) d` multiply-adds of
+    each group's Gram and `9 (s^3 - m^3)` of its `eigh`; a group alone costs
+    `GROUP_OVERHEAD` in calls.
+    """
+    runs = []
+    for start, stop, size in tiers(sizes):
+        own = sizes[start:stop]
+        padded = len(own) * (size * size * d + EIGH_FLOPS * size**3)
+        alone = sum(m * m * d + EIGH_FLOPS * m**3 + GROUP_OVERHEAD for m in own)
+        if padded <= alone:
+            runs.append((start, stop, size))
+        else:
+            runs.extend((j, j + 1, sizes[j]) for j in range(start, stop))
+    return runs
+
+
+def _padded_to(x, size, axes):
+    """`x` zero-padded at the end of `axes` to `size` (`ops.pad` costs more per call)."""
+    for axis in axes:
+        shape = list(x.shape)
+        if shape[axis] < size:
+            shape[axis] = size - shape[axis]
+            x = ops.concatenate([x, ops.zeros(shape, dtype=x.dtype)], axis=axis)
+    return x
+
+
+def _stacked_grams(features, anchors, members, runs, size):
+    """Raw Grams of all groups `(P, size, size)`, computed run by run, zero-padded."""
+    alone = [start for start, stop, _ in runs if stop - start == 1]
+    if alone:  # their members in one gather, a group's rows contiguous
+        rows = ops.take(features, ops.convert_to_tensor(np.concatenate(members)), axis=0)
+        offsets = np.cumsum([0] + [len(r) for r in members]).tolist()
+    grams = []
+    for start, stop, run_size in runs:
+        if stop - start == 1:  # one group: its anchor and rows, one product
+            own = rows[offsets[start] : offsets[stop]]
+            gram = outer_gram(ops.concatenate([anchors[start:stop], own], axis=0))[None]
+        else:
+            index, _ = _member_index(members[start:stop], run_size)
+            gram = _raw_grams(features, anchors[start:stop], index)
+        grams.append(_padded_to(gram, size, (-2, -1)))
+    return ops.concatenate(grams, axis=0) if len(grams) > 1 else grams[0]
+
+
+def _row_scales(batch, dtype):
+    """`sqrt(w_i / mean positive w)` of each row (None without weights), no gradient."""
+    if batch.sample_weight is None:
+        return None
+    weight = ops.stop_gradient(ops.cast(batch.sample_weight, dtype))
+    active = ops.cast(weight > 0, dtype)
+    num_active = ops.sum(active)
+    mean = ops.sum(weight) / ops.where(num_active > 0, num_active, 1.0)
+    return ops.sqrt(weight / ops.where(mean > 0, mean, 1.0))
+
+
+def _run_entropies(matrices, trace, runs):
+    """Entropies of the stacked groups, one `eigh` per run on its own size."""
+    if needs_gradient(matrices):
+        parts = [
+            _entropies(matrices[start:stop, :size, :size], trace[start:stop])
+            for start, stop, size in runs
+        ]
+        return ops.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    width = matrices.shape[-1]
+    parts = []
+    for start, stop, size in runs:
+        values = eigenvalues_only(matrices[start:stop, :size, :size])
+        parts.append(_padded_to(values, width, (-1,)))
+    spectrum = ops.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    return entropy_from_spectrum(spectrum, trace, 1.0)
+
+
+def _eager(batch, eps, classes, members):
+    """Eager: each group's Gram from the raw rows, no padding wasted on the wide side.
+
+    The rows are normalised on the Grams (`K_ij = G_ij s_i s_j`, `s_i` the
+    inverse row norm with `normalize_rows`' floor, times the root of the
+    weight): no pass over the `n x d` features besides one gather. Groups of
+    similar sizes share one Gram product and one `eigh` (`_eager_runs`).
+    `classes`, `members`: from `_eager_groups`. Returns None where a squared
+    row norm leaves `SAFE_SQUARED_NORM` (the normalised rows are used then).
+    """
+    features, anchors = batch.features, batch.head
+    dtype = features.dtype
+    if not members:
+        return ops.zeros((), dtype=dtype)
+    sizes = [len(rows) + 1 for rows in members]
+    size = sizes[0]
+    runs = _eager_runs(sizes, features.shape[1])
+    slot_anchors = ops.take(anchors, ops.convert_to_tensor(classes.astype("int32")), axis=0)
+    gram = _stacked_grams(features, slot_anchors, members, runs, size)
+    diagonal = ops.diagonal(gram, axis1=-2, axis2=-1)  # (P, size)
+    index, valid = _member_index(members, size)
+    valid = ops.convert_to_tensor(valid)
+    norms = ops.where(valid, diagonal[:, 1:], 0.0)
+    top = ops.stop_gradient(ops.amax(norms))
+    top_anchor = ops.stop_gradient(ops.amax(ops.sum(ops.square(anchors), axis=-1)))
+    low, high = SAFE_SQUARED_NORM
+    if not all(low <= float(t) <= high for t in (top, top_anchor)):
+        return None
+    scale = ops.where(valid, ops.rsqrt(maximum(norms, eps * eps * top)), 0.0)
+    weight = _row_scales(batch, dtype)
+    if weight is not None:
+        scale = scale * ops.take(weight, ops.convert_to_tensor(index), axis=0)
+    own = ops.rsqrt(maximum(diagonal[:, :1], eps * eps * top_anchor))
+    scale = ops.concatenate([own, scale], axis=-1)
+    matrices = gram * ops.expand_dims(scale, -1) * ops.expand_dims(scale, -2)
+    trace = ops.sum(diagonal * ops.square(scale), axis=-1)
+    counts = ops.convert_to_tensor(np.asarray(sizes, "float64") - 1.0, dtype=dtype)
+    return _normalised_mean(_run_entropies(matrices, trace, runs), counts)
+
+
+# --------------------------------------------------------------------------- #
 # Dispatcher
 # --------------------------------------------------------------------------- #
 
@@ -327,6 +499,20 @@ def plan(n, num_classes, d):
         if size == sizes[-1]:
             break
     return fallback, tuple(sizes)
+
+
+def _auto_eager(batch, eps):
+    """The `"auto"` choice with concrete labels: `_eager` where padded groups win, else None."""
+    n, d = batch.features.shape
+    fallback, sizes = plan(n, batch.num_classes, d)
+    if not sizes:
+        return None
+    classes, members = _eager_groups(batch.labels, batch.sample_weight, batch.num_classes)
+    largest = max((len(rows) + 1 for rows in members), default=1)
+    costs = layout_costs(n, batch.num_classes, d)
+    if largest > d or padded_cost(n, batch.num_classes, d, largest) >= costs[fallback]:
+        return None  # the layouts of normalised rows (groups wider than d: their d x d sides)
+    return _eager(batch, eps, classes, members)
 
 
 def _largest_group(counts):
@@ -440,6 +626,15 @@ def cma_entropy_of(batch, eps=1e-6, layout="auto"):
     n = batch.features.shape[0]
     if n == 0:
         return ops.zeros((), dtype=batch.features.dtype)
+    if (
+        layout == "auto"
+        and n is not None
+        and keras.backend.backend() != "jax"
+        and is_concrete(batch.labels)
+    ):
+        value = _auto_eager(batch, eps)
+        if value is not None:
+            return value  # eager: the batch was validated (`batch.ok` is None)
     zhat, what, member, counts = _groups(batch, eps)
     if n is None or layout == "block":
         value = _block(zhat, what, member, counts)
