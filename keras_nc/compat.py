@@ -17,9 +17,18 @@ Keras release changes it, so that a Keras upgrade names what it broke.
   `eigh` stops its Jacobi sweeps at `1e-6` of the matrix norm; inside an XLA
   trace RankMe asks XLA's own op for the dtype's precision (TensorFlow
   private modules: `control_flow_util`, `tf2xla`).
+- `eigvalsh`: the eigenvalues of symmetric matrices without the eigenvectors
+  that `keras.ops.eigh` computes (a third to a half of the work; LAPACK's
+  `syevd` with `jobz='N'`): `torch.linalg.eigvalsh` on PyTorch; on TensorFlow
+  `tf.linalg.eigvalsh`, or NumPy's LAPACK for large concrete CPU input that no
+  `GradientTape` records (`tape_is_recording`: TensorFlow's private
+  `eager.record.could_possibly_record`); on JAX NumPy's LAPACK for concrete CPU
+  input (JAX's own `eigvalsh` computes the eigenvectors too) and `eigh` under
+  tracing.
 """
 
 import keras
+import numpy as np
 from keras.src.trainers import compile_utils
 
 MetricsList = compile_utils.MetricsList
@@ -85,3 +94,66 @@ def tensorflow_xla_eigenvalues(k, epsilon):
         return w, grad
 
     return eig(k)
+
+
+# Below this size TensorFlow's Eigen kernel (`tf.linalg.eigvalsh`) is as fast
+# as NumPy's LAPACK; above it LAPACK's blocked tridiagonalisation wins (2x at
+# m = 3000, float64, one thread).
+HOST_EIGVALSH_MIN_SIZE = {"tensorflow": 1024, "jax": 0}
+
+
+def tape_is_recording():
+    """Whether a TensorFlow `GradientTape` is active (False on the other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from tensorflow.python.eager import record
+
+    return bool(record.could_possibly_record())
+
+
+def host_eigenvalues_apply(k):
+    """Whether `eigvalsh` takes `k` through NumPy's LAPACK on the host.
+
+    Only for concrete (eager) CPU tensors of JAX or TensorFlow whose gradient
+    cannot be asked for (JAX differentiates tracers; TensorFlow only under a
+    tape), of size at least `HOST_EIGVALSH_MIN_SIZE`.
+    """
+    backend = keras.backend.backend()
+    size = k.shape[-1]
+    if backend not in HOST_EIGVALSH_MIN_SIZE or size is None:
+        return False
+    if size < HOST_EIGVALSH_MIN_SIZE[backend]:
+        return False
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or tape_is_recording():
+            return False
+        return "GPU" not in k.device and "TPU" not in k.device
+    import jax
+
+    if not isinstance(k, jax.Array) or isinstance(k, jax.core.Tracer):
+        return False
+    return all(device.platform == "cpu" for device in k.devices())
+
+
+def eigvalsh(k):
+    """Ascending eigenvalues of symmetric matrices `k` `(..., m, m)`, without eigenvectors.
+
+    Differentiable wherever a gradient can be asked for (the backends'
+    `eigvalsh` gradients are `V diag(dw) V^T`); jit-safe: traced input takes
+    the backend's own kernel.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return torch.linalg.eigvalsh(k)
+    if host_eigenvalues_apply(k):
+        values = np.linalg.eigvalsh(np.asarray(k))
+        return keras.ops.convert_to_tensor(values, dtype=keras.backend.standardize_dtype(k.dtype))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.linalg.eigvalsh(k)
+    return keras.ops.eigh(k)[0]

@@ -10,6 +10,7 @@
 import collections
 import math
 
+import keras
 from keras import ops
 
 from keras_nc.ops._guards import (
@@ -94,14 +95,93 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None, sa
     return nan_unless(pairing.ok, outer_gram(pairing.zhat)), nan_unless(pairing.ok, k_w)
 
 
-def _label_head_gram(what, labels, sample_weight=None):
+# Per eigendecomposition call, the cost of the call and of the entropy's
+# elementwise ops around it, in units of the `m^3` of an `m x m` `eigh`. Eager
+# PyTorch dispatches each op from Python (~100 small ops per sample-head step
+# at n = 64 take longer than its eigendecompositions): about a 112 x 112
+# `eigh`; compiled programs (JAX, TensorFlow graphs) far less. Measured with
+# `benchmarks/ops.py` (sample-head rows, n = 64 to 256).
+EIGH_CALL_COST = {"torch": 112**3, "tensorflow": 32**3, "jax": 32**3}
+
+
+def eigh_cost(sizes):
+    """Estimated cost of the entropies of matrices of the given sizes, one call per size.
+
+    Matrices of one size share one batched call (`entropies_by_size`).
+    """
+    call = EIGH_CALL_COST.get(keras.backend.backend(), 0)
+    return sum(m**3 for m in sizes) + call * len(set(sizes))
+
+
+def direct_sample_head(n, d, num_classes, feature_entropy_known=False):
+    """Whether the direct path (all Grams n x n, one batched call) beats the cheaper sides.
+
+    The direct path decomposes `K_Z`, `K_W` and `K_Z o K_W` as n x n matrices
+    in one batched call; the side path decomposes `K_Z` from its `min(n, d)`
+    side and `K_W` from its `min(n, C, d)` side, in separate calls (one per
+    size). Both build the same n x n product, so only the eigendecompositions
+    differ: at small `n` the saved work does not pay for the extra calls.
+    With `n` unknown statically the side path is taken.
+    """
+    if n is None:
+        return False
+    head_side = min(n, num_classes, d)
+    side = [head_side, n] if feature_entropy_known else [min(n, d), head_side, n]
+    direct = [n] * len(side)
+    return eigh_cost(direct) <= eigh_cost(side)
+
+
+def entropies_by_size(items, alpha):
+    """Entropies of `(matrix, trace)` pairs, one batched call per matrix size.
+
+    Args:
+        items: a list of `(k, trace)`, `k` a 2-D PSD matrix, `trace` its trace
+            (or None).
+        alpha: entropy order.
+
+    Returns:
+        A list of scalar entropies, in the order of `items`.
+    """
+    groups = {}
+    for index, (k, _) in enumerate(items):
+        groups.setdefault(k.shape[-1], []).append(index)
+    values = [None] * len(items)
+    for indices in groups.values():
+        if len(indices) == 1:
+            k, trace = items[indices[0]]
+            values[indices[0]] = entropy_of_psd(k, alpha, trace=trace)
+            continue
+        traces = [items[i][1] for i in indices]
+        # Any trace unknown: all from the stack, in one op.
+        traces = None if any(t is None for t in traces) else ops.stack(traces, axis=0)
+        stacked = entropy_of_psd(ops.stack([items[i][0] for i in indices], axis=0), alpha, traces)
+        for position, i in enumerate(indices):
+            values[i] = stacked[position]
+    return values
+
+
+def _head_grams(what, labels):
+    """The class Gram `What What^T` (C x C, or None) and the n x n `K_W` (unweighted).
+
+    With fewer classes than samples (static shapes), `K_W`'s entries are
+    gathered from the class Gram (`C^2 d` work instead of `n^2 d`).
+    """
+    num_classes = what.shape[0]
+    n = labels.shape[0]
+    if n is not None and num_classes < n:
+        classes = outer_gram(what)
+        return classes, ops.take(ops.take(classes, labels, axis=0), labels, axis=1)
+    return None, outer_gram(ops.take(what, labels, axis=0))
+
+
+def _label_head_gram(what, labels, sample_weight=None, class_gram=None):
     """A matrix with the non-zero spectrum of `K_W`, on its smallest side, and its trace.
 
     `K_W = S What What^T S^T` (`S` the n x C one-hot labels) shares its non-zero
     eigenvalues with `D^1/2 What What^T D^1/2` (C x C, `D` the class counts) and
     with `What^T D What` (d x d): the smallest of n, C and d is used. With
     sample weights `w`, `diag(w)^1/2 K_W diag(w)^1/2`: `D` holds the classes'
-    sums of weights.
+    sums of weights. `class_gram`: `What What^T` when already computed.
     """
     num_classes, d = tuple(what.shape)
     n = labels.shape[0]
@@ -116,7 +196,8 @@ def _label_head_gram(what, labels, sample_weight=None):
     side = "classes" if num_classes <= min(d, samples) else "width" if d <= samples else "samples"
     if side == "classes":
         root = ops.sqrt(counts)  # labels carry no gradient
-        return outer_gram(what) * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace
+        classes = outer_gram(what) if class_gram is None else class_gram
+        return classes * ops.expand_dims(root, -1) * ops.expand_dims(root, 0), trace
     if side == "width":
         return matmul(ops.transpose(what) * ops.expand_dims(counts, 0), what), trace
     picked = ops.take(what, labels, axis=0)
@@ -127,6 +208,11 @@ def _label_head_gram(what, labels, sample_weight=None):
 
 def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
     """`H(K_Z), H(K_W), H(K_Z o K_W)` of a `SampleHead` (see `sample_head_entropies`).
+
+    The faster exact path by shape (`direct_sample_head`): at small `n` the
+    three n x n Grams in one batched eigendecomposition (the direct path),
+    else `K_Z` and `K_W` from their smaller sides. Either way the n x n Grams
+    are built once (`K_W`'s gathered from the class Gram when `C < n`).
 
     Args:
         pairing: a `SampleHead` from `sample_head_of`.
@@ -139,35 +225,28 @@ def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
     """
     alpha = check_alpha(alpha)
     zhat, what, labels = pairing.zhat, pairing.what, pairing.labels
+    weight = pairing.sample_weight
     n, d = tuple(zhat.shape)
-    if n is not None and n <= min(d, what.shape[0]):
-        # Small batches: every side is n x n, so the direct path (the three
-        # n x n Grams, one batched eigendecomposition) does the least work.
-        return _direct_sample_head_entropies(pairing, alpha, feature_entropy)
-    h_z = feature_entropy
-    if h_z is None:
-        k_z, trace_z = min_side_gram(zhat)
-        h_z = entropy_of_psd(k_z, alpha, trace=trace_z)
-    k_w, trace_w = _label_head_gram(what, labels, pairing.sample_weight)
-    h_w = entropy_of_psd(k_w, alpha, trace=trace_w)
-    # zhat carries sqrt(w): D^1/2 (K_Z o K_W) D^1/2 with one factor weighted.
-    joint = outer_gram(zhat) * outer_gram(ops.take(what, labels, axis=0))
-    h_zw = entropy_of_psd(joint, alpha)
-    return tuple(nan_unless(pairing.ok, h) for h in (h_z, h_w, h_zw))
-
-
-def _direct_sample_head_entropies(pairing, alpha, feature_entropy):
-    """`sample_head_entropies_of` from the n x n Grams themselves, one batched `eigh`."""
-    k_z = outer_gram(pairing.zhat)
-    head_rows = ops.take(pairing.what, pairing.labels, axis=0)
-    k_w_plain = outer_gram(head_rows)
-    k_w = k_w_plain
-    if pairing.sample_weight is not None:
-        root = ops.sqrt(ops.stop_gradient(ops.cast(pairing.sample_weight, k_z.dtype)))
-        k_w = k_w_plain * ops.expand_dims(root, -1) * ops.expand_dims(root, 0)
-    stack = [k_w, k_z * k_w_plain] if feature_entropy is not None else [k_z, k_w, k_z * k_w_plain]
-    entropies = entropy_of_psd(ops.stack(stack, axis=0), alpha)
-    values = [entropies[i] for i in range(len(stack))]
+    direct = direct_sample_head(n, d, what.shape[0], feature_entropy is not None)
+    k_z = outer_gram(zhat)  # zhat carries sqrt(w): the weighted K_Z
+    class_gram, k_w_plain = _head_grams(what, labels)
+    joint = k_z * k_w_plain  # one factor weighted: D^1/2 (K_Z o K_W) D^1/2
+    if direct:  # every matrix n x n: one batched call, the traces from the stack
+        k_w = k_w_plain
+        if weight is not None:
+            root = ops.sqrt(ops.stop_gradient(ops.cast(weight, k_z.dtype)))
+            k_w = k_w_plain * ops.expand_dims(root, -1) * ops.expand_dims(root, 0)
+        stack = [k_w, joint] if feature_entropy is not None else [k_z, k_w, joint]
+        entropies = entropy_of_psd(ops.stack(stack, axis=0), alpha)
+        values = [entropies[i] for i in range(len(stack))]
+    else:
+        items = []
+        if feature_entropy is None:
+            n_side = n is not None and d is not None and n <= d  # the n x n side: K_Z itself
+            items.append((k_z, None) if n_side else min_side_gram(zhat))
+        items.append(_label_head_gram(what, labels, weight, class_gram))
+        items.append((joint, None))
+        values = entropies_by_size(items, alpha)
     if feature_entropy is not None:
         values = [feature_entropy, *values]
     return tuple(nan_unless(pairing.ok, h) for h in values)
