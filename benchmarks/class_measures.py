@@ -163,7 +163,7 @@ def step_worker(args):
 
     _limit_threads(args.threads)
     rows = []
-    for conv in (False, True):
+    for conv in [model == "resnet18" for model in args.models]:
         x, y = _step_data(args, conv)
         models = _step_models(args, conv)
         for model in models.values():  # warm-up: compilation, first calls
@@ -407,6 +407,13 @@ def main():
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["mlp", "resnet18"],
+        choices=["mlp", "resnet18"],
+        help="the models of the `step` table",
+    )
     parser.add_argument("--conv-classes", type=int, default=10)
     parser.add_argument("--conv-steps", type=int, default=8)
     parser.add_argument("--profile", action="store_true", help="profile ten MLP steps")

@@ -15,6 +15,8 @@ factor 2 give the tolerance, which the data below keeps under the issue's
 failed at `o = 1e3 sigma` on TensorFlow and JAX.
 """
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -224,3 +226,105 @@ def test_class_pairing_mir_with_a_common_offset(offset):
     assert float(keras.ops.convert_to_numpy(mir.result())) == pytest.approx(
         ref.mir(k_m, k_w), abs=tolerance
     )
+
+
+# --------------------------------------------------------------------------- #
+# The blocked second moment: only its upper block triangle is accumulated.
+# --------------------------------------------------------------------------- #
+
+
+def test_moment_block_bounds_cover_the_columns():
+    assert nc_ops.statistics.moment_block_bounds(10, 3) == [0, 3, 6, 10]
+    assert nc_ops.statistics.moment_block_bounds(512, 4) == [0, 128, 256, 384, 512]
+    assert nc_ops.statistics.moment_block_bounds(2, 4) == [0, 1, 2]  # at most d blocks
+    assert nc_ops.statistics.moment_block_bounds(7, 1) == [0, 7]
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 7])
+def test_the_symmetric_moment_is_assembled_exactly_from_its_block_rows(blocks, rng):
+    a = rng.normal(size=(7, 7))
+    a = (a + a.T).astype("float32")
+    bounds = nc_ops.statistics.moment_block_bounds(7, blocks)
+    rows = [a[start:stop, start:] for start, stop in itertools.pairwise(bounds)]
+    got = nc_ops.statistics.moment_from_block_rows([keras.ops.convert_to_tensor(r) for r in rows])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), a)  # no arithmetic
+
+
+def _moment_tolerance(want, n):
+    """Entrywise bound of a float32 sum of `n` weighted products (plus the shift's rounding).
+
+    `|sum_k w y_ki y_kj - fl(...)| <= (n + 2) eps sum_k w |y_ki y_kj|
+    <= (n + 2) eps sqrt(M_ii M_jj)` (Cauchy-Schwarz), times the suite's safety factor.
+    """
+    diagonal = np.sqrt(np.abs(np.diag(want)))
+    return SAFETY * (n + 2) * EPS32 * np.outer(diagonal, diagonal)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_the_blocked_moment_matches_float64(blocks, rng):
+    z = (50.0 + rng.normal(size=(96, 10))).astype("float32")  # a common offset
+    y = rng.integers(0, 4, 96).astype("int32")
+    w = rng.uniform(0.0, 2.0, 96).astype("float32")
+    stats = ClassStatistics(4, 10, second_moment=True, moment_blocks=blocks)
+    assert len(stats.moment_rows) == blocks
+    for start in range(0, 96, 32):
+        part = slice(start, start + 32)
+        stats.update_state(y[part], features=z[part], sample_weight=w[part])
+    got = keras.ops.convert_to_numpy(stats.moment).astype(np.float64)
+    if stats.means_exponent is not None:  # float32 state: units of 2**e
+        got = got * 4.0 ** float(keras.ops.convert_to_numpy(stats.means_exponent))
+    shifted = z.astype(np.float64) - keras.ops.convert_to_numpy(stats.pivot).astype(np.float64)
+    want = (w[:, None] * shifted).T @ shifted
+    assert got.shape == (10, 10)
+    assert np.all(np.abs(got - want) <= _moment_tolerance(want, 96))
+    block = np.searchsorted(stats.moment_bounds, np.arange(10), side="right")
+    below = block[:, None] > block[None, :]  # below the diagonal blocks: mirrored, exactly
+    np.testing.assert_array_equal(got[below], got.T[below])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_nc1_from_a_blocked_moment_with_a_common_offset(offset):
+    z, y = _offset_data(offset, seed=2)
+    nc1, cdnv = metrics.NC1(num_classes=NUM_CLASSES), metrics.CDNV(num_classes=NUM_CLASSES)
+    stats = ClassStatistics(NUM_CLASSES, DIM, second_moment=True, moment_blocks=3)
+    nc1.share_statistics(stats)
+    cdnv.share_statistics(stats)
+    for start in range(0, len(z), 100):
+        stats.update_state(y[start : start + 100], features=z[start : start + 100])
+    want, tolerance = _want(z, y), _tolerance(z, y)
+    assert float(nc1.result()) == pytest.approx(want["nc1"], rel=tolerance)
+    assert float(cdnv.result()) == pytest.approx(want["cdnv"], rel=tolerance)
+
+
+def test_moment_blocks_must_be_a_positive_int():
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="moment_blocks"):
+            ClassStatistics(3, 4, second_moment=True, moment_blocks=bad)
+
+
+def test_wide_features_fit_with_a_blocked_moment_compiled(rng):
+    """d = 256: the model's statistics split the moment in two blocks, inside jit on JAX and XLA
+    on TensorFlow (PyTorch: its eager step, where the blocks are added in place)."""
+    d, classes = 256, 4
+    means = 3.0 * rng.normal(size=(classes, d))
+    y = (np.arange(64) % classes).astype("int32")
+    z = (10.0 + means[y] + rng.normal(size=(64, d))).astype("float32")
+    inputs = keras.Input((d,))
+    model = CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), classes)
+    model.compile(
+        loss="sparse_categorical_crossentropy",
+        metrics=[metrics.NC1(), metrics.CDNV()],
+        jit_compile=BACKEND != "torch",
+    )
+    assert len(model._class_statistics.moment_rows) == 2
+    result = model.evaluate(z, y, batch_size=16, verbose=0, return_dict=True)  # 4 batches
+    want = ref.neural_collapse(z, y, np.zeros((classes, d)), classes)
+    # The module's bound, R of the shifted data (the pivot: the first batch's mean),
+    # with sqrt(n d) for sqrt(n): JAX's float32 state and epoch-end factorisation
+    # also sum over the d = 256 coordinates (the same with one block: 9e-5 here).
+    wide = z.astype(np.float64)
+    within = np.mean(np.sum((wide - np.stack([wide[y == c].mean(0) for c in y])) ** 2, axis=1))
+    shifted = np.mean(np.sum((wide - wide[:16].mean(axis=0)) ** 2, axis=1))
+    tolerance = SAFETY * STAGES * np.sqrt(len(z) * d) * EPS32 * shifted / within
+    assert result["nc1"] == pytest.approx(want["nc1"], rel=tolerance)
+    assert result["cdnv"] == pytest.approx(want["cdnv"], rel=tolerance)

@@ -93,10 +93,29 @@ class EpochMeasure(StatisticsReader):
         """The measure from a built `ClassStatistics` (a scalar tensor)."""
         raise NotImplementedError
 
+    def _last_value(self):
+        """The last computed value (NaN before the first), as `result()` reports it in a step.
+
+        Eager PyTorch steps (`fit` without `jit_compile`) reuse one tensor as
+        long as the variables are not assigned (their version counters say
+        so): no operation a step, where the `where` would cost one dispatch.
+        """
+        last, has = self.last_result.value, self.has_result.value
+        token = None
+        if keras.backend.backend() == "torch" and is_concrete(last):
+            token = (id(last), last._version, id(has), has._version)
+            cached = getattr(self, "_last_value_cache", None)
+            if cached is not None and cached[0] == token:
+                return cached[1]
+        value = ops.where(has > 0, last, float("nan"))
+        if token is not None:
+            object.__setattr__(self, "_last_value_cache", (token, value))
+        return value
+
     def result(self):
         statistics = self.statistics
         if statistics.deferring:
-            return ops.where(self.has_result.value > 0, self.last_result.value, float("nan"))
+            return self._last_value()
         if not statistics.built_for:
             return ops.zeros((), dtype=self.dtype)
         value = ops.cast(self.compute(statistics), self.dtype)

@@ -1,6 +1,7 @@
 """`ClassStatistics`: mergeable per-class sums of features, the state of the class measures."""
 
 import contextlib
+import itertools
 
 import keras
 from keras import ops
@@ -75,6 +76,21 @@ def _add_to(variable, value):
         target.assign_add(value)
 
 
+def _add_scaled(variable, value, factor):
+    """`variable += value * factor` (`factor`: a scalar of its dtype), in place where possible.
+
+    One pass on PyTorch (`addcmul_`: no float64 copy of `value`).
+    """
+    target = _in_place(variable)
+    if target is not None and keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            target.addcmul_(value, factor)
+        return
+    _add_to(variable, ops.cast(value, variable.dtype) * factor)
+
+
 def _mean_over_replicas(value):
     """The mean of `value` over the replicas of a `tf.distribute` step (else `value`)."""
     if keras.backend.backend() != "tensorflow":
@@ -99,9 +115,12 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
     `CollapseClassifier.compile` creates one and shares it among all such
     metrics of the model, so a training step adds its batch once however many
     class metrics there are: one scatter-add of `[w, w ||y||^2, w y]` into the
-    state (cost `n d`, in place where the backend allows it), plus `n d^2` for
-    the second moment. It adds nothing to the logs (`result()` is an empty
-    dict). Standalone metrics own one each.
+    state (cost `n d`, in place where the backend allows it), plus the second
+    moment: its upper block triangle only (`moment_blocks` blocks of columns,
+    `(k + 1) / 2k` of the `n d^2` of the full product; see
+    `keras_nc.ops.statistics.class_sum_terms`), read back as the symmetric
+    `d x d` matrix (`moment`). It adds nothing to the logs (`result()` is an
+    empty dict). Standalone metrics own one each.
 
     **Shifted sums.** The sums are of `y = z - p`, `p` a pivot: the mean of
     the first batch after a reset (the mean over all replicas' first batches
@@ -128,6 +147,9 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             `build_for` or from the head rows of the first update).
         feature_dim: optional feature width `d`.
         second_moment: also accumulate the `d x d` second moment (NC1).
+        moment_blocks: the number of column blocks `k` of the second moment
+            (its upper block triangle is accumulated); `None` (default): one
+            per 128 features, at most 4 (1 below `d = 256`).
         name: metric name.
         dtype: dtype of the state.
 
@@ -152,10 +174,15 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         second_moment=False,
         name="class_statistics",
         dtype=None,
+        moment_blocks=None,
     ):
         super().__init__(name=name, dtype=dtype or statistics_dtype())
         self.num_classes, self.feature_dim = num_classes, feature_dim
         self.second_moment = bool(second_moment)
+        valid = isinstance(moment_blocks, int) and not isinstance(moment_blocks, bool)
+        if moment_blocks is not None and not (valid and moment_blocks >= 1):
+            raise ValueError(f"`moment_blocks` must be a positive int; received {moment_blocks!r}.")
+        self.moment_blocks = moment_blocks
         self.built_for = False
         self.deferring = False
         self.head_source = None
@@ -181,10 +208,20 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         self.per_class = self.add_variable(
             shape=(c, d + 2), initializer="zeros", dtype=dtype, name="per_class"
         )
+        self.moment_rows = []
         if self.second_moment:
-            self.moment = self.add_variable(
-                shape=(d, d), initializer="zeros", dtype=dtype, name="second_moment"
-            )
+            # The upper block triangle of the symmetric moment, one block row a
+            # variable (`moment` assembles the whole): each step adds to it in place.
+            blocks = self.moment_blocks or max(1, min(4, d // 128))
+            bounds = nc_statistics.moment_block_bounds(d, blocks)
+            self.moment_bounds = bounds
+            for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
+                name = "second_moment" if len(bounds) == 2 else f"second_moment_{i}"
+                self.moment_rows.append(
+                    self.add_variable(
+                        shape=(stop - start, d - start), initializer="zeros", dtype=dtype, name=name
+                    )
+                )
         # The pivot: the first batch's mean, subtracted from every batch. Every
         # replica holds the same one (`_pivot_of`), so read the first.
         self.pivot = self.add_variable(
@@ -215,6 +252,13 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             aggregation="only_first_replica",
         )
         self.built_for = True
+
+    @property
+    def moment(self):
+        """`(d, d)` second moment of the features minus the pivot (when accumulated)."""
+        if not self.second_moment:
+            raise AttributeError(f"{self.name} does not accumulate the second moment.")
+        return nc_statistics.moment_from_block_rows([v.value for v in self.moment_rows])
 
     @property
     def counts(self):
@@ -269,6 +313,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         terms = nc_statistics.class_sum_terms(
             features, step.y_true, self.num_classes, pivot, step.sample_weight,
             second_moment=self.second_moment, dtype=self.dtype, labels_name="y_true",
+            moment_blocks=len(self.moment_rows) or None,
         )  # fmt: skip
         self._add(terms)
         if head_weights is not None and self.head_source is None:
@@ -299,8 +344,11 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         rows, indices = terms["rows"], terms["indices"]
         if self.exponent is None:  # float64 state: the features' units
             _scatter_add(self.per_class, indices, rows)
-            if self.second_moment:
-                _add_to(self.moment, terms["second_moment"])
+            if self.second_moment:  # the blocks are in units of 2**(2 moment_exponent)
+                twice = ops.cast(2.0 * terms["moment_exponent"], self.dtype)
+                factor = _pow2(twice)
+                for variable, block in zip(self.moment_rows, terms["moment_rows"], strict=True):
+                    _add_scaled(variable, block, factor)
             return
         # Float32 state: units of 2**exponent, the largest batch scale so far.
         # Column powers: counts 0, squared norms 2, sums 1 (the second moment: 2).
@@ -320,8 +368,9 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             )
         )
         if self.second_moment:
-            moment = terms["second_moment"] * _pow2(2.0 * new)
-            self.moment.assign(self.moment.value * _pow2(2.0 * old) + moment)
+            rescale, scale = _pow2(2.0 * old), _pow2(2.0 * new)
+            for variable, block in zip(self.moment_rows, terms["moment_rows"], strict=True):
+                variable.assign(variable.value * rescale + ops.cast(block, self.dtype) * scale)
         self.exponent.assign(exponent)
 
     def statistics(self):
@@ -377,7 +426,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         """
         if not is_concrete(self.per_class.value):
             return compute()
-        parts = [self.per_class, self.head] + ([self.moment] if self.second_moment else [])
+        parts = [self.per_class, self.head, *self.moment_rows]
         fingerprint = tuple(ops.convert_to_numpy(ops.sum(p)).item() for p in parts)
         fingerprint += (ops.convert_to_numpy(self.counts).tobytes(),)
         if self._memo[0] != fingerprint:
@@ -392,4 +441,5 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             "num_classes": self.num_classes,
             "feature_dim": self.feature_dim,
             "second_moment": self.second_moment,
+            "moment_blocks": self.moment_blocks,
         }
