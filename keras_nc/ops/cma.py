@@ -420,6 +420,86 @@ def _eager(batch, eps, classes, members):
     return _normalised_mean(_run_entropies(matrices, trace, runs), counts)
 
 
+def _group_sizes(sizes):
+    """Static sizes for `_per_group`: `sizes` and three below the first (factors of 1.1)."""
+    below = {max(2, math.ceil(sizes[0] / 1.1**k)) for k in (3, 2, 1)}
+    return tuple(sorted(below - set(sizes))) + tuple(sizes)
+
+
+def _unit_scale(x, rows=None):
+    """`(1 / max |x|, floor)`: rows of `x` times the first have norms at most `sqrt(d)`;
+    `floor` is `normalize_rows`' floor of their squared norms over `rows` (a mask), eps = 1."""
+    scale = ops.stop_gradient(ops.amax(ops.abs(x)))
+    inverse = 1.0 / ops.where(scale > 0, scale, 1.0)
+    squares = ops.sum(ops.square(x * inverse), axis=-1)
+    if rows is not None:
+        squares = ops.where(rows, squares, 0.0)
+    top = ops.stop_gradient(ops.amax(squares))
+    return inverse, ops.where(top > 0, top, 1.0)
+
+
+def _per_group(batch, eps, member, counts, sizes):
+    """JAX under `jit`: each group padded to its own static size, one group at a time.
+
+    A loop over the slots (`keras.ops.map`, as the batched `eigh` runs on JAX
+    anyway) takes for each group the smallest of `sizes` that holds it
+    (`keras.ops.switch`: one branch runs), else `n + 1` rows (or its `d x d`
+    side): a group's `eigh` is about its own size, not the largest group's.
+    Each group's rows are gathered from the features once, scaled by the
+    batch's largest entry, and normalised on their Gram (as `_eager`).
+    """
+    features, anchors, labels = batch.features, batch.head, batch.labels
+    n, d = features.shape
+    num_classes = counts.shape[0]
+    dtype = features.dtype
+    slot_class, slot_count = _class_slots(counts, min(num_classes, n))
+    in_group = ops.sum(member, axis=1) > 0
+    inverse, top = _unit_scale(features, in_group)
+    inverse_anchor, top_anchor = _unit_scale(anchors)
+    weight = _row_scales(batch, dtype)
+    order = ops.argsort(ops.where(in_group, ops.cast(labels, "int32"), num_classes))
+    int_counts = ops.cast(counts, "int32")
+    start = ops.take(ops.cumsum(int_counts) - int_counts, slot_class)
+    count = ops.cast(slot_count, "int32")
+    sizes = (*sizes, n + 1)
+    limits = ops.convert_to_tensor(sizes[:-1])
+    branch = ops.sum(ops.cast(ops.expand_dims(count + 1, -1) > limits, "int32"), axis=-1)
+    slot_anchors = ops.take(anchors, slot_class, axis=0) * inverse_anchor
+
+    def entropy_of(size):
+        def fn(first, members, anchor):
+            offset = ops.arange(size - 1, dtype="int32")
+            index = ops.take(order, ops.clip(first + offset, 0, n - 1))
+            kept = ops.cast(offset < members, dtype)
+            rows = ops.take(features, index, axis=0) * ops.expand_dims(kept * inverse, -1)
+            group = ops.concatenate([ops.expand_dims(anchor, 0), rows], axis=0)
+            squares = ops.sum(ops.square(group), axis=-1)
+            scale = ops.rsqrt(maximum(squares, eps * eps * top)) * ops.concatenate(
+                [ops.zeros((1,), dtype), kept], axis=0
+            )
+            if weight is not None:
+                scale = scale * ops.concatenate([ops.ones((1,), dtype), ops.take(weight, index)], 0)
+            own = ops.rsqrt(maximum(squares[:1], eps * eps * top_anchor))
+            scale = ops.concatenate([own, scale[1:]], axis=0)
+            trace = ops.sum(squares * ops.square(scale))[None]
+            if size <= d:
+                matrices = outer_gram(group) * ops.expand_dims(scale, -1) * scale
+            else:
+                scaled = group * ops.expand_dims(scale, -1)
+                matrices = matmul(ops.transpose(scaled), scaled)
+            return _entropies(matrices[None], trace)[0]
+
+        return fn
+
+    branches = [entropy_of(size) for size in sizes]
+
+    def one(slot):
+        return ops.switch(slot[0], branches, slot[1], slot[2], slot[3])
+
+    entropy = ops.map(one, (branch, start, count, slot_anchors))
+    return _normalised_mean(entropy, slot_count)
+
+
 # --------------------------------------------------------------------------- #
 # Dispatcher
 # --------------------------------------------------------------------------- #
@@ -432,6 +512,8 @@ EIGH_FLOPS = 9.0
 MATRIX_OVERHEAD = 9.0 * 12.0**3
 CALL_OVERHEAD = 9.0 * 40.0**3
 MAX_CANDIDATES = 7
+# JAX: with at most this many slots each group is padded to its own size.
+PER_GROUP_SLOTS = 32
 
 
 def _eigh_cost(k, m):
@@ -513,6 +595,17 @@ def _auto_eager(batch, eps):
     if largest > d or padded_cost(n, batch.num_classes, d, largest) >= costs[fallback]:
         return None  # the layouts of normalised rows (groups wider than d: their d x d sides)
     return _eager(batch, eps, classes, members)
+
+
+def _takes_per_group(batch, counts):
+    """Whether `"auto"` takes `_per_group`: JAX under `jit`, few slots, padded sizes planned."""
+    n, d = batch.features.shape
+    return (
+        keras.backend.backend() == "jax"
+        and not is_concrete(counts)
+        and min(batch.num_classes, n) <= PER_GROUP_SLOTS
+        and bool(plan(n, batch.num_classes, d)[1])
+    )
 
 
 def _largest_group(counts):
@@ -642,6 +735,9 @@ def cma_entropy_of(batch, eps=1e-6, layout="auto"):
         value = _width(zhat, what, member, counts)
     elif layout == "padded":
         value = _padded(zhat, what, batch.labels, member, counts, n + 1)
+    elif _takes_per_group(batch, counts):
+        sizes = plan(n, batch.num_classes, batch.features.shape[1])[1]
+        value = _per_group(batch, eps, member, counts, _group_sizes(sizes))
     else:
         value = _auto(zhat, what, batch.labels, member, counts)
     return nan_unless(batch.ok, value)
