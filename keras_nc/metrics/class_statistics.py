@@ -344,9 +344,8 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         rows, indices = terms["rows"], terms["indices"]
         if self.exponent is None:  # float64 state: the features' units
             _scatter_add(self.per_class, indices, rows)
-            if self.second_moment:  # the blocks are in units of 2**(2 moment_exponent)
-                twice = ops.cast(2.0 * terms["moment_exponent"], self.dtype)
-                factor = _pow2(twice)
+            if self.second_moment:  # float32 blocks of the scaled features
+                factor = ops.cast(terms["moment_scale"], self.dtype)
                 for variable, block in zip(self.moment_rows, terms["moment_rows"], strict=True):
                     _add_scaled(variable, block, factor)
             return
@@ -361,7 +360,13 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         floor = ops.cast(scale_exponent(self.pivot.value), self.dtype) - 64.0
         exponent = ops.maximum(ops.maximum(self.exponent.value, batch), floor)
         old, new = self.exponent.value - exponent, batch - exponent  # both <= 0
-        state = self.per_class.value * _pow2(powers * old)
+        # The state is rescaled only when a batch raises the exponent (rarely):
+        # on JAX, `lax.cond` skips the `C x (d + 2)` pass of the other steps.
+        state = self.per_class.value
+        if keras.backend.backend() == "jax":  # `lax.cond`: the pass only when needed
+            state = ops.cond(old < 0, lambda: state * _pow2(powers * old), lambda: state)
+        else:
+            state = state * _pow2(powers * old)
         self.per_class.assign(
             ops.scatter_update(
                 state, ops.expand_dims(indices, -1), rows * _pow2(powers * new), reduction="add"

@@ -226,8 +226,10 @@ def class_sum_terms(
         0 for `dtype="float64"`) and, when asked, either `second_moment` or
         `moment_rows` (a list of `k` float32 tensors, the `i`-th of shape
         `(s[i+1] - s[i], d - s[i])`, `s = moment_block_bounds(d, k)`: rows
-        `s[i]` to `s[i+1]` of the moment from column `s[i]` on, in units of
-        `2**(2 moment_exponent)`) and `moment_exponent` (a float32 scalar).
+        `s[i]` to `s[i+1]` of the moment from column `s[i]` on, float32
+        products of the scaled features: in the units of the rows' squared
+        norms once multiplied by `moment_scale`, a float64 power of two
+        returned for `dtype="float64"`).
     """
     features = ops.stop_gradient(features_tensor(features))
     labels = label_indices(labels, num_classes, labels_name, num_samples=features.shape[0])
@@ -245,10 +247,10 @@ def class_sum_terms(
         terms = ops.cast(y, "float64")
         sq_norms = ops.sum(terms * terms, axis=-1)
         exponent = None
-        if second_moment:
+        if second_moment:  # float64 e, an integer
             top = largest(sq_norms)
             top = maximum(top, ops.full_like(top, 2.0**-252))
-            exponent = ops.cast(ops.ceil(0.5 * ops.log2(top)), "float32")
+            exponent = ops.ceil(0.5 * ops.log2(top))
     else:
         top = ops.maximum(largest(ops.abs(y)), 2.0**-126)
         exponent = ops.ceil(ops.log2(ops.cast(top, "float32")))
@@ -264,13 +266,15 @@ def class_sum_terms(
     result["rows"] = ops.concatenate(columns, axis=-1)
     if second_moment:
         if wide:
-            scaled = y * ops.cast(ops.exp2(-exponent), y.dtype)
+            scaled = y * ops.cast(_exp2(-exponent), y.dtype)
         right = scaled if weight is None else scaled * ops.expand_dims(weight, -1)
+        # Float64 rows: the float32 moment of y 2**-e, times 2**2e (exact, a power
+        # of two, in range in float64), is in the features' units.
+        scale = _exp2(2.0 * exponent) if wide else None
         if moment_blocks is None:
             moment = matmul(ops.transpose(scaled), right)
-            if wide:  # back to the features' units: exact (a power of two), in range in float64
-                twice = ops.cast(2.0 * exponent, "float64")
-                moment = ops.cast(moment, "float64") * ops.power(ops.full_like(twice, 2.0), twice)
+            if wide:
+                moment = ops.cast(moment, "float64") * scale
             result["second_moment"] = moment
         else:
             bounds = moment_block_bounds(int(features.shape[-1]), moment_blocks)
@@ -279,9 +283,15 @@ def class_sum_terms(
                 matmul(left[start:stop], right[:, start:])
                 for start, stop in itertools.pairwise(bounds)
             ]
-            result["moment_exponent"] = exponent
+            if wide:
+                result["moment_scale"] = scale
     result["exponent"] = ops.zeros((), "float32") if wide else exponent
     return result
+
+
+def _exp2(x):
+    """`2 ** x` in the dtype of `x` (float64 stays float64 on every backend)."""
+    return ops.power(ops.full_like(x, 2.0), x)
 
 
 def moment_block_bounds(d, blocks):
