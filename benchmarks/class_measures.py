@@ -16,11 +16,13 @@ Three tables, each backend in its own process:
   round's ratio is the median step of the variant over the median plain step
   of the same round; the table gives the median ratio over the rounds and its
   spread (smallest to largest). The step adds the batch to one shared
-  `ClassStatistics` (one scatter-add, `n d`, and NC1's `d x d` second moment,
-  `n d^2`); the measures themselves are computed once, at the end of the
-  epoch. `--profile` prints the busiest operations of ten MLP steps instead
-  (`torch.profiler` on PyTorch, the TensorFlow profiler's trace on
-  TensorFlow: open it in TensorBoard).
+  `ClassStatistics` (one scatter-add, `n d`, and the upper block triangle of
+  NC1's `d x d` second moment, `5/8 n d^2` at d = 512); the measures
+  themselves are computed once, at the end of the epoch. `--models mlp`
+  times the MLP only; `--clock cpu --threads 1` the process's CPU time on one
+  thread (for a shared machine). `--profile` prints the busiest operations
+  of ten MLP steps instead (`torch.profiler` on PyTorch, the TensorFlow
+  profiler's trace on TensorFlow: open it in TensorBoard).
 - `epoch_end`: the seconds of that epoch-end computation (`get_metrics_result()`
   outside the step) for C = 100, 1,000 and 10,000 classes, all present, d = 512:
   the five NC measures (one SVD of `C x d` and `C x C` products) and the class
@@ -34,6 +36,7 @@ Three tables, each backend in its own process:
   features (needs Debian's `dataset-fashion-mnist`).
 
     python benchmarks/class_measures.py [--tables step epoch_end accuracy] [--backends jax]
+    python benchmarks/class_measures.py --tables step --models mlp --clock cpu --threads 1
     python benchmarks/class_measures.py --profile --backends torch
 """
 
@@ -342,6 +345,11 @@ def run(backend, table, args):
     if args.threads:  # the kernels' own pools (OpenMP, BLAS; XLA's CPU client)
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[name] = str(args.threads)
+        # XLA's CPU client (JAX; TensorFlow with XLA): its own Eigen pool.
+        xla = f"intra_op_parallelism_threads={args.threads}"
+        if args.threads == 1:
+            xla = "--xla_cpu_multi_thread_eigen=false " + xla
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla).strip()
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "tests"), ROOT])
     cmd = [sys.executable, __file__, "--worker", table, *sys.argv[1:]]
     out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
