@@ -230,7 +230,8 @@ def test_losses_and_metrics_share_the_step_entropies(digits, monkeypatch, run_ea
     model.compile(
         optimizer="sgd",
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), regularizer],
-        metrics=[MIR(), HDR(), MatrixEntropy()],
+        # A batch of exactly `sample_size` rows is one estimate: the step's own.
+        metrics=[MIR(sample_size=48), HDR(sample_size=48), MatrixEntropy(sample_size=48)],
         run_eagerly=run_eagerly,
         jit_compile=False if run_eagerly else jit_setting(),
     )

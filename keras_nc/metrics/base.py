@@ -1,9 +1,13 @@
 """`CollapseMetric`: the protocol of metrics that read labels, features and head rows."""
 
+import warnings
+
 import keras
+import numpy as np
 from keras import ops
 
-from keras_nc.ops._guards import features_tensor
+from keras_nc.metrics.sample_groups import SampleGroups
+from keras_nc.ops._guards import features_tensor, is_concrete
 from keras_nc.step import CollapseStep
 
 
@@ -101,24 +105,143 @@ def batch_weight(features, sample_weight):
     return ops.where(ops.cast(n, "float32") >= 2.0, weight, 0.0)
 
 
-class BatchMeasure(CollapseMetric, keras.metrics.Mean):
-    """A per-batch collapse measure averaged over the batches of an epoch.
+DEFAULT_SAMPLE_SIZE = 128
 
-    A `keras.metrics.Mean` of `measure(step)` weighted by `batch_weight` (the
-    batch size; 0 for a batch of fewer than two samples). Subclasses implement
-    `measure(step, features)`.
+
+def check_sample_size(sample_size):
+    """`sample_size` if it is None or an integer >= 2, else a `ValueError` naming it."""
+    if sample_size is None:
+        return None
+    if isinstance(sample_size, bool) or not isinstance(sample_size, (int, np.integer)):
+        raise ValueError(
+            f"`sample_size` must be None or an integer >= 2 (rows per estimate); "
+            f"received {sample_size!r}."
+        )
+    if sample_size < 2:
+        raise ValueError(
+            f"`sample_size` must be at least 2 (a Gram matrix of one row has no geometry); "
+            f"received {sample_size}."
+        )
+    return int(sample_size)
+
+
+class BatchMeasure(CollapseMetric, keras.metrics.Mean):
+    """A measure of a set of rows, averaged over the sets of an epoch.
+
+    With `sample_size=m` (default 128) the measure is computed on consecutive
+    groups of `m` rows gathered across the loader's batches (in metric state,
+    `keras_nc.metrics.sample_groups`), and the result is the mean over the
+    complete groups (weighted by their rows' sample weights): the value is a
+    property of the metric, not of the loader's batch size. While no group is
+    complete (an epoch of fewer than `m` rows), the result is the measure of
+    the rows gathered so far; rows after the last complete group are left
+    out. With `sample_size=None`, each batch is one set (the value then
+    depends on the batch size), weighted by `batch_weight`. Subclasses
+    implement `measure(step, features)`; `groups_rows = False` for a measure
+    that reads no rows (the head's entropy).
     """
 
+    groups_rows = True
+
+    def __init__(self, sample_size=DEFAULT_SAMPLE_SIZE, name=None, dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.sample_size = check_sample_size(sample_size)
+        self.groups = None
+        self._warned_per_device = False
+
     def measure(self, step, features):
-        """The batch's value (a scalar tensor) from its `CollapseStep`."""
+        """The value (a scalar tensor) of the rows of a `CollapseStep`."""
         raise NotImplementedError
+
+    @property
+    def grouped(self):
+        return self.sample_size is not None and self.groups_rows
+
+    def build_for(self, num_classes, feature_dim):
+        if self.grouped and self.groups is None:
+            self.groups = SampleGroups(self, self.sample_size, feature_dim)
+            self.completed = self.add_variable(
+                shape=(), initializer="zeros", dtype="float32", name="groups_weight"
+            )
+            self.rest_value = self.add_variable(
+                shape=(), initializer="zeros", dtype=self.dtype, name="rest_value"
+            )
 
     def update_from_step(self, step, logits=None):
         features = ops.convert_to_tensor(step.features)
-        value = self.measure(step, features)
-        weight = self.weight(features, step.sample_weight)
-        keras.metrics.Mean.update_state(self, value, sample_weight=weight)
+        if self.grouped and step.per_device:
+            if not self._warned_per_device:
+                self._warned_per_device = True
+                warnings.warn(
+                    f"{self.name}: `sample_size={self.sample_size}` gathers rows across "
+                    'batches, which `sample_scope="device"` (each device\'s rows apart) '
+                    "cannot do; the measure is taken on each batch's per-device rows instead, "
+                    "and its value depends on the batch size.",
+                    stacklevel=2,
+                )
+        if not self.grouped or step.per_device:
+            value = self.measure(step, features)
+            weight = self.weight(features, step.sample_weight)
+            keras.metrics.Mean.update_state(self, value, sample_weight=weight)
+            return
+        self.build_for(None, features.shape[-1])
+        batch = step.batch() if self.needs_head else None
+        n = ops.shape(features)[0]
+        if batch is not None:
+            features, labels, head = batch.features, batch.labels, batch.head
+        else:
+            labels, head = ops.zeros((n,), "int32"), None
+        weights = step.sample_weight
+        weights = ops.ones((n,), "float32") if weights is None else ops.cast(weights, "float32")
+        if batch is not None and batch.ok is not None:  # invalid rows, traced: NaN groups
+            weights = ops.where(batch.ok, weights, float("nan"))
+
+        def measure(rows, row_labels, row_weights):
+            return self.measure(CollapseStep(row_labels, rows, head, row_weights), rows)
+
+        whole_batch = None
+        if step.sample_weight is None and features.shape[0] == self.sample_size:
+            # A batch of exactly one group: its value is the step's own (shared
+            # with the losses and the other metrics) when the buffer is empty.
+            def whole_batch():
+                return self.measure(step, features)
+
+        total, count = self.groups.add(features, labels, weights, measure, whole_batch)
+        keras.metrics.Mean.update_state(
+            self, total / ops.maximum(count, 1e-30), sample_weight=count
+        )
+        self.completed.assign(self.completed.value + count)
+        groups = self.groups
+
+        def rest():
+            value = ops.cast(groups.measure_rest(measure), self.dtype)
+            return ops.where(groups.filled.value >= 2, value, ops.zeros_like(value))
+
+        completed = self.completed.value
+        if is_concrete(completed):
+            value = rest() if float(ops.convert_to_numpy(completed)) == 0 else None
+        else:
+            value = ops.cond(completed > 0, lambda: ops.zeros((), self.dtype), rest)
+        if value is not None:
+            self.rest_value.assign(value)
+
+    def result(self):
+        if self.grouped and self.groups is not None:
+            return ops.where(
+                self.completed.value > 0, keras.metrics.Mean.result(self), self.rest_value.value
+            )
+        return keras.metrics.Mean.result(self)
+
+    def reset_state(self):
+        keras.metrics.Mean.reset_state(self)
+        if self.groups is not None:
+            self.groups.reset()
+            self.completed.assign(0.0)
+            self.rest_value.assign(ops.zeros((), self.dtype))
 
     def weight(self, features, sample_weight):
-        """The batch's weight in the mean (`batch_weight`)."""
+        """A batch's weight in the mean without `sample_size` (`batch_weight`)."""
         return batch_weight(features, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "sample_size": self.sample_size}

@@ -39,12 +39,13 @@ class RankMe(BatchMeasure):
     """
 
     needs_head = False
+    groups_rows = False  # one value per batch: see the class docstring
     direction = "up"
 
     def __init__(
         self, center=False, spectrum="singular_values", epsilon=0.0, name="rank_me", dtype=None
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(sample_size=None, name=name, dtype=dtype)
         if spectrum not in SPECTRA:
             raise ValueError(
                 f'`spectrum` must be "singular_values" or "covariance"; received {spectrum!r}.'
@@ -63,8 +64,9 @@ class RankMe(BatchMeasure):
         )
 
     def get_config(self):
+        config = {k: v for k, v in super().get_config().items() if k != "sample_size"}
         return {
-            **super().get_config(),
+            **config,
             "center": self.center,
             "spectrum": self.spectrum,
             "epsilon": self.epsilon,

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_nc import ops as nc_ops
-from keras_nc.metrics.base import BatchMeasure
+from keras_nc.metrics.base import DEFAULT_SAMPLE_SIZE, BatchMeasure
 from keras_nc.metrics.class_measures import ClassHDR, ClassMIR
 from keras_nc.ops import cma
 from keras_nc.ops._guards import check_alpha, check_flag
@@ -27,10 +27,13 @@ def _normalized(entropy, n):
 class MatrixEntropy(BatchMeasure):
     """Matrix entropy of the batch features (or of the classifier head).
 
-    `of="features"`: `H(K_Z)` of the cosine Gram of each batch's features
-    (centred by the batch mean by default), computed on the `min(n, d)` side and
-    averaged over the epoch's batches weighted by their size (a batch of fewer
-    than two samples has no geometry and weight 0). `of="head"`:
+    `of="features"`: `H(K_Z)` of the cosine Gram of `sample_size` rows of
+    features (centred by their mean by default), computed on the
+    `min(n, d)` side, averaged over the epoch's groups of `sample_size` rows
+    gathered across batches (see `keras_nc.metrics.base.BatchMeasure`): the
+    value does not depend on the loader's batch size, but it grows with
+    `sample_size` (up to `log min(sample_size, d)`); compare runs at one
+    `sample_size`. `of="head"`:
     `H(Gram(W))` of the head rows, averaged over batches. At Neural Collapse
     both tend to `log(C - 1)` (`keras_nc.theory.entropy_at_collapse`).
 
@@ -39,6 +42,8 @@ class MatrixEntropy(BatchMeasure):
         center: centre the features by the batch mean (default `True`).
         alpha: entropy order (1: von Neumann; see `keras_nc.ops.matrix_entropy`).
         normalize: divide by `log n` (by `log C` for the head).
+        sample_size: rows per estimate (default 128); None: one estimate
+            per batch, whose value then depends on the batch size.
         name: metric name (default `"matrix_entropy"`; `"head_entropy"` for
             `of="head"`).
         dtype: metric dtype.
@@ -59,13 +64,15 @@ class MatrixEntropy(BatchMeasure):
         center=True,
         alpha=1.0,
         normalize=False,
+        sample_size=DEFAULT_SAMPLE_SIZE,
         name=None,
         dtype=None,
     ):
         if of not in ("features", "head"):
             raise ValueError(f'`of` must be "features" or "head"; received {of!r}.')
         name = name or ("matrix_entropy" if of == "features" else "head_entropy")
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(sample_size=sample_size, name=name, dtype=dtype)
+        self.groups_rows = of == "features"  # the head's entropy reads no rows
         self.of, self.center = of, check_flag(center, "center")
         self.normalize = check_flag(normalize, "normalize")
         self.alpha = check_alpha(alpha)
@@ -110,12 +117,19 @@ class _SampleRatio(BatchMeasure):
     def __new__(cls, pairing="sample", *args, **kwargs):
         _check_pairing(pairing)
         if pairing == "class":  # a documented factory: the class pairing's own class
+            if kwargs.pop("sample_size", None) is not None:
+                raise ValueError(
+                    "`sample_size` sets the rows of each estimate of the sample pairing; the "
+                    'class pairing (`pairing="class"`) reads the class means of the whole '
+                    "epoch: leave it out."
+                )
             return cls._class_pairing(*args, **kwargs)
         return super().__new__(cls)
 
     def __init__(self, pairing="sample", center=True, alpha=1.0, num_classes=None,
-                 feature_dim=None, name=None, dtype=None):  # fmt: skip
-        super().__init__(name=name or self._default_names[0], dtype=dtype)
+                 feature_dim=None, sample_size=DEFAULT_SAMPLE_SIZE, name=None,
+                 dtype=None):  # fmt: skip
+        super().__init__(sample_size=sample_size, name=name or self._default_names[0], dtype=dtype)
         self.pairing, self.center = "sample", check_flag(center, "center")
         self.alpha = check_alpha(alpha)
 
@@ -135,10 +149,14 @@ class _SampleRatio(BatchMeasure):
 class MIR(_SampleRatio):
     """Matrix Mutual Information Ratio between features and classifier head.
 
-    `pairing="sample"` (default, what the paper tracks): for each batch, the
-    cosine Gram of the (batch-centred) features against that of the head rows
-    picked by the labels; averaged over batches weighted by size (a batch of
-    one sample has weight 0).
+    `pairing="sample"` (default, what the paper tracks): the cosine Gram of
+    `sample_size` rows of features (centred by their mean) against that of
+    the head rows picked by their labels, averaged over the epoch's groups of
+    `sample_size` rows gathered across the loader's batches. The value
+    depends on `sample_size` and on C, not on the batch size: on a trained
+    network it falls as `sample_size` grows (the docs' Concepts page,
+    "Reading the measures", has a measured table); compare runs at one
+    `sample_size`. With `sample_size=None` each batch is one estimate.
     `pairing="class"` returns a `ClassMIR` (a factory: the class pairing has its
     own class and state): per-class sums are accumulated over the epoch (mergeable
     across batches and devices) and the globally centred class means are
@@ -155,6 +173,8 @@ class MIR(_SampleRatio):
         num_classes: optional, class pairing: size of the state (otherwise set
             by `CollapseClassifier.compile` or the first update).
         feature_dim: optional, class pairing: feature width.
+        sample_size: sample pairing: rows per estimate (default 128; None:
+            one per batch). Not for the class pairing.
         name: metric name (default `"mir"`, `"mir_class"` for the class
             pairing, so both can be logged side by side).
         dtype: metric dtype.
@@ -190,6 +210,8 @@ class HDR(_SampleRatio):
         alpha: entropy order.
         num_classes: optional, class pairing state size.
         feature_dim: optional, class pairing feature width.
+        sample_size: sample pairing: rows per estimate (default 128; None:
+            one per batch).
         name: metric name (default `"hdr"`, `"hdr_class"` for the class
             pairing).
         dtype: metric dtype.
@@ -216,13 +238,16 @@ class CMA(BatchMeasure):
     entropy of its samples' features together with its head row (the class
     anchor), averaged over the classes present (`keras_nc.ops.cma_entropy`).
     In `[0, 1]`: 0 when every class's features lie on its anchor's direction,
-    lower is better. Averaged over the epoch's batches weighted by their size.
+    lower is better. Averaged over the epoch's groups of `sample_size` rows
+    gathered across batches (see `MIR`).
 
-    The value depends on the batch size: a class group of `m` members has
-    normalised entropy `H / log m`, and unaligned random features give values
-    near 1 for any `m` (the chance level), so compare runs at one batch size.
+    The value depends on `sample_size` (not on the loader's batch size): a
+    class group of `m` members has normalised entropy `H / log m`, and
+    unaligned random features give values near 1 for any `m` (the chance
+    level), so compare runs at one `sample_size`.
 
     Args:
+        sample_size: rows per estimate (default 128; None: one per batch).
         name: metric name (default `"cma"`).
         dtype: metric dtype.
 
@@ -238,8 +263,8 @@ class CMA(BatchMeasure):
 
     direction = "down"
 
-    def __init__(self, name="cma", dtype=None):
-        super().__init__(name=name, dtype=dtype)
+    def __init__(self, sample_size=DEFAULT_SAMPLE_SIZE, name="cma", dtype=None):
+        super().__init__(sample_size=sample_size, name=name, dtype=dtype)
 
     def measure(self, step, features):
         return cma.cma_entropy_of(step.batch())

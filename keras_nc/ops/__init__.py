@@ -37,6 +37,7 @@ Numerics, in one place:
 """
 
 from keras_nc.ops._guards import LabelledBatch, labelled_batch
+from keras_nc.ops.chance import class_pairing_chance
 from keras_nc.ops.cma import cma_entropy
 from keras_nc.ops.collapse import ncc_agreement, neural_collapse_measures
 from keras_nc.ops.entropy import (
@@ -66,6 +67,7 @@ __all__ = [
     "alpha_req",
     "alpha_req_of_gram",
     "class_means",
+    "class_pairing_chance",
     "class_pairing_grams",
     "class_pairing_hdr",
     "class_pairing_ratios",

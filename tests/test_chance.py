@@ -1,0 +1,119 @@
+"""Chance levels of the class pairing (`class_pairing_chance`, `ClassMIR(baseline=...)`)."""
+
+import keras
+import numpy as np
+import pytest
+import reference as ref
+from conftest import to_numpy
+from tolerances import entropy_tolerance, ratio_tolerance
+
+from keras_nc import metrics, theory
+from keras_nc import ops as nc
+from keras_nc.models import CollapseClassifier
+from keras_nc.ops.chance import head_permutations
+
+
+def _mir_bound(k_m, k_w):
+    h = [ref.entropy(k_m), ref.entropy(k_w), ref.entropy(k_m * k_w)]
+    e = [entropy_tolerance(k_m), entropy_tolerance(k_w), entropy_tolerance(k_m * k_w)]
+    return ratio_tolerance(*h, *e, "mir")
+
+
+def _permuted_reference(means, head, permutations):
+    """MIR of each permutation of the head rows, in float64 (means already centred)."""
+    k_m = ref.gram(means)
+    values = [ref.mir(k_m, ref.gram(head[perm])) for perm in permutations]
+    bound = max(_mir_bound(k_m, ref.gram(head[perm])) for perm in permutations)
+    return np.asarray(values), bound
+
+
+def test_chance_is_the_mean_over_permutations(rng):
+    c, d = 10, 32
+    means, head = rng.normal(size=(c, d)), rng.normal(size=(c, d))
+    mir_chance, hdr_chance = nc.class_pairing_chance(np.ones(c), means, head, center=False)
+    values, bound = _permuted_reference(means, head, head_permutations(c, 16))
+    assert float(to_numpy(mir_chance)) == pytest.approx(values.mean(), abs=bound)
+    # A permutation keeps the head's spectrum: HDR's chance level is HDR itself.
+    _, hdr = nc.class_pairing_ratios(np.ones(c), means, head, center=False)
+    assert float(to_numpy(hdr_chance)) == pytest.approx(float(to_numpy(hdr)), abs=1e-5)
+
+
+@pytest.mark.parametrize("d", [16, 64])
+def test_unrelated_rows_score_at_chance(rng, d):
+    """Random means and head rows: MIR within sampling error of its chance level."""
+    c = 10
+    means, head = rng.normal(size=(c, d)), rng.normal(size=(c, d))
+    mir, _ = nc.class_pairing_ratios(np.ones(c), means, head, center=False)
+    chance, _ = nc.class_pairing_chance(np.ones(c), means, head, center=False)
+    # The spread of MIR over relabellings (many of them): the value of an
+    # unrelated pairing is one draw from that distribution.
+    spread = _permuted_reference(means, head, head_permutations(c, 200, seed=1))[0].std()
+    assert abs(float(to_numpy(mir)) - float(to_numpy(chance))) <= 4 * spread + 1e-4
+
+
+def test_etf_aligned_head_is_at_collapse_and_at_chance():
+    """An ETF's Gram is the same under every relabelling: MIR* is also its chance level."""
+    c = 6
+    means = np.linalg.cholesky(ref.etf_gram(c) + 1e-12 * np.eye(c))  # rows: a simplex ETF
+    metric_value, hdr = nc.class_pairing_ratios(np.ones(c), means, means, center=False)
+    chance, _ = nc.class_pairing_chance(np.ones(c), means, means, center=False)
+    k = ref.etf_gram(c)
+    bound = _mir_bound(k, k)
+    assert float(to_numpy(metric_value)) == pytest.approx(theory.mir_at_collapse(c), abs=bound)
+    assert float(to_numpy(hdr)) == pytest.approx(0.0, abs=1e-5)
+    assert float(to_numpy(chance)) == pytest.approx(theory.mir_at_collapse(c), abs=bound)
+
+
+def test_shared_class_structure_scores_above_chance(rng):
+    """Means and head rows with the same class structure (two families of classes)."""
+    c, d = 8, 32
+    family = np.repeat(rng.normal(size=(2, d)) * 3.0, c // 2, axis=0)
+    means = family + rng.normal(size=(c, d))
+    head = family + rng.normal(size=(c, d))
+    mir, _ = nc.class_pairing_ratios(np.ones(c), means, head, center=False)
+    chance, _ = nc.class_pairing_chance(np.ones(c), means, head, center=False)
+    spread = _permuted_reference(means, head, head_permutations(c, 200, seed=1))[0].std()
+    assert float(to_numpy(mir)) - float(to_numpy(chance)) > 3 * spread
+
+
+def test_absent_classes_keep_their_rows():
+    present = np.array([True, False, True, True, False])
+    for perm in head_permutations(5, 20, present=present):
+        assert perm[1] == 1 and perm[4] == 4
+        assert sorted(perm[present]) == [0, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"baseline": "random"}, "`baseline`"), ({"permutations": 0}, "`permutations`"),
+     ({"permutations": 2.0}, "`permutations`")],
+)  # fmt: skip
+def test_bad_arguments_are_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        metrics.ClassMIR(**kwargs)
+
+
+def test_metrics_log_value_chance_and_excess(rng):
+    c, d, n = 4, 8, 64
+    y = np.arange(n) % c
+    z = (3.0 * rng.normal(size=(c, d)))[y] + rng.normal(size=(n, d))
+    inputs = keras.Input((d,))
+    model = CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), c)
+    model.compile(
+        loss="sparse_categorical_crossentropy",
+        metrics=[metrics.ClassMIR(), metrics.ClassMIR(baseline="chance"),
+                 metrics.ClassMIR(baseline="excess"), metrics.ClassHDR(baseline="chance")],
+    )  # fmt: skip
+    logs = model.evaluate(z.astype("float32"), y, batch_size=16, verbose=0, return_dict=True)
+    assert logs["mir_class_excess"] == pytest.approx(
+        logs["mir_class"] - logs["mir_class_chance"], abs=1e-6
+    )
+    head = to_numpy(model.head.kernel).T
+    k_m, _ = ref.class_pairing(z, y, head, c)
+    means = z.reshape(-1, c, d).mean(axis=0) - z.mean(axis=0)  # y = arange % c
+    values, bound = _permuted_reference(means, head, head_permutations(c, 16))
+    assert logs["mir_class_chance"] == pytest.approx(values.mean(), abs=bound + 1e-5)
+    assert logs["hdr_class_chance"] == pytest.approx(ref.hdr(k_m, ref.gram(head)), abs=1e-4)
+    config = metrics.ClassMIR(baseline="excess", permutations=8).get_config()
+    restored = metrics.ClassMIR.from_config(config)
+    assert (restored.baseline, restored.permutations, restored.direction) == ("excess", 8, "up")

@@ -1,0 +1,149 @@
+"""Per-sample measures on groups of `sample_size` rows: independent of the loader's batch size."""
+
+import keras
+import numpy as np
+import pytest
+import reference as ref
+from conftest import to_numpy
+from tolerances import entropy_tolerance, ratio_tolerance
+
+from keras_nc import metrics
+from keras_nc.models import CollapseClassifier
+
+C, D, N, SIZE = 5, 8, 256, 64
+
+
+def _data(rng):
+    centres = 2.0 * rng.normal(size=(C, D))
+    y = rng.integers(0, C, N)
+    z = centres[y] + rng.normal(size=(N, D))
+    head = rng.normal(size=(C, D))
+    return z.astype("float32"), y.astype("int32"), head.astype("float32")
+
+
+def _model(head):
+    inputs = keras.Input((D,))
+    model = CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), C)
+    model.head.kernel.assign(head.T)
+    return model
+
+
+def _group_reference(z, y, head, rows):
+    """MIR, HDR and entropy of each group of rows (float64) and their float32 bounds."""
+    values, bounds = [], []
+    for group in rows:
+        k_z, k_w = ref.gram(z[group], center=True), ref.gram(head[y[group]])
+        h = [ref.entropy(k_z), ref.entropy(k_w), ref.entropy(k_z * k_w)]
+        e = [entropy_tolerance(k_z), entropy_tolerance(k_w), entropy_tolerance(k_z * k_w)]
+        values.append([ref.mir(k_z, k_w), ref.hdr(k_z, k_w), h[0]])
+        bounds.append([ratio_tolerance(*h, *e, "mir"), ratio_tolerance(*h, *e, "hdr"), e[0]])
+    return np.mean(values, axis=0), np.mean(bounds, axis=0)
+
+
+def _sample_metrics(sample_size=SIZE):
+    return [
+        metrics.MIR(sample_size=sample_size),
+        metrics.HDR(sample_size=sample_size),
+        metrics.MatrixEntropy(sample_size=sample_size),
+    ]
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", False])
+def test_evaluate_is_independent_of_the_batch_size(rng, jit_compile):
+    z, y, head = _data(rng)
+    model = _model(head)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=_sample_metrics(),
+                  jit_compile=jit_compile)  # fmt: skip
+    groups = [slice(i, i + SIZE) for i in range(0, N, SIZE)]
+    expected, bound = _group_reference(z, y, head, groups)
+    for batch_size in (8, 32, 48, 64, 256):  # 48: groups span ragged batches
+        result = model.evaluate(z, y, batch_size=batch_size, verbose=0, return_dict=True)
+        got = [result["mir"], result["hdr"], result["matrix_entropy"]]
+        error = np.abs(np.asarray(got) - expected)
+        assert np.all(error <= bound), (batch_size, got, expected, bound)
+
+
+def test_without_sample_size_each_batch_is_an_estimate(rng):
+    """`sample_size=None` is the per-batch mean: it changes with the batch size."""
+    z, y, head = _data(rng)
+    model = _model(head)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=_sample_metrics(None))
+    small = model.evaluate(z, y, batch_size=16, verbose=0, return_dict=True)
+    large = model.evaluate(z, y, batch_size=256, verbose=0, return_dict=True)
+    expected_small, _ = _group_reference(z, y, head, [slice(i, i + 16) for i in range(0, N, 16)])
+    expected_large, _ = _group_reference(z, y, head, [slice(0, N)])
+    assert small["mir"] == pytest.approx(expected_small[0], abs=1e-3)
+    assert large["mir"] == pytest.approx(expected_large[0], abs=1e-3)
+    assert abs(small["mir"] - large["mir"]) > 0.05  # why `sample_size` exists
+
+
+def test_fewer_rows_than_a_group_measure_those_rows(rng):
+    z, y, head = _data(rng)
+    rows = slice(0, 40)
+    metric = metrics.MIR(sample_size=SIZE)
+    for start in range(0, 40, 8):
+        metric.update_state(y[start : start + 8], features=z[start : start + 8], head_weights=head)
+    expected, bound = _group_reference(z, y, head, [rows])
+    assert float(to_numpy(metric.result())) == pytest.approx(expected[0], abs=bound[0])
+    metric.reset_state()
+    assert float(to_numpy(metric.result())) == 0.0
+
+
+def test_rows_of_zero_weight_are_left_out_of_the_groups(rng):
+    z, y, head = _data(rng)
+    weights = (rng.random(N) < 0.6).astype("float32")
+    kept = np.flatnonzero(weights)
+    metric = metrics.MIR(sample_size=SIZE)
+    for start in range(0, N, 32):
+        rows = slice(start, start + 32)
+        metric.update_state(
+            y[rows], features=z[rows], head_weights=head, sample_weight=weights[rows]
+        )
+    groups = [kept[i : i + SIZE] for i in range(0, len(kept) - SIZE + 1, SIZE)]
+    expected, bound = _group_reference(z, y, head, groups)
+    assert float(to_numpy(metric.result())) == pytest.approx(expected[0], abs=bound[0])
+
+
+def test_cma_metric_uses_groups(rng):
+    z, y, head = _data(rng)
+    values = {}
+    for batch_size in (16, 64):
+        metric = metrics.CMA(sample_size=SIZE)
+        for start in range(0, N, batch_size):
+            rows = slice(start, start + batch_size)
+            metric.update_state(y[rows], features=z[rows], head_weights=head)
+        values[batch_size] = float(to_numpy(metric.result()))
+    expected = np.mean([ref.cma(z[i : i + SIZE], head, y[i : i + SIZE]) for i in range(0, N, SIZE)])
+    # CMA: a normalised entropy per class group of at most SIZE + 1 rows.
+    bound = 2 * entropy_tolerance(np.eye(SIZE + 1)) + 1e-5
+    assert values[16] == pytest.approx(expected, abs=bound)
+    assert values[64] == pytest.approx(expected, abs=bound)
+
+
+@pytest.mark.parametrize("sample_size", [1, 0, 2.5, "64", True])
+def test_bad_sample_size_names_the_argument(sample_size):
+    with pytest.raises(ValueError, match="`sample_size`"):
+        metrics.MIR(sample_size=sample_size)
+
+
+def test_the_class_pairing_takes_no_sample_size():
+    with pytest.raises(ValueError, match="`sample_size`"):
+        metrics.MIR(pairing="class", sample_size=64)
+    assert isinstance(metrics.HDR(pairing="class"), metrics.ClassHDR)
+
+
+def test_sample_size_survives_a_keras_save(rng, tmp_path):
+    z, y, head = _data(rng)
+    model = _model(head)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=_sample_metrics(32))
+    model.evaluate(z, y, batch_size=16, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    config = metrics.MIR(sample_size=32).get_config()
+    assert config["sample_size"] == 32
+    assert metrics.MIR.from_config(config).sample_size == 32
+    first = model.evaluate(z, y, batch_size=16, verbose=0, return_dict=True)
+    again = loaded.evaluate(z, y, batch_size=64, verbose=0, return_dict=True)
+    # The loaded metric groups 32 rows too: the same value from batches of 64.
+    assert again["mir"] == pytest.approx(first["mir"], abs=1e-5)
