@@ -163,11 +163,11 @@ def test_gradient_is_the_loop_gradient(weighted, grouping, taken, rng):
 
 def test_eager_runs_split_groups_where_padding_wastes_more():
     # Wide features: padding a group of 100 to 125 wastes more than the calls cost.
-    assert cma._eager_runs([125, 120, 100], 2048) == [(0, 1, 125), (1, 2, 120), (2, 3, 100)]
+    assert cma.eager_runs([125, 120, 100], 2048) == [(0, 1, 125), (1, 2, 120), (2, 3, 100)]
     # Small groups share one run.
-    assert cma._eager_runs([5, 4, 4, 3], 2048) == [(0, 4, 5)]
+    assert cma.eager_runs([5, 4, 4, 3], 2048) == [(0, 4, 5)]
 
 
 def test_per_group_sizes_reach_below_the_plan():
-    assert cma._group_sizes((206, 227, 250)) == (155, 171, 188, 206, 227, 250)
-    assert cma._group_sizes((5, 9)) == (4, 5, 9)
+    assert cma.group_sizes((206, 227, 250)) == (155, 171, 188, 206, 227, 250)
+    assert cma.group_sizes((5, 9)) == (4, 5, 9)

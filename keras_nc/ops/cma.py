@@ -18,6 +18,17 @@ group, through `keras.ops.switch` under compilation):
 - `"width"`: each group from its `d x d` side `G_c^T G_c` (same non-zero
   spectrum), `(P, d, d)`: for few classes with more members than `d`.
 
+Two more, which `"auto"` takes for groups narrower than `d`, normalise the
+rows on the groups' Grams (`K_ij = G_ij s_i s_j`, `s_i` the inverse row
+norm), so the `n x d` features are read by one gather and no pass more:
+
+- eagerly (concrete labels, PyTorch and TensorFlow): each group's Gram at its
+  own size, groups of similar sizes in runs sharing one product and one
+  `eigh` where padding them costs less than separate calls (`eager_runs`);
+- under JAX's `jit` with few classes (`PER_GROUP_SLOTS`): a loop over the
+  groups, each padded to the smallest of a few static sizes that holds it
+  (`group_sizes`; one `keras.ops.switch` per group), not to the largest group.
+
 Gradients flow through each eigenvalue as the Rayleigh quotient of its
 eigenvector (no eigenvector derivative), exact also for repeated eigenvalues.
 """
@@ -305,12 +316,19 @@ def _raw_grams(features, anchors, index):
     return ops.concatenate([top, bottom], axis=-2)
 
 
-def _eager_runs(sizes, d):
-    """`tiers` of the groups, a run split into single groups where padding wastes more.
+def eager_runs(sizes, d):
+    """The eager layout's runs: `tiers`, a run split into single groups where padding wastes more.
 
     Padding a run to its largest group wastes `(s^2 - m^2) d` multiply-adds of
     each group's Gram and `9 (s^3 - m^3)` of its `eigh`; a group alone costs
     `GROUP_OVERHEAD` in calls.
+
+    Args:
+        sizes: the groups' sizes (anchor included), descending.
+        d: feature width.
+
+    Returns:
+        A list of `(start, stop, size)`: one Gram product and one `eigh` each.
     """
     runs = []
     for start, stop, size in tiers(sizes):
@@ -386,7 +404,7 @@ def _eager(batch, eps, classes, members):
     The rows are normalised on the Grams (`K_ij = G_ij s_i s_j`, `s_i` the
     inverse row norm with `normalize_rows`' floor, times the root of the
     weight): no pass over the `n x d` features besides one gather. Groups of
-    similar sizes share one Gram product and one `eigh` (`_eager_runs`).
+    similar sizes share one Gram product and one `eigh` (`eager_runs`).
     `classes`, `members`: from `_eager_groups`. Returns None where a squared
     row norm leaves `SAFE_SQUARED_NORM` (the normalised rows are used then).
     """
@@ -396,7 +414,7 @@ def _eager(batch, eps, classes, members):
         return ops.zeros((), dtype=dtype)
     sizes = [len(rows) + 1 for rows in members]
     size = sizes[0]
-    runs = _eager_runs(sizes, features.shape[1])
+    runs = eager_runs(sizes, features.shape[1])
     slot_anchors = ops.take(anchors, ops.convert_to_tensor(classes.astype("int32")), axis=0)
     gram = _stacked_grams(features, slot_anchors, members, runs, size)
     diagonal = ops.diagonal(gram, axis1=-2, axis2=-1)  # (P, size)
@@ -420,15 +438,26 @@ def _eager(batch, eps, classes, members):
     return _normalised_mean(_run_entropies(matrices, trace, runs), counts)
 
 
-def _group_sizes(sizes):
-    """Static sizes for `_per_group`: `sizes` and three below the first (factors of 1.1)."""
+def group_sizes(sizes):
+    """The per-group layout's static sizes: `sizes` and up to three below the first.
+
+    Args:
+        sizes: the candidate padded sizes of `plan` (ascending).
+
+    Returns:
+        A tuple of ascending sizes: `sizes[0] / 1.1**k` (k = 3, 2, 1, rounded
+        up, at least 2) then `sizes`.
+    """
     below = {max(2, math.ceil(sizes[0] / 1.1**k)) for k in (3, 2, 1)}
     return tuple(sorted(below - set(sizes))) + tuple(sizes)
 
 
 def _unit_scale(x, rows=None):
-    """`(1 / max |x|, floor)`: rows of `x` times the first have norms at most `sqrt(d)`;
-    `floor` is `normalize_rows`' floor of their squared norms over `rows` (a mask), eps = 1."""
+    """`(1 / max |x|, top)`: the rows of `x` times the first have entries at most 1.
+
+    `top` is their largest squared norm over `rows` (a mask; 1 if all are
+    zero), without gradient: `normalize_rows`' floor is `eps^2 top`.
+    """
     scale = ops.stop_gradient(ops.amax(ops.abs(x)))
     inverse = 1.0 / ops.where(scale > 0, scale, 1.0)
     squares = ops.sum(ops.square(x * inverse), axis=-1)
@@ -737,7 +766,7 @@ def cma_entropy_of(batch, eps=1e-6, layout="auto"):
         value = _padded(zhat, what, batch.labels, member, counts, n + 1)
     elif _takes_per_group(batch, counts):
         sizes = plan(n, batch.num_classes, batch.features.shape[1])[1]
-        value = _per_group(batch, eps, member, counts, _group_sizes(sizes))
+        value = _per_group(batch, eps, member, counts, group_sizes(sizes))
     else:
         value = _auto(zhat, what, batch.labels, member, counts)
     return nan_unless(batch.ok, value)
