@@ -110,12 +110,16 @@ def cma_path(y, num_classes, d, mode):
     largest = int(np.bincount(y, minlength=num_classes).max()) + 1
     if not sizes:
         return fallback
-    if mode == "eager":  # concrete data: groups of similar sizes padded together
+    if mode == "eager":  # concrete data: each group's Gram, in runs or alone
         cost = cma.padded_cost(n, num_classes, d, largest)
         if cost >= cma.layout_costs(n, num_classes, d)[fallback]:
             return fallback
         sizes = sorted((c + 1 for c in np.bincount(y, minlength=num_classes) if c), reverse=True)
-        return f"tiered ({len(cma.tiers(sizes))} runs, largest {largest})"
+        if largest > d:  # groups wider than d: normalised rows, their d x d sides
+            return f"tiered ({len(cma.tiers(sizes))} runs, largest {largest})"
+        return f"grams ({len(cma.eager_runs(sizes, d))} eigh calls, largest {largest})"
+    if mode == "jit" and min(num_classes, n) <= cma.PER_GROUP_SLOTS:
+        return f"per group (largest {largest})"
     fitting = [size for size in sizes if size >= largest]
     return f"padded {fitting[0]}" if fitting else fallback
 
