@@ -113,3 +113,125 @@ def test_tensorflow_xla_eigenvalues_reach_machine_precision():
     want = np.linalg.eigvalsh(k.astype(np.float64))
     # A backward-stable symmetric eigensolver: |error| <= c m eps ||k||_2 (c = 2 here).
     np.testing.assert_allclose(got, want, atol=2 * 6 * np.finfo(np.float32).eps)
+
+
+# --------------------------------------------------------------------------- #
+# eigvalsh: eigenvalues without eigenvectors, on every backend
+# --------------------------------------------------------------------------- #
+
+
+def _symmetric(m, seed=0, rank=None):
+    """A float64 PSD matrix of the given rank (repeated zero eigenvalues) and its spectrum."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(m, rank or m))
+    k = x @ x.T / (rank or m)
+    return (k + k.T) / 2
+
+
+def _eig_atol(k, dtype):
+    # A backward-stable symmetric eigensolver: |error| <= c m eps ||k||_2 (c = 2).
+    eps = np.finfo(dtype).eps
+    return 2 * k.shape[-1] * eps * np.linalg.norm(k, 2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("host", [False, True], ids=["backend", "host"])
+def test_eigvalsh_matches_float64_numpy(dtype, host, monkeypatch):
+    if dtype == "float64" and keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("float64 is not enabled on jax")
+    # host=True: NumPy's LAPACK at every size (where the backend takes that path).
+    sizes = {"tensorflow": 0, "jax": 0} if host else {"tensorflow": 10**9, "jax": 10**9}
+    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", sizes)
+    k = np.stack([_symmetric(9, seed=1), _symmetric(9, seed=2, rank=3)])
+    x = keras.ops.convert_to_tensor(k.astype(dtype))
+    expected_host = host and keras.backend.backend() in ("tensorflow", "jax")
+    assert compat.host_eigenvalues_apply(x) == expected_host
+    got = compat.eigvalsh(x)
+    assert keras.backend.standardize_dtype(got.dtype) == dtype
+    assert tuple(got.shape) == (2, 9)
+    want = np.linalg.eigvalsh(k)
+    atol = max(_eig_atol(m, dtype) for m in k)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, atol=atol)
+
+
+def test_eigvalsh_under_compilation_takes_the_backends_kernel(monkeypatch):
+    """Traced input never takes the host path; the compiled values are the eigenvalues."""
+    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
+    seen = {}
+
+    def probe(a):
+        seen["host"] = compat.host_eigenvalues_apply(a)
+        return compat.eigvalsh(a)
+
+    k = _symmetric(7, seed=3)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        got = jax.jit(probe)(k.astype("float32"))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        got = tf.function(probe, jit_compile=True)(tf.constant(k.astype("float32")))
+    else:
+        import torch
+
+        got = probe(torch.tensor(k.astype("float32")))
+    assert seen["host"] is False
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(got), np.linalg.eigvalsh(k), atol=_eig_atol(k, "float32")
+    )
+
+
+def test_eigvalsh_gradient_is_v_diag_v(monkeypatch):
+    """`d sum_i c_i l_i / dk = V diag(c) V^T` on every backend (host path never differentiated)."""
+    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
+    k = _symmetric(5, seed=4)
+    weights = np.arange(1.0, 6.0)
+    values, vectors = np.linalg.eigh(k)
+    want = (vectors * weights) @ vectors.T
+    backend = keras.backend.backend()
+    k32 = k.astype("float32")
+    if backend == "jax":
+        import jax
+
+        got = jax.grad(lambda a: (compat.eigvalsh(a) * weights).sum())(k32)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        a = tf.constant(k32)
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            assert compat.tape_is_recording()
+            assert not compat.host_eigenvalues_apply(a)
+            y = tf.reduce_sum(compat.eigvalsh(a) * weights.astype("float32"))
+        got = tape.gradient(y, a)
+    else:
+        import torch
+
+        a = torch.tensor(k32, requires_grad=True)
+        (compat.eigvalsh(a) * torch.tensor(weights, dtype=torch.float32)).sum().backward()
+        got = a.grad
+    got = np.asarray(keras.ops.convert_to_numpy(got), dtype="float64")
+    # JAX symmetrises its input (the gradient is symmetric); the others read one
+    # triangle (the gradient may sit in it): compare the symmetric parts.
+    got = (got + got.T) / 2
+    gap = np.diff(values).min()  # distinct eigenvalues: V is well conditioned
+    np.testing.assert_allclose(got, want, atol=20 * 5 * np.finfo("float32").eps / gap)
+
+
+def test_tape_is_recording_sees_gradient_tapes():
+    """TensorFlow's private `could_possibly_record`: the host path must not run under a tape."""
+    assert not compat.tape_is_recording()
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    with tf.GradientTape():
+        assert compat.tape_is_recording()
+    with tf.GradientTape() as tape, tape.stop_recording():
+        assert not compat.tape_is_recording()  # nothing recorded here
+    assert not compat.tape_is_recording()
