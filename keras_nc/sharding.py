@@ -46,6 +46,23 @@ def batch_shards():
     return 1 if distribution is None else _shards_of(distribution)
 
 
+def replicas_in_sync():
+    """Number of `tf.distribute` replicas running the current step (1 outside one).
+
+    Example:
+
+    >>> from keras_nc import sharding
+    >>> sharding.replicas_in_sync()
+    1
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
 def per_shard_mean(fn, sharded, replicated=()):
     """`fn` on each device's rows of `sharded`, averaged over the devices.
 

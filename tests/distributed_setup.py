@@ -45,9 +45,11 @@ def build_model(sample_scope="global"):
 def collapse_metrics():
     """Every collapse metric of the library, by its default name."""
     return [
-        metrics.MIR(),
-        metrics.HDR(),
-        metrics.MatrixEntropy(),
+        # Per-batch estimates (`sample_size=None`): what is pinned here is how
+        # the per-batch values of replicas and devices combine.
+        metrics.MIR(sample_size=None),
+        metrics.HDR(sample_size=None),
+        metrics.MatrixEntropy(sample_size=None),
         metrics.MIR(pairing="class", name="mir_class"),
         metrics.HDR(pairing="class", name="hdr_class"),
         metrics.NC1(),

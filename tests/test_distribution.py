@@ -78,7 +78,11 @@ def history_floats(history):
 
 
 def fit_metrics():
-    return [metrics.MIR(), metrics.MIR(pairing="class", name="mir_class"), metrics.NC1()]
+    return [
+        metrics.MIR(sample_size=None),
+        metrics.MIR(pairing="class", name="mir_class"),
+        metrics.NC1(),
+    ]
 
 
 def slices(batches, contiguous=True):
@@ -116,7 +120,11 @@ def references(model, x, y, full=True):
     if not full:
         # sample_scope="device": the per-batch metrics and the regulariser on each
         # device's slice (averaged), cross-entropy and CMA on the global batch.
-        per_batch = [metrics.MIR(), metrics.HDR(), metrics.MatrixEntropy()]
+        per_batch = [
+            metrics.MIR(sample_size=None),
+            metrics.HDR(sample_size=None),
+            metrics.MatrixEntropy(sample_size=None),
+        ]
         ce, cma, regularizer = collapse_losses()
 
         def batch_loss(rows):
@@ -164,7 +172,11 @@ if not distributed:
     result["references"] = references(model, x, y, full=False)
 else:
     per_device = build_model(sample_scope="device")
-    compile_model(per_device, [metrics.MIR(), metrics.HDR(), metrics.MatrixEntropy()])
+    compile_model(
+    per_device,
+    [metrics.MIR(sample_size=None), metrics.HDR(sample_size=None),
+     metrics.MatrixEntropy(sample_size=None)],
+)
     result["evaluate_device"] = per_device.evaluate(
         x, y, batch_size=BATCH, return_dict=True, verbose=0
     )

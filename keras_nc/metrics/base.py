@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_nc import sharding
 from keras_nc.metrics.sample_groups import SampleGroups
 from keras_nc.ops._guards import features_tensor, is_concrete
 from keras_nc.step import CollapseStep
@@ -169,17 +170,18 @@ class BatchMeasure(CollapseMetric, keras.metrics.Mean):
 
     def update_from_step(self, step, logits=None):
         features = ops.convert_to_tensor(step.features)
-        if self.grouped and step.per_device:
-            if not self._warned_per_device:
-                self._warned_per_device = True
-                warnings.warn(
-                    f"{self.name}: `sample_size={self.sample_size}` gathers rows across "
-                    'batches, which `sample_scope="device"` (each device\'s rows apart) '
-                    "cannot do; the measure is taken on each batch's per-device rows instead, "
-                    "and its value depends on the batch size.",
-                    stacklevel=2,
-                )
-        if not self.grouped or step.per_device:
+        apart = step.per_device or sharding.replicas_in_sync() > 1
+        if self.grouped and apart and not self._warned_per_device:
+            self._warned_per_device = True
+            warnings.warn(
+                f"{self.name}: `sample_size={self.sample_size}` gathers rows across batches "
+                "in one buffer, which devices measured apart (`sample_scope='device'`, or "
+                "the replicas of a `tf.distribute` strategy) do not share; the measure is "
+                "taken on each batch's per-device rows instead, and its value depends on "
+                "the batch size. Pass `sample_size=None` to silence this.",
+                stacklevel=2,
+            )
+        if not self.grouped or apart:
             value = self.measure(step, features)
             weight = self.weight(features, step.sample_weight)
             keras.metrics.Mean.update_state(self, value, sample_weight=weight)
