@@ -6,10 +6,13 @@ and every batch shape, times
 - `entropy` (n, d): `feature_entropy(z)`, one min(n, d) eigendecomposition, vs
   `matrix_entropy(gram(z))`, one n x n;
 - `mir_hdr` (n, d, C), the sample-head pairing (MI, MIR and HDR come from the
-  same three entropies): `sample_head_ratios(z, y, w)`, one n x n
-  eigendecomposition (the Hadamard product) plus a min(n, d) and a
-  min(n, C, d) one, vs `information_ratios(*sample_head_grams(z, y, w))`,
-  three n x n;
+  same three entropies): `sample_head_ratios(z, y, w)`, which picks by shape
+  (`keras_nc.ops.pairing.direct_sample_head`, the `path` column) between one
+  n x n eigendecomposition (the Hadamard product) plus a min(n, d) and a
+  min(n, C, d) one ("sides") and the three n x n Grams in one batched call
+  ("direct": small batches, where the calls cost more than the work the sides
+  save), vs `information_ratios(*sample_head_grams(z, y, w))`, three n x n
+  after validating the two Grams (the naive code);
 - `cma` (n, d, C): `cma_entropy(z, w, y)` compiled, whose dispatcher picks
   the layout by shape (one block-diagonal eigendecomposition of size
   n + min(C, n) for many classes; per-class Grams padded to a common size in
@@ -124,6 +127,13 @@ def cma_path(y, num_classes, d, mode):
     return f"padded {fitting[0]}" if fitting else fallback
 
 
+def mir_hdr_path(n, d, num_classes):
+    """The path `sample_head_ratios` takes at this shape: "direct" or "sides"."""
+    from keras_nc.ops import pairing
+
+    return "direct" if pairing.direct_sample_head(n, d, num_classes) else "sides"
+
+
 def variants(quantity, mode):
     """`(fast, naive)` callables of `(z, w, y)` for one quantity."""
     from keras import ops
@@ -208,6 +218,8 @@ def worker(args):
                     if quantity == "cma":
                         labels = np.asarray(keras.ops.convert_to_numpy(y))
                         row["path"] = cma_path(labels, num_classes, d, args.worker)
+                    elif quantity == "mir_hdr":
+                        row["path"] = mir_hdr_path(n, d, num_classes)
                     rows.append(row)
                     print(f"[{keras.backend.backend()}/{args.worker}] {row}", file=sys.stderr)
     print(json.dumps({"backend": keras.backend.backend(), "mode": args.worker, "rows": rows}))
@@ -230,7 +242,7 @@ def run_backend(backend, mode, args):
 
 
 def table(results, quantity):
-    path = quantity == "cma"
+    path = quantity in ("cma", "mir_hdr")
     lines = [
         "| backend (mode) | n | d | C | naive (ms) | keras-nc (ms) | speed-up | spread "
         "| abs. difference |" + (" path |" if path else ""),
@@ -257,7 +269,8 @@ def table(results, quantity):
 
 HEADERS = {
     "entropy": "feature entropy, naive n x n `eigh` vs the min(n, d) side",
-    "mir_hdr": "sample-head MI/MIR/HDR, three n x n `eigh` vs one n x n and two small ones",
+    "mir_hdr": "sample-head MI/MIR/HDR, three n x n `eigh` vs one n x n and two small ones "
+    "(sides) or the three n x n in one batched call (direct)",
     "cma": "CMA, the authors' per-class Python loop (eager) vs the layout picked by shape",
 }
 
