@@ -9,6 +9,15 @@ align with them. Their cosine Gram is `G = C/(C-1) I - 1/(C-1) 11^T`, whence
 - `HDR* = 0`,
 - `MIR* = 1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`.
 
+These are the values *at* collapse, not bounds: MIR lies in `[0, 1]` and
+unrelated rows can score above `MIR*` (random class means and head rows at
+C = 10, d = 64 give a class-pairing MIR of about 0.97 against `MIR* = 0.952`),
+and an HDR near 0 only says that two Grams have equally spread spectra. A MIR or
+HDR near its collapse value is necessary for Neural Collapse, not sufficient:
+NC1, the ETF error and the self-duality decide (see the "Reading the measures"
+section of the Concepts page of the documentation, and
+`keras_nc.ops.class_pairing_chance` for the chance levels).
+
 These functions are plain Python/NumPy (float64): they are reference values,
 not part of a computational graph.
 """
@@ -105,6 +114,15 @@ def entropy_at_collapse(num_classes):
 def mir_at_collapse(num_classes):
     """MIR at Neural Collapse: `1/(C-1) + (C-2) log(C-2) / ((C-1) log(C-1))`.
 
+    The value of MIR when the centred class means form a simplex ETF and the
+    head rows align with them. It is not a maximum: unrelated rows can score
+    above it (random rows at C = 10, `d >= C` give 0.96 to 1.0), and since a
+    simplex ETF's Gram is the same under every relabelling, a head permuted
+    among the classes scores `MIR*` as well. A MIR near `MIR*` is necessary for
+    collapse, not sufficient: read it with its chance level
+    (`keras_nc.ops.class_pairing_chance`) and with NC1, the ETF error and the
+    self-duality (the Concepts page, "Reading the measures").
+
     Args:
         num_classes: number of classes `C >= 3`.
 
@@ -123,6 +141,13 @@ def mir_at_collapse(num_classes):
 
 def hdr_at_collapse(num_classes):
     """HDR at Neural Collapse: 0 (features and head share one Gram).
+
+    HDR compares only the entropies of the two Grams, so any two Grams with
+    equally spread spectra score near 0 (random class means and head rows:
+    about 0.04 at C = 10, 0.002 at C = 100), and permuting the head rows
+    leaves it unchanged. An HDR near 0 is
+    necessary for collapse, not sufficient: NC1, the ETF error and the
+    self-duality decide (the Concepts page, "Reading the measures").
 
     Args:
         num_classes: number of classes `C >= 3`.

@@ -124,3 +124,48 @@ def test_simplex_etf_is_the_same_under_other_blas_kernels(coretype, tmp_path):
     np.testing.assert_allclose(
         np.load(out), theory.simplex_etf(10, dim=32, seed=0), rtol=0, atol=1e-12
     )
+
+
+# "Reading the measures" (docs/concepts.md): the collapse values are not bounds, and
+# the Gram ratios cannot see whether the head is aligned with the class means. Float64
+# NumPy reference only (no tolerance beyond round-off of float64 eigendecompositions).
+
+
+@pytest.mark.parametrize("dim", [64, 512])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mir_star_is_not_a_maximum(dim, seed):
+    """Unrelated class means and head rows at C = 10 score above MIR*."""
+    rng = np.random.default_rng(seed)
+    means, head = rng.normal(size=(2, 10, dim))
+    value = ref.mir(ref.gram(means, center=True), ref.gram(head))
+    # Measured margins: >= 0.009 above MIR* = 0.9524 at d = 64, >= 0.04 at d = 512;
+    # float64 round-off is ~1e-13, so only a change of the measure can flip this.
+    assert value > theory.mir_at_collapse(10)
+    assert value <= 1.0 + 1e-12
+
+
+@pytest.mark.parametrize("c", [3, 4, 10])
+def test_permuted_etf_head_reaches_the_collapse_values(c):
+    """A head permuted among the classes scores MIR*, HDR* = 0; self-duality tells them apart."""
+    means = theory.simplex_etf(c, dim=c + 3, seed=0)
+    km = ref.gram(means, center=True)
+    perm = np.roll(np.arange(c), 1)  # no class keeps its row
+    for head in (means, means[perm]):
+        kw = ref.gram(head)
+        assert ref.mir(km, kw) == pytest.approx(theory.mir_at_collapse(c), abs=1e-10)
+        assert ref.hdr(km, kw) == pytest.approx(theory.hdr_at_collapse(c), abs=1e-10)
+
+    def self_duality(head):
+        return np.sum((head / np.linalg.norm(head) - means / np.linalg.norm(means)) ** 2)
+
+    assert self_duality(means) == pytest.approx(0.0, abs=1e-20)
+    # ||a - b||^2 = 2 - 2 <a, b> with <a, b> = -1/(C-1) for permuted ETF rows.
+    assert self_duality(means[perm]) == pytest.approx(2.0 + 2.0 / (c - 1), rel=1e-12)
+
+
+def test_hdr_is_blind_to_permuting_the_head():
+    rng = np.random.default_rng(0)
+    means, head = rng.normal(size=(2, 10, 16))
+    km = ref.gram(means, center=True)
+    values = [ref.hdr(km, ref.gram(head[rng.permutation(10)])) for _ in range(5)]
+    np.testing.assert_allclose(values, ref.hdr(km, ref.gram(head)), rtol=1e-10)
