@@ -196,6 +196,7 @@ def profile_worker(args):
     """The busiest operations of ten MLP steps with the seven measures (after a warm-up)."""
     import keras
 
+    _limit_threads(args.threads)
     x, y = _step_data(args, conv=False)
     model = _step_models(args, conv=False)["measures"]
     model.fit(x, y, batch_size=args.batch, epochs=1, verbose=0)
