@@ -281,3 +281,45 @@ def test_equinorm_metric_ddof(rng):
         assert metrics.Equinorm.from_config(metric.get_config()).ddof == ddof
     with pytest.raises(ValueError, match="ddof"):
         metrics.Equinorm(ddof=2)
+
+
+def test_class_pairing_eigenvalues_without_eigenvectors(rng, monkeypatch):
+    """Order-1 class MIR takes the eigenvalues-only kernel (`compat.eigvalsh`), exact.
+
+    The host path (NumPy's LAPACK, eager TensorFlow and JAX) is forced at this
+    small size; PyTorch always takes `torch.linalg.eigvalsh`. No eigenvector
+    (`eigh`) is computed for the class-by-class joint entropy.
+    """
+    from keras_nc import compat
+
+    num_classes, d = 40, 8  # d < C <= d^2: the C x C Hadamard product
+    z, y, head = _data(rng, num_classes, d)
+    k_m, k_w = ref.class_pairing(z.astype(np.float64), y, head, num_classes)
+    h = [ref.entropy(k) for k in (k_m, k_w, k_m * k_w)]
+    sizes = (d, d, num_classes)
+    errors = [
+        entropy_tolerance(k, size=s, dtype=COMPUTE)
+        for k, s in zip((k_m, k_w, k_m * k_w), sizes, strict=True)
+    ]
+    want = (ref.mir(k_m, k_w), ref.hdr(k_m, k_w))
+    stats = nc_ops.class_statistics(z, y, num_classes)
+    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
+    calls = {"eigvalsh": [], "eigh": 0}
+    eigvalsh, eigh = compat.eigvalsh, keras.ops.eigh
+
+    def counting_eigvalsh(k):
+        calls["eigvalsh"].append((k.shape[-1], compat.host_eigenvalues_apply(k)))
+        return eigvalsh(k)
+
+    def counting_eigh(k):
+        calls["eigh"] += 1
+        return eigh(k)
+
+    monkeypatch.setattr(compat, "eigvalsh", counting_eigvalsh)
+    monkeypatch.setattr(keras.ops, "eigh", counting_eigh)
+    got = nc_ops.class_pairing_ratios(stats["counts"], stats["sums"], head)
+    assert calls["eigh"] == 0
+    assert (num_classes, BACKEND != "torch") in calls["eigvalsh"]
+    for value, kind, expected in zip(got, ("mir", "hdr"), want, strict=True):
+        tol = ratio_tolerance(*h, *errors, kind) + 24 * EPS
+        np.testing.assert_allclose(float(to_numpy(value)), expected, atol=tol, rtol=0)
