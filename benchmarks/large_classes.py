@@ -11,8 +11,9 @@ process:
 - `pairing_2`: `class_pairing_ratios(..., alpha=2)` (MIR and HDR of order 2:
   no eigendecomposition, tiled);
 - `pairing_1`: `class_pairing_ratios(..., alpha=1)` (the default order: the
-  joint entropy needs the spectrum of a `C x C` matrix when `C <= d^2`), run
-  up to `--pairing-max` classes only.
+  joint entropy needs the spectrum of a `C x C` matrix when `C <= d^2`,
+  eigenvalues only: `keras_nc.compat.eigvalsh`), run up to `--pairing-max`
+  classes only.
 
 Per cell: the median and range (min-max) of `--repeats` timings taken after a
 warm-up call at C = 100 (JAX compiles each eager operation once), the repeats
@@ -22,6 +23,7 @@ resetting it through `/proc/self/clear_refs`), which covers every backend's
 allocations (tracemalloc sees only Python's).
 
     python benchmarks/large_classes.py [--classes 1000 10000 100000] [--backends torch]
+    python benchmarks/large_classes.py --classes 10000 --pairing-max 10000 --cells pairing_1
 """
 
 import argparse
@@ -108,11 +110,11 @@ def worker(args):
     cells = [
         (num_classes, cell)
         for num_classes in args.classes
-        for cell in CELLS
+        for cell in args.cells
         if not (cell == "pairing_1" and num_classes > args.pairing_max)
     ]
     small, small_head = statistics_of(100, args.dim)
-    for cell in CELLS:
+    for cell in args.cells:
         run_cell(cell, small, small_head)  # warm-up: JAX compiles each eager operation once
     data = {num_classes: statistics_of(num_classes, args.dim) for num_classes in args.classes}
     times = {key: [] for key in cells}
@@ -192,6 +194,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--once-above", type=int, default=50000, help="one repeat from this C")
     parser.add_argument("--pairing-max", type=int, default=1000, help="largest C of order 1")
+    parser.add_argument(
+        "--cells", nargs="+", default=list(CELLS), choices=CELLS, help="what to time (all)"
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="threads of every pool (default: the backends')"
     )
