@@ -171,3 +171,18 @@ def test_eager_runs_split_groups_where_padding_wastes_more():
 def test_per_group_sizes_reach_below_the_plan():
     assert cma.group_sizes((206, 227, 250)) == (155, 171, 188, 206, 227, 250)
     assert cma.group_sizes((5, 9)) == (4, 5, 9)
+
+
+def test_non_finite_features_give_nan_within_invalid_values_as_nan(rng):
+    # Eager calls in `invalid_values_as_nan()` flag bad input instead of raising:
+    # every path must still return NaN (without the context they raise).
+    from keras_nc.ops.guards import invalid_values_as_nan
+
+    y = LABELS["balanced"].astype("int32")
+    z, anchors = rng.normal(size=(N, D)), rng.normal(size=(C, D))
+    z[3, 2] = np.nan
+    with invalid_values_as_nan():
+        got = to_numpy(nc.cma_entropy(z.astype("float32"), anchors.astype("float32"), y))
+    assert np.isnan(got)
+    with pytest.raises(ValueError, match="finite"):
+        nc.cma_entropy(z.astype("float32"), anchors.astype("float32"), y)

@@ -756,7 +756,7 @@ def cma_entropy_of(batch, eps=1e-6, layout="auto"):
     ):
         value = _auto_eager(batch, eps)
         if value is not None:
-            return value  # eager: the batch was validated (`batch.ok` is None)
+            return nan_unless(batch.ok, value)
     zhat, what, member, counts = _groups(batch, eps)
     if n is None or layout == "block":
         value = _block(zhat, what, member, counts)
