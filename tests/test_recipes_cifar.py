@@ -8,9 +8,13 @@ import os
 import keras
 import numpy as np
 import pytest
+import reference as ref
 from conftest import to_numpy
+from tolerances import entropy_tolerance, ratio_tolerance
 
-from recipes.cifar import train
+from keras_nc import theory
+from keras_nc.ops.chance import head_permutations
+from recipes.cifar import report, train
 from recipes.cifar.backbones import build_backbone
 
 
@@ -134,6 +138,14 @@ def test_program_writes_history_report_and_model(tmp_path):
     assert table["MIR, class pairing (monitor)"]["value"] == pytest.approx(
         float(rows[-1]["collapse_mir"]), rel=1e-5
     )
+    # MIR and HDR come with their chance levels; the verdict rests on NC1 and the ETF error.
+    for name in ("MIR, sample-head (test)", "HDR, sample-head (test)",
+                 "MIR, class pairing (monitor)", "HDR, class pairing (monitor)"):  # fmt: skip
+        assert 0.0 <= table[name]["chance"] <= 1.0, name
+    # HDR compares spectra only: permuting the head rows leaves it unchanged.
+    hdr = table["HDR, class pairing (monitor)"]
+    assert hdr["chance"] == pytest.approx(hdr["value"], abs=1e-4)
+    assert results["verdict"].startswith("Neural Collapse: not shown")  # 2 epochs
     assert results["settings"]["epochs"] == 2 and results["settings"]["lr"] == 0.05
     # The regulariser is in the loss; the saved model loads in safe mode and predicts the same.
     model = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
@@ -189,3 +201,75 @@ def test_schedule_is_linear_warmup_then_cosine_and_decay_is_coupled():
     assert got[0] < got[1] < got[warmup] and got[warmup] == pytest.approx(0.2)
     assert model.optimizer.nesterov and model.optimizer.momentum == 0.9
     assert model.head.kernel_regularizer.l2 == pytest.approx(5e-4)
+
+
+def _ratio_and_tolerance(kz, kw, kind):
+    h1, h2, h12 = ref.entropy(kz), ref.entropy(kw), ref.entropy(kz * kw)
+    e1, e2, e12 = (entropy_tolerance(k) for k in (kz, kw, kz * kw))
+    value = ref.mir(kz, kw) if kind == "mir" else ref.hdr(kz, kw)
+    return value, ratio_tolerance(h1, h2, h12, e1, e2, e12, kind)
+
+
+def test_sample_pairing_chance_matches_float64_groups():
+    """Groups of `sample_size` consecutive rows, labels relabelled, mean over groups and
+    permutations, against NumPy float64 on the same groups."""
+    rng = np.random.default_rng(0)
+    c, d, size = 4, 6, 16
+    labels = rng.integers(0, c, 40)  # two groups of 16; the last 8 rows are left out
+    features = (rng.normal(size=(40, d)) + 2.0 * rng.normal(size=(c, d))[labels]).astype("float32")
+    head = rng.normal(size=(c, d)).astype("float32")
+    perms = report.relabellings(c, permutations=3)
+    got = report.sample_pairing_chance(features, labels, head, size, perms)
+    for index, kind in enumerate(("mir", "hdr")):
+        values, tolerances = [], []
+        for perm in perms:
+            for start in (0, size):
+                rows = slice(start, start + size)
+                kz = ref.gram(features[rows].astype("float64"), center=True)
+                kw = ref.gram(head.astype("float64")[perm[labels[rows]]])
+                value, tolerance = _ratio_and_tolerance(kz, kw, kind)
+                values.append(value)
+                tolerances.append(tolerance)
+        assert got[index] == pytest.approx(np.mean(values), abs=max(tolerances)), kind
+
+
+def test_class_chance_matches_float64_permutations():
+    rng = np.random.default_rng(1)
+    c, d = 5, 8
+    labels = np.repeat(np.arange(c), 6)  # balanced: the weighted and plain means agree
+    features = (rng.normal(size=(30, d)) + 3.0 * rng.normal(size=(c, d))[labels]).astype("float32")
+    head = rng.normal(size=(c, d)).astype("float32")
+    got = report.class_chance(features, labels, head, c)
+    means = np.stack([features[labels == k].mean(axis=0) for k in range(c)]).astype("float64")
+    km = ref.gram(means, center=True)
+    for index, kind in enumerate(("mir", "hdr")):
+        values, tolerances = [], []
+        for perm in head_permutations(c, 16, seed=0):  # class_pairing_chance's defaults
+            value, tolerance = _ratio_and_tolerance(
+                km, ref.gram(head[perm].astype("float64")), kind
+            )
+            values.append(value)
+            tolerances.append(tolerance)
+        assert got[index] == pytest.approx(np.mean(values), abs=max(tolerances)), kind
+
+
+def _rows(mir_class, nc1, etf_error):
+    monitor = {"mir": mir_class, "hdr": 0.01, "feature_entropy": 2.3, "head_entropy": 2.2,
+               "nc1": nc1, "etf_error": etf_error, "equinorm": 0.05, "self_duality": 0.04,
+               "ncc_agreement": 1.0}  # fmt: skip
+    test = {"accuracy": 1.0, "mir": 0.5, "hdr": 0.1}
+    return report.summary_rows(test, monitor, 10, (0.45, 0.1), (0.9, 0.01))
+
+
+def test_table_flags_mir_above_star_and_chance_and_says_collapse_from_nc1_and_etf():
+    mir_star = theory.mir_at_collapse(10)
+    text = report.format_table(_rows(mir_star + 0.02, nc1=5.0, etf_error=0.02))
+    lines = {line.split("  ")[0]: line for line in text.splitlines()}
+    assert lines["MIR, class pairing (monitor)"].endswith("above MIR*: not a maximum")
+    assert lines["HDR, class pairing (monitor)"].endswith("at chance")
+    assert lines["HDR, sample-head (test)"].endswith("at chance")
+    assert lines["MIR, sample-head (test)"].endswith("0.9524")  # 0.05 above chance: no flag
+    assert "Neural Collapse: not shown (NC1 5" in text  # MIR and HDR near: not enough
+    assert "not shown" in report.verdict(_rows(mir_star, nc1=0.05, etf_error=0.5))
+    collapsed = report.verdict(_rows(mir_star, nc1=0.05, etf_error=0.05))
+    assert collapsed.startswith("Neural Collapse: shown")

@@ -3,10 +3,17 @@
 `python -m recipes.cifar` trains a `keras_nc.models.CollapseClassifier` (a
 ResNet or WideResNet backbone with the CIFAR stem and a linear head) with
 SGD, a cosine learning-rate schedule with linear warm-up and weight decay,
-`accuracy`, `MIR`, `HDR` and `MatrixEntropy` as metrics, optional MIR/HDR
-regularisers in the loss, and a `CollapseMonitor` on a class-balanced subset.
+`accuracy`, `MIR`, `HDR` and `MatrixEntropy` as metrics (on groups of
+`--sample-size` rows), optional MIR/HDR regularisers in the loss, and a
+`CollapseMonitor` on a class-balanced subset.
 With no arguments it runs the embedded default: scikit-learn's digits
 (8 x 8) on a quarter-width ResNet-18 for 30 epochs.
+
+The final table gives each measure's value, the chance level of MIR and HDR
+(the same features against the head rows of relabelled classes:
+`recipes.cifar.report`) and the value at Neural Collapse, and a verdict
+from NC1 and the ETF error: MIR and HDR near their collapse values are
+necessary for collapse, not sufficient.
 
 The monitor adds its values (`collapse_mir`, ..., `collapse_ncc_agreement`)
 to the epoch logs; Keras' `CSVLogger` (and `TensorBoard` with
@@ -28,6 +35,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 import keras_nc
 from keras_nc.callbacks import CollapseMonitor, LayerwiseCollapse
@@ -53,7 +61,8 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m recipes.cifar",
         description="Train a CIFAR-style ResNet as a keras_nc CollapseClassifier and report "
-        "MIR, HDR, matrix entropies and NC1-NC4 against their Neural Collapse values. "
+        "MIR, HDR (with their chance levels), matrix entropies and NC1-NC4 against their "
+        "Neural Collapse values. "
         "Without arguments: digits (bundled, offline) on a quarter-width ResNet-18, 30 epochs. "
         "The backend follows KERAS_BACKEND (tensorflow, jax, torch).",
         formatter_class=HelpFormatter,
@@ -148,6 +157,14 @@ def build_parser():
         "defined) or the test set",
     )
     out.add_argument(
+        "--sample-size",
+        type=int,
+        metavar="N",
+        default=128,
+        help="rows per estimate of the sample-pairing MIR, HDR and matrix entropy (their "
+        "value depends on it, not on the batch size; see the docs, Reading the measures)",
+    )
+    out.add_argument(
         "--monitor-every", type=int, metavar="K", default=1, help="monitor every k epochs"
     )
     out.add_argument(
@@ -211,6 +228,8 @@ def resolve(args):
     for key in positive:
         if getattr(args, key) < 1:
             raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
+    if args.sample_size < 2:
+        raise SystemExit("error: --sample-size must be >= 2")
     if args.mir_weight < 0 or args.hdr_weight < 0:
         raise SystemExit("error: --mir-weight and --hdr-weight must be >= 0")
     missing = [name for name in ("tensorflow", "tensorboard") if not importlib.util.find_spec(name)]
@@ -245,9 +264,23 @@ def build_model(args, images):
     model.compile(
         optimizer=optimizer,
         loss=loss,
-        metrics=["accuracy", MIR(), HDR(), MatrixEntropy()],
+        metrics=[
+            "accuracy",
+            MIR(sample_size=args.sample_size),
+            HDR(sample_size=args.sample_size),
+            MatrixEntropy(sample_size=args.sample_size),
+        ],
     )
     return model
+
+
+def features_of(model, x, batch_size=256):
+    """Pooled features `(n, d)` of `x` (NumPy, float32), in batches, inference mode."""
+    parts = [
+        keras.ops.convert_to_numpy(model.extract_features(x[start : start + batch_size]))
+        for start in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts).astype("float32")
 
 
 def main(argv=None):
@@ -321,7 +354,16 @@ def main(argv=None):
     model.save(os.path.join(args.output, "model.keras"))
 
     results = model.evaluate(test, verbose=0, return_dict=True)
-    rows = report.summary_rows(results, monitor.history[-1], images.num_classes)
+    head = keras.ops.convert_to_numpy(model.head_rows())
+    sample_chance = report.sample_pairing_chance(
+        features_of(model, images.x_test), images.y_test, head, args.sample_size
+    )
+    class_chance = report.class_chance(
+        features_of(model, source_x[subset]), source_y[subset], head, images.num_classes
+    )
+    rows = report.summary_rows(
+        results, monitor.history[-1], images.num_classes, sample_chance, class_chance
+    )
     title = f"{images.name}, {args.model} x{args.width}, {backend}"
     plot_collapse_history(
         monitor.history,
@@ -348,7 +390,8 @@ def main(argv=None):
         "backend": backend,
         "train_seconds": elapsed,
         "final_train_accuracy": history.history["accuracy"][-1],
-        "table": [{"measure": n, "value": v, "at_collapse": t} for n, v, t in rows],
+        "table": [{"measure": n, "value": v, "chance": c, "at_collapse": t} for n, v, c, t in rows],
+        "verdict": report.verdict(rows),
         "monitor": monitor.history,
     }
     if profile is not None:
