@@ -79,16 +79,18 @@ class SampleGroups:
         if whole_batch is None:
             total, count, state = gather()
         else:
-
-            def whole():
-                count = ops.convert_to_tensor(float(self.size), "float32")
-                return ops.cast(whole_batch(), "float32") * count, count, state
-
+            count = ops.convert_to_tensor(float(self.size), "float32")
             empty = state[3] == 0
             if is_concrete(empty):
-                total, count, state = whole() if bool(ops.convert_to_numpy(empty)) else gather()
+                if bool(ops.convert_to_numpy(empty)):
+                    total = ops.cast(whole_batch(), "float32") * count
+                else:
+                    total, count, state = gather()
             else:
-                total, count, state = ops.cond(empty, whole, gather)
+                # The batch's value outside the `cond`: the step memoises it
+                # (a value computed inside a branch must not escape it).
+                total = ops.cast(whole_batch(), "float32") * count
+                total, count, state = ops.cond(empty, lambda: (total, count, state), gather)
         for variable, value in zip(
             (self.features, self.labels, self.weights, self.filled), state, strict=True
         ):
