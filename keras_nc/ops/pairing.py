@@ -435,8 +435,9 @@ def class_pairing_ratios(counts, sums, head_weights, center=True, alpha=1.0, blo
     `min(C', d^2)`: it is the Gram of the rows `mhat_c (x) what_c` (Kronecker
     products, `d^2` wide), so with `C' > d^2` (few features, many classes) it
     comes from the `d^2 x d^2` matrix of those rows; otherwise from the
-    `C' x C'` product itself, an eigendecomposition of `C'^3` work (minutes at
-    C' = 10,000 on a few CPU cores: the Performance page has timings). Order
+    `C' x C'` product itself, its eigenvalues only (no eigenvectors), still
+    `C'^3` work (about a minute at C' = 10,000 on one CPU core: the
+    Performance page has timings). Order
     `alpha = 2` needs no eigendecomposition: `||K_M o K_W||_F^2` is summed
     over tiles of at most `block_size x block_size` pairs of classes
     (`C'^2 d` work, no `C' x C'` matrix), so `alpha=2` gives MIR at C' = 10,000
