@@ -260,9 +260,10 @@ def _moment_tolerance(want, n):
     return SAFETY * (n + 2) * EPS32 * np.outer(diagonal, diagonal)
 
 
-@pytest.mark.parametrize("blocks", [1, 2, 3])
-def test_the_blocked_moment_matches_float64(blocks, rng):
-    z = (50.0 + rng.normal(size=(96, 10))).astype("float32")  # a common offset
+@pytest.mark.parametrize(("blocks", "scale"), [(1, 1.0), (2, 1.0), (3, 1.0), (2, 1e-30), (2, 1e30)])
+def test_the_blocked_moment_matches_float64(blocks, scale, rng):
+    # A common offset; squares of 1e-30 and 1e30 are out of float32's range.
+    z = (scale * (50.0 + rng.normal(size=(96, 10)))).astype("float32")
     y = rng.integers(0, 4, 96).astype("int32")
     w = rng.uniform(0.0, 2.0, 96).astype("float32")
     stats = ClassStatistics(4, 10, second_moment=True, moment_blocks=blocks)
@@ -273,6 +274,7 @@ def test_the_blocked_moment_matches_float64(blocks, rng):
     got = keras.ops.convert_to_numpy(stats.moment).astype(np.float64)
     if stats.means_exponent is not None:  # float32 state: units of 2**e
         got = got * 4.0 ** float(keras.ops.convert_to_numpy(stats.means_exponent))
+    assert np.all(np.isfinite(got)) and np.abs(got).max() > 0
     shifted = z.astype(np.float64) - keras.ops.convert_to_numpy(stats.pivot).astype(np.float64)
     want = (w[:, None] * shifted).T @ shifted
     assert got.shape == (10, 10)

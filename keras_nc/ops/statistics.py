@@ -247,10 +247,10 @@ def class_sum_terms(
         terms = ops.cast(y, "float64")
         sq_norms = ops.sum(terms * terms, axis=-1)
         exponent = None
-        if second_moment:  # float64 e, an integer
+        if second_moment:  # e, an integer, in float64: 2**2e may be out of float32's range
             top = largest(sq_norms)
             top = maximum(top, ops.full_like(top, 2.0**-252))
-            exponent = ops.ceil(0.5 * ops.log2(top))
+            exponent = ops.cast(ops.ceil(0.5 * ops.log2(top)), "float64")
     else:
         top = ops.maximum(largest(ops.abs(y)), 2.0**-126)
         exponent = ops.ceil(ops.log2(ops.cast(top, "float32")))
