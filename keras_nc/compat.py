@@ -25,6 +25,13 @@ Keras release changes it, so that a Keras upgrade names what it broke.
   `eager.record.could_possibly_record`); on JAX NumPy's LAPACK for concrete CPU
   input (JAX's own `eigvalsh` computes the eigenvectors too) and `eigh` under
   tracing.
+- `eigh_call_cost`, `gathers_class_grams`: how the backends execute, for the
+  choice between exact paths of equal results (`keras_nc.ops.pairing`):
+  the cost of one eigendecomposition call and the elementwise ops around it
+  (eager PyTorch dispatches each op from Python), and whether gathering an
+  n x n Gram from a smaller class Gram beats the n x n product
+  (TensorFlow's gathers and its oneDNN product of a 100-row matrix cost
+  more; measured with `benchmarks/ops.py`).
 """
 
 import keras
@@ -157,3 +164,28 @@ def eigvalsh(k):
 
         return tf.linalg.eigvalsh(k)
     return keras.ops.eigh(k)[0]
+
+
+# Per eigendecomposition call, the cost of the call and of the entropy's
+# elementwise ops around it, in units of the `m^3` of an `m x m` `eigh`. Eager
+# PyTorch dispatches each op from Python (~100 small ops per sample-head step
+# at n = 64 take longer than its eigendecompositions): about a 112 x 112
+# `eigh`; compiled programs (JAX, TensorFlow graphs) far less. Measured with
+# `benchmarks/ops.py` (sample-head rows, n = 64 to 256).
+EIGH_CALL_COST = {"torch": 112**3, "tensorflow": 32**3, "jax": 32**3}
+
+# Whether an n x n Gram gathered from the C x C class Gram (C < n: `C^2 d`
+# work and two gathers) beats the n x n product (`n^2 d`). Not on TensorFlow:
+# at n = 128, C = 100, d = 2048 its C x C product took 528 us against 406 us
+# for the n x n one (oneDNN, one thread) and the two gathers 123 us more.
+GATHERS_CLASS_GRAMS = {"torch": True, "tensorflow": False, "jax": True}
+
+
+def eigh_call_cost():
+    """The cost of one eigendecomposition call on this backend (`EIGH_CALL_COST`)."""
+    return EIGH_CALL_COST.get(keras.backend.backend(), 0)
+
+
+def gathers_class_grams():
+    """Whether this backend builds an n x n Gram by gathering from a smaller class Gram."""
+    return GATHERS_CLASS_GRAMS.get(keras.backend.backend(), True)

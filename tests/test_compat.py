@@ -235,3 +235,13 @@ def test_tape_is_recording_sees_gradient_tapes():
     with tf.GradientTape() as tape, tape.stop_recording():
         assert not compat.tape_is_recording()  # nothing recorded here
     assert not compat.tape_is_recording()
+
+
+def test_performance_constants_cover_every_backend():
+    """The path choice reads a cost per eigendecomposition call and the gather rule per backend."""
+    for backend in ("tensorflow", "jax", "torch"):
+        assert compat.EIGH_CALL_COST[backend] >= 0
+        assert isinstance(compat.GATHERS_CLASS_GRAMS[backend], bool)
+    assert compat.eigh_call_cost() == compat.EIGH_CALL_COST[keras.backend.backend()]
+    # Eager PyTorch dispatches every op from Python: its calls cost the most.
+    assert compat.EIGH_CALL_COST["torch"] > compat.EIGH_CALL_COST["jax"]

@@ -420,8 +420,9 @@ def _weighted_sample_head_reference(z, y, w, weight):
 )
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("known_feature_entropy", [False, True])
+@pytest.mark.parametrize("gather", [False, True], ids=["product", "gather"])
 def test_sample_head_paths_match_reference(
-    path, n, d, num_classes, weighted, known_feature_entropy, monkeypatch, rng
+    path, n, d, num_classes, weighted, known_feature_entropy, gather, monkeypatch, rng
 ):
     """The direct path (n x n Grams, one batched call) and the sides give the same entropies.
 
@@ -429,10 +430,12 @@ def test_sample_head_paths_match_reference(
     direct path. Tolerance: each entropy's float32 bound for the size the path
     decomposes (n for the direct path, the side's otherwise).
     """
+    from keras_nc import compat
     from keras_nc.ops import pairing
 
     cost = 0 if path == "sides" else 10**15
-    monkeypatch.setattr(pairing, "EIGH_CALL_COST", {BACKEND: cost})
+    monkeypatch.setattr(compat, "EIGH_CALL_COST", {BACKEND: cost})
+    monkeypatch.setattr(compat, "GATHERS_CLASS_GRAMS", {BACKEND: gather})
     head_side = min(n, num_classes, d)
     assert pairing.direct_sample_head(n, d, num_classes, known_feature_entropy) == (
         path == "direct" or (head_side == n and (known_feature_entropy or min(n, d) == n))

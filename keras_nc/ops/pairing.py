@@ -10,9 +10,9 @@
 import collections
 import math
 
-import keras
 from keras import ops
 
+from keras_nc import compat
 from keras_nc.ops._guards import (
     as_float,
     check_alpha,
@@ -95,22 +95,14 @@ def sample_head_grams(features, labels, head_weights, center=True, mean=None, sa
     return nan_unless(pairing.ok, outer_gram(pairing.zhat)), nan_unless(pairing.ok, k_w)
 
 
-# Per eigendecomposition call, the cost of the call and of the entropy's
-# elementwise ops around it, in units of the `m^3` of an `m x m` `eigh`. Eager
-# PyTorch dispatches each op from Python (~100 small ops per sample-head step
-# at n = 64 take longer than its eigendecompositions): about a 112 x 112
-# `eigh`; compiled programs (JAX, TensorFlow graphs) far less. Measured with
-# `benchmarks/ops.py` (sample-head rows, n = 64 to 256).
-EIGH_CALL_COST = {"torch": 112**3, "tensorflow": 32**3, "jax": 32**3}
-
-
 def eigh_cost(sizes):
     """Estimated cost of the entropies of matrices of the given sizes, one call per size.
 
-    Matrices of one size share one batched call (`entropies_by_size`).
+    Matrices of one size share one batched call (`entropies_by_size`); a
+    call costs `keras_nc.compat.eigh_call_cost()` (eager PyTorch dispatches
+    each op from Python: about a 112 x 112 `eigh`).
     """
-    call = EIGH_CALL_COST.get(keras.backend.backend(), 0)
-    return sum(m**3 for m in sizes) + call * len(set(sizes))
+    return sum(m**3 for m in sizes) + compat.eigh_call_cost() * len(set(sizes))
 
 
 def direct_sample_head(n, d, num_classes, feature_entropy_known=False):
@@ -164,11 +156,12 @@ def _head_grams(what, labels):
     """The class Gram `What What^T` (C x C, or None) and the n x n `K_W` (unweighted).
 
     With fewer classes than samples (static shapes), `K_W`'s entries are
-    gathered from the class Gram (`C^2 d` work instead of `n^2 d`).
+    gathered from the class Gram (`C^2 d` work instead of `n^2 d`) where the
+    backend's gathers pay (`keras_nc.compat.gathers_class_grams`).
     """
     num_classes = what.shape[0]
     n = labels.shape[0]
-    if n is not None and num_classes < n:
+    if n is not None and num_classes < n and compat.gathers_class_grams():
         classes = outer_gram(what)
         return classes, ops.take(ops.take(classes, labels, axis=0), labels, axis=1)
     return None, outer_gram(ops.take(what, labels, axis=0))
