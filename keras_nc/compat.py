@@ -28,7 +28,8 @@ Keras release changes it, so that a Keras upgrade names what it broke.
 - `eigh_call_cost`, `gathers_class_grams`: how the backends execute, for the
   choice between exact paths of equal results (`keras_nc.ops.pairing`):
   the cost of one eigendecomposition call and the elementwise ops around it
-  (eager PyTorch dispatches each op from Python), and whether gathering an
+  (eager PyTorch dispatches each op from Python, a TensorFlow graph from its
+  executor), and whether gathering an
   n x n Gram from a smaller class Gram beats the n x n product
   (TensorFlow's gathers and its oneDNN product of a 100-row matrix cost
   more; measured with `benchmarks/ops.py`).
@@ -170,9 +171,10 @@ def eigvalsh(k):
 # elementwise ops around it, in units of the `m^3` of an `m x m` `eigh`. Eager
 # PyTorch dispatches each op from Python (~100 small ops per sample-head step
 # at n = 64 take longer than its eigendecompositions): about a 112 x 112
-# `eigh`; compiled programs (JAX, TensorFlow graphs) far less. Measured with
-# `benchmarks/ops.py` (sample-head rows, n = 64 to 256).
-EIGH_CALL_COST = {"torch": 112**3, "tensorflow": 32**3, "jax": 32**3}
+# `eigh`; TensorFlow graphs, whose executor dispatches each op, as much; JAX's
+# XLA programs far less. Measured with `benchmarks/ops.py` (sample-head rows,
+# n = 64 to 256).
+EIGH_CALL_COST = {"torch": 112**3, "tensorflow": 112**3, "jax": 32**3}
 
 # Whether an n x n Gram gathered from the C x C class Gram (C < n: `C^2 d`
 # work and two gathers) beats the n x n product (`n^2 d`). Not on TensorFlow:

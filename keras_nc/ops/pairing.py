@@ -152,16 +152,18 @@ def entropies_by_size(items, alpha):
     return values
 
 
-def _head_grams(what, labels):
+def _head_grams(what, labels, need_class_gram=False):
     """The class Gram `What What^T` (C x C, or None) and the n x n `K_W` (unweighted).
 
     With fewer classes than samples (static shapes), `K_W`'s entries are
-    gathered from the class Gram (`C^2 d` work instead of `n^2 d`) where the
-    backend's gathers pay (`keras_nc.compat.gathers_class_grams`).
+    gathered from the class Gram (`C^2 d` work instead of `n^2 d`) when the
+    class Gram is needed anyway (`need_class_gram`: `K_W`'s class side) or
+    where the backend's gathers pay (`keras_nc.compat.gathers_class_grams`).
     """
     num_classes = what.shape[0]
     n = labels.shape[0]
-    if n is not None and num_classes < n and compat.gathers_class_grams():
+    gather = need_class_gram or compat.gathers_class_grams()
+    if n is not None and num_classes < n and gather:
         classes = outer_gram(what)
         return classes, ops.take(ops.take(classes, labels, axis=0), labels, axis=1)
     return None, outer_gram(ops.take(what, labels, axis=0))
@@ -222,7 +224,9 @@ def sample_head_entropies_of(pairing, alpha=1.0, feature_entropy=None):
     n, d = tuple(zhat.shape)
     direct = direct_sample_head(n, d, what.shape[0], feature_entropy is not None)
     k_z = outer_gram(zhat)  # zhat carries sqrt(w): the weighted K_Z
-    class_gram, k_w_plain = _head_grams(what, labels)
+    num_classes = what.shape[0]
+    classes_side = not direct and n is not None and d is not None and num_classes <= min(d, n)
+    class_gram, k_w_plain = _head_grams(what, labels, need_class_gram=classes_side)
     joint = k_z * k_w_plain  # one factor weighted: D^1/2 (K_Z o K_W) D^1/2
     if direct:  # every matrix n x n: one batched call, the traces from the stack
         k_w = k_w_plain
