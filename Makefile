@@ -33,7 +33,7 @@ NUMERICS := tests/test_ops.py tests/test_metrics.py tests/test_properties.py \
 	tests/test_bad_input.py tests/test_theory.py tests/test_class_measures.py \
 	tests/test_edge_cases.py tests/test_rank.py tests/test_layerwise.py \
 	tests/test_sample_weight.py tests/test_dispatch.py tests/test_large_classes.py \
-	tests/test_class_statistics_precision.py
+	tests/test_class_statistics_precision.py tests/test_cma_paths.py tests/test_chance.py
 test-kernels: $(STAMP)
 	OPENBLAS_CORETYPE=Sandybridge ONEDNN_MAX_CPU_ISA=AVX2 KERAS_BACKEND=tensorflow \
 		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
