@@ -21,11 +21,17 @@ features against the head rows picked by other labels):
   rows carry no information about the features.
 
 The last rows give the smallest size whose median is within 1% and 5% of the
-median at the largest size. The header line gives, for context, the class
+median at the largest size.
+
+A second table (`--tables batch`) evaluates the same trained model on its
+first 512 training images with `evaluate(batch_size=b)`, b = 8, 16, 32, 128,
+512, with per-batch estimates (`sample_size=None`, the behaviour before
+`sample_size`) and with the default `sample_size=128`. The header line gives, for context, the class
 pairing (MIR, its chance level, HDR) and NC1, the ETF error and the
 self-duality of the same features (`keras_nc.callbacks.collapse_report`).
 
     python benchmarks/sample_size.py [--backend torch] [--epochs 12] [--draws 5] [--no-write]
+        [--tables sizes batch]
 """
 
 import argparse
@@ -41,6 +47,47 @@ from _docs import write_section  # noqa: E402
 
 SIZES = (16, 32, 64, 128, 256, 512, 1024)
 COLUMNS = ("mir", "chance_relabelled", "chance_shuffled", "hdr", "matrix_entropy")
+BATCH_SIZES = (8, 16, 32, 128, 512)
+TABLES = ("sizes", "batch")
+
+
+def by_batch_size(model, x, y):
+    """`evaluate` of 512 images at each batch size, per batch and with `sample_size=128`."""
+    from keras_nc.metrics import HDR, MIR, MatrixEntropy
+
+    rows = {}
+    for label, size in (("per batch", None), ("sample_size=128", 128)):
+        model.compile(
+            metrics=[MIR(sample_size=size), HDR(sample_size=size),
+                     MatrixEntropy(sample_size=size)],
+        )  # fmt: skip
+        for batch_size in BATCH_SIZES:
+            logs = model.evaluate(x[:512], y[:512], batch_size=batch_size, verbose=0,
+                                  return_dict=True)  # fmt: skip
+            rows[(label, batch_size)] = [logs["mir"], logs["hdr"], logs["matrix_entropy"]]
+        print(label, {b: [round(v, 4) for v in rows[(label, b)]] for b in BATCH_SIZES},
+              file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def render_batch(rows, args):
+    import keras
+
+    lines = [
+        "| estimate | measure | " + " | ".join(f"batch {b}" for b in BATCH_SIZES) + " |",
+        "|---|---|" + "---:|" * len(BATCH_SIZES),
+    ]
+    for label in ("per batch", "sample_size=128"):
+        for index, name in enumerate(("MIR", "HDR", "matrix entropy")):
+            cells = [f"{rows[(label, b)][index]:.4f}" for b in BATCH_SIZES]
+            lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
+    header = (
+        f"{keras.backend.backend()} backend; the trained convnet of the table above "
+        f"({args.epochs} epochs), `evaluate` on its first 512 training images at each batch "
+        "size, in order (no shuffling); per-batch estimates (`sample_size=None`) and groups "
+        "of 128 rows (the default)."
+    )
+    return header, "\n".join(lines)
 
 
 def train(epochs, seed=0):
@@ -101,9 +148,11 @@ def measure(args):
     context["mir_chance"] = float(keras.ops.convert_to_numpy(chance[0]))
     context["accuracy"] = float(np.mean(np.argmax(logits, axis=1) == y))
     context["train_s"] = train_s
+    if "batch" in args.tables:
+        context["batch_rows"] = by_batch_size(model, x, y)
 
     rows = {}
-    for size in args.sizes:
+    for size in args.sizes if "sizes" in args.tables else ():
         metrics = [MIR(sample_size=size), HDR(sample_size=size), MatrixEntropy(sample_size=size)]
         values = {column: [] for column in COLUMNS}
         for draw in range(args.draws):
@@ -181,17 +230,25 @@ def main():
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--chunk", type=int, default=250, help="rows per update_state call")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = args.backend  # before keras is imported
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     rows, context = measure(args)
-    header, text = render(rows, context, args)
-    print(header)
-    print(text)
-    if not args.no_write:
-        command = "python " + " ".join(["benchmarks/sample_size.py", *sys.argv[1:]])
-        write_section("sample-size", header, command, text, page="concepts.md")
+    command = "python " + " ".join(["benchmarks/sample_size.py", *sys.argv[1:]])
+    if "sizes" in args.tables:
+        header, text = render(rows, context, args)
+        print(header)
+        print(text)
+        if not args.no_write:
+            write_section("sample-size", header, command, text, page="concepts.md")
+    if "batch" in args.tables:
+        header, text = render_batch(context["batch_rows"], args)
+        print(header)
+        print(text)
+        if not args.no_write:
+            write_section("sample-size-batch", header, command, text, page="concepts.md")
 
 
 if __name__ == "__main__":
