@@ -33,6 +33,9 @@ Keras release changes it, so that a Keras upgrade names what it broke.
   n x n Gram from a smaller class Gram beats the n x n product
   (TensorFlow's gathers and its oneDNN product of a 100-row matrix cost
   more; measured with `benchmarks/ops.py`).
+- `eager_version`: a token that changes whenever an eager PyTorch tensor is
+  written in place (its private `_version` counter), so a value derived from
+  variables can be reused while they are unchanged; None elsewhere.
 """
 
 import keras
@@ -191,3 +194,20 @@ def eigh_call_cost():
 def gathers_class_grams():
     """Whether this backend builds an n x n Gram by gathering from a smaller class Gram."""
     return GATHERS_CLASS_GRAMS.get(keras.backend.backend(), True)
+
+
+def eager_version(tensor):
+    """`(id, version)` of an eager PyTorch tensor, changed by every in-place write; else None.
+
+    PyTorch's version counter (`tensor._version`) counts in-place writes
+    (`copy_`, `add_`, Keras' `assign`); the other backends' eager values are
+    replaced, not written, so `id` alone would do there, but only PyTorch
+    gains from the reuse (one dispatch fewer an eager step).
+    """
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if not isinstance(tensor, torch.Tensor) or torch.compiler.is_compiling():
+        return None
+    return (id(tensor), tensor._version)

@@ -245,3 +245,16 @@ def test_performance_constants_cover_every_backend():
     assert compat.eigh_call_cost() == compat.EIGH_CALL_COST[keras.backend.backend()]
     # Eager PyTorch dispatches every op from Python: its calls cost the most.
     assert compat.EIGH_CALL_COST["torch"] > compat.EIGH_CALL_COST["jax"]
+
+
+def test_eager_version_changes_with_every_in_place_write():
+    variable = keras.Variable(np.zeros(3, "float32"))
+    before = compat.eager_version(variable.value)
+    if keras.backend.backend() != "torch":
+        assert before is None  # only PyTorch's eager values are written in place
+        return
+    assert before is not None
+    variable.assign(np.ones(3, "float32"))
+    after = compat.eager_version(variable.value)
+    assert after != before  # Keras' assign writes in place: the counter moved
+    assert compat.eager_version(variable.value) == after  # reading does not

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_nc import compat
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import CollapseMetric
 from keras_nc.metrics.class_statistics import ClassStatistics
@@ -101,9 +102,10 @@ class EpochMeasure(StatisticsReader):
         so): no operation a step, where the `where` would cost one dispatch.
         """
         last, has = self.last_result.value, self.has_result.value
-        token = None
-        if keras.backend.backend() == "torch" and is_concrete(last):
-            token = (id(last), last._version, id(has), has._version)
+        token = (compat.eager_version(last), compat.eager_version(has))
+        if None in token:
+            token = None
+        else:
             cached = getattr(self, "_last_value_cache", None)
             if cached is not None and cached[0] == token:
                 return cached[1]
