@@ -152,3 +152,18 @@ def test_sample_size_survives_a_keras_save(rng, tmp_path):
     again = loaded.evaluate(z[:128], y[:128], batch_size=64, verbose=0, return_dict=True)
     # The loaded metric groups 32 rows too: the same value from batches of 64.
     assert again["mir"] == pytest.approx(first["mir"], abs=1e-5)
+
+
+def test_devices_measured_apart_keep_per_batch_estimates_and_say_why(rng, monkeypatch):
+    """Replicas of a `tf.distribute` strategy (or `sample_scope="device"`) share no buffer."""
+    from keras_nc import sharding
+
+    z, y, head = _data(rng)
+    monkeypatch.setattr(sharding, "replicas_in_sync", lambda: 2)
+    metric = metrics.MIR()
+    with pytest.warns(UserWarning, match="sample_size=128.*per-device rows"):
+        for start in range(0, 64, 32):
+            rows = slice(start, start + 32)
+            metric.update_state(y[rows], features=z[rows], head_weights=head)
+    expected, bound = _group_reference(z, y, head, [slice(0, 32), slice(32, 64)])
+    assert float(to_numpy(metric.result())) == pytest.approx(expected[0], abs=bound[0])
