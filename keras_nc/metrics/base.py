@@ -195,8 +195,10 @@ class BatchMeasure(CollapseMetric, keras.metrics.Mean):
             labels, head = ops.zeros((n,), "int32"), None
         weights = step.sample_weight
         weights = ops.ones((n,), "float32") if weights is None else ops.cast(weights, "float32")
-        if batch is not None and batch.ok is not None:  # invalid rows, traced: NaN groups
-            weights = ops.where(batch.ok, weights, float("nan"))
+        if batch is not None and batch.ok is not None:
+            # A compiled step found invalid values (sanitised by the guard):
+            # NaN rows, so that every group they fall in measures NaN.
+            features = ops.where(batch.ok, features, float("nan"))
 
         def measure(rows, row_labels, row_weights):
             return self.measure(CollapseStep(row_labels, rows, head, row_weights), rows)
