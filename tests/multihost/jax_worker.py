@@ -97,7 +97,8 @@ def build_model():
             losses.CMALoss(0.5),
             losses.InformationRegularizer(),
         ],
-        metrics=[metrics.MIR()] if args.few_metrics else setup.collapse_metrics(),
+        # The same per-batch MIR as `collapse_metrics()`: the runs' logs are compared.
+        metrics=[metrics.MIR(sample_size=None)] if args.few_metrics else setup.collapse_metrics(),
     )
     return model
 
