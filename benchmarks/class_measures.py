@@ -285,26 +285,14 @@ def accuracy_worker(args):
     import keras
     import numpy as np
     import reference  # tests/reference.py: the suite's independent float64 NumPy reference
+    from _convnet import trained_convnet
 
-    from keras_nc.models import CollapseClassifier
-    from recipes.data import load_dataset
-
-    data = load_dataset("fashion_mnist", samples_per_class=200, seed=0)
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input(data.x_train.shape[1:])
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    features = keras.layers.Dense(32, activation="relu")(x)
-    model = CollapseClassifier(keras.Model(inputs, features), 10)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=class_metrics()[:1])
-    model.fit(data.x_train, data.y_train, batch_size=64, epochs=12, verbose=0)
-    nc1 = model.evaluate(data.x_train, data.y_train, batch_size=256, verbose=0,
+    model, x_train, y_train = trained_convnet(metrics=class_metrics()[:1])
+    nc1 = model.evaluate(x_train, y_train, batch_size=256, verbose=0,
                          return_dict=True)["nc1"]  # fmt: skip
-    z = keras.ops.convert_to_numpy(model.extract_features(data.x_train)).astype("float64")
-    want = reference.neural_collapse(z, data.y_train, np.zeros((10, z.shape[1])), 10)["nc1"]
-    centred = np.stack([z[data.y_train == c].mean(axis=0) for c in range(10)]) - z.mean(axis=0)
+    z = keras.ops.convert_to_numpy(model.extract_features(x_train)).astype("float64")
+    want = reference.neural_collapse(z, y_train, np.zeros((10, z.shape[1])), 10)["nc1"]
+    centred = np.stack([z[y_train == c].mean(axis=0) for c in range(10)]) - z.mean(axis=0)
     spectrum = np.linalg.eigvalsh(centred @ centred.T)[::-1]  # one ~0: the means sum to ~0
     return {
         "backend": keras.backend.backend(),

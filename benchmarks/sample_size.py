@@ -43,6 +43,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from _convnet import trained_convnet  # noqa: E402
 from _docs import write_section  # noqa: E402
 
 SIZES = (16, 32, 64, 128, 256, 512, 1024)
@@ -90,27 +91,6 @@ def render_batch(rows, args):
     return header, "\n".join(lines)
 
 
-def train(epochs, seed=0):
-    """The convnet of `class_measures.py`'s `accuracy` table: `(model, x, y)`."""
-    import keras
-
-    from keras_nc.models import CollapseClassifier
-    from recipes.data import load_dataset
-
-    data = load_dataset("fashion_mnist", samples_per_class=200, seed=seed)
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(data.x_train.shape[1:])
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    features = keras.layers.Dense(32, activation="relu")(x)
-    model = CollapseClassifier(keras.Model(inputs, features), 10)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), metrics=["accuracy"])
-    model.fit(data.x_train, data.y_train, batch_size=64, epochs=epochs, verbose=0)
-    return model, data.x_train, data.y_train
-
-
 def read(metrics, features, labels, head, chunk):
     """Feeds the rows in chunks of `chunk` and returns each metric's `result()`."""
     import keras
@@ -133,7 +113,7 @@ def measure(args):
     from keras_nc.ops import class_pairing_chance
 
     start = time.perf_counter()
-    model, x, y = train(args.epochs)
+    model, x, y = trained_convnet(epochs=args.epochs)
     train_s = time.perf_counter() - start
     z = keras.ops.convert_to_numpy(model.extract_features(x)).astype("float32")
     head = keras.ops.convert_to_numpy(model.head_rows()).astype("float32")
