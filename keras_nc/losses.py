@@ -14,7 +14,7 @@ The mathematics lives in `keras_nc.ops`.
 import keras
 
 from keras_nc.ops import cma
-from keras_nc.ops._guards import check_alpha, check_flag
+from keras_nc.ops.guards import check_alpha, check_flag
 from keras_nc.step import CollapseStep
 
 

@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_nc import sharding
 from keras_nc.metrics.sample_groups import SampleGroups
-from keras_nc.ops._guards import features_tensor, is_concrete
+from keras_nc.ops.guards import features_tensor, is_concrete
 from keras_nc.step import CollapseStep
 
 

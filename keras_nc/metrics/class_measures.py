@@ -7,7 +7,7 @@ from keras_nc import compat
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import CollapseMetric
 from keras_nc.metrics.class_statistics import ClassStatistics
-from keras_nc.ops._guards import check_alpha, check_flag, is_concrete
+from keras_nc.ops.guards import check_alpha, check_flag, is_concrete
 
 
 class StatisticsReader(CollapseMetric, keras.metrics.Metric):

@@ -9,7 +9,7 @@ from keras import ops
 from keras_nc.metrics.base import CollapseMetric
 from keras_nc.ops import scale_exponent
 from keras_nc.ops import statistics as nc_statistics
-from keras_nc.ops._guards import (
+from keras_nc.ops.guards import (
     features_tensor,
     is_concrete,
     labelled_batch,

@@ -4,7 +4,7 @@ import keras
 
 from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import BatchMeasure
-from keras_nc.ops._guards import check_flag
+from keras_nc.ops.guards import check_flag
 from keras_nc.ops.rank import SPECTRA
 
 

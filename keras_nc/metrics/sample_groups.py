@@ -12,7 +12,7 @@ backend.
 
 from keras import ops
 
-from keras_nc.ops._guards import is_concrete
+from keras_nc.ops.guards import is_concrete
 
 
 class SampleGroups:

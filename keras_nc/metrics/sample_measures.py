@@ -7,7 +7,7 @@ from keras_nc import ops as nc_ops
 from keras_nc.metrics.base import DEFAULT_SAMPLE_SIZE, BatchMeasure
 from keras_nc.metrics.class_measures import ClassHDR, ClassMIR
 from keras_nc.ops import cma
-from keras_nc.ops._guards import check_alpha, check_flag
+from keras_nc.ops.guards import check_alpha, check_flag
 
 _PAIRINGS = ("sample", "class")
 

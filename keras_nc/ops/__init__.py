@@ -37,6 +37,7 @@ Numerics, in one place:
 """
 
 from keras_nc.ops._guards import LabelledBatch, labelled_batch
+from keras_nc.ops._spectral import normalize_rows
 from keras_nc.ops.chance import class_pairing_chance
 from keras_nc.ops.cma import cma_entropy
 from keras_nc.ops.collapse import ncc_agreement, neural_collapse_measures
@@ -84,6 +85,7 @@ __all__ = [
     "mir",
     "ncc_agreement",
     "neural_collapse_measures",
+    "normalize_rows",
     "rank_me",
     "rank_me_of_gram",
     "ratios_from_entropies",
