@@ -20,8 +20,8 @@ from keras import ops
 
 from keras_nc import ops as nc_ops
 from keras_nc.models import collapse_view
-from keras_nc.ops.guards import check_flag
 from keras_nc.ops import normalize_rows
+from keras_nc.ops.guards import check_flag
 
 # The per-layer measures, in the order of `LayerwiseCollapse.history`'s columns.
 LAYER_MEASURES = (
