@@ -1,6 +1,7 @@
 """recipes.semi_supervised: FixMatch/FreeMatch mathematics, trainers, data and program.
 
-The mathematics is compared with a float64 NumPy transcription of SPEC 3.2;
+The mathematics is compared with a float64 NumPy transcription of FixMatch's
+(arXiv 2001.07685) and FreeMatch's (arXiv 2205.07246) formulas;
 the trainers are checked under `fit` (compiled on TensorFlow and JAX), through
 a `.keras` save/load/resume round trip and for the weight EMA used in evaluation.
 """
@@ -34,7 +35,7 @@ C = 4
 
 
 # --------------------------------------------------------------------------- #
-# float64 NumPy references (SPEC 3.2)
+# float64 NumPy references (FixMatch, FreeMatch)
 # --------------------------------------------------------------------------- #
 
 
@@ -62,8 +63,8 @@ def _ref_sat(p, time_p, p_model, label_hist, m):
     return time_p, p_model, label_hist, thresholds, mask
 
 
-def _ref_fairness_spec(p_strong, mask, p_model, label_hist):
-    """SPEC 3.2's `L_f` (the cross-entropy, with its leading minus sign)."""
+def _ref_fairness_cross_entropy(p_strong, mask, p_model, label_hist):
+    """The cross-entropy `H = -sum p log q` of FreeMatch's fairness loss (its `L_f` is `-H`)."""
     selected = p_strong[mask > 0]
     if not len(selected):
         return 0.0
@@ -123,7 +124,7 @@ def test_sat_and_saf_match_numpy_over_several_steps(rng):
             np.testing.assert_array_equal(to_numpy(got_mask), mask)
         fairness = algorithms.saf_loss(p_strong.astype("float32"), mask, ours[1], ours[2])
         # FreeMatch's paper and USB minimise L_f = -H(., .): SPEC's value with the sign flipped.
-        want = -_ref_fairness_spec(p_strong, mask, state[1], state[2])
+        want = -_ref_fairness_cross_entropy(p_strong, mask, state[1], state[2])
         np.testing.assert_allclose(float(to_numpy(fairness)), want, rtol=1e-5, atol=1e-7)
     assert mixed >= 2
 
@@ -220,7 +221,7 @@ def test_freematch_fit_updates_sat_state_and_logs_like_numpy():
             np.testing.assert_allclose(to_numpy(variable), want, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(logs["mask_ratio"][0], mask.mean(), atol=1e-6)
         np.testing.assert_allclose(logs["threshold"][0], state[0], rtol=1e-5)
-        want_fair = -_ref_fairness_spec(p_strong, mask, state[1], state[2])
+        want_fair = -_ref_fairness_cross_entropy(p_strong, mask, state[1], state[2])
         np.testing.assert_allclose(logs["fairness_loss"][0], want_fair, rtol=1e-4, atol=1e-5)
         truth = x["unlabeled_labels"]
         weight = mask * (truth >= 0)
@@ -253,25 +254,38 @@ def test_fixmatch_fit_step_loss_matches_numpy():
     assert "mir" not in logs
 
 
-def test_fairness_sign_spec_minimises_the_spec_cross_entropy():
+def test_fairness_sign_negated_minimises_the_cross_entropy():
     # Frozen weights: the logged fairness term and the total loss are exact.
-    model = FreeMatch(_backbone(), C, lambda_f=0.5, fairness_sign="spec", log_information=False)
+    model = FreeMatch(_backbone(), C, lambda_f=0.5, fairness_sign="negated", log_information=False)
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     x, y = _batch(4)
     out = model(x, training=True)
     p = _softmax(to_numpy(out["weak_logits"]))
     state = (1 / C, np.full(C, 1 / C), np.full(C, 1 / C))
     *state, _, mask = _ref_sat(p, *state, 0.999)
-    spec = _ref_fairness_spec(_softmax(to_numpy(out["strong_logits"])), mask, state[1], state[2])
-    assert mask.sum() > 0 and abs(spec) > 1e-3  # a term that could have the wrong sign
+    p_strong = _softmax(to_numpy(out["strong_logits"]))
+    cross_entropy = _ref_fairness_cross_entropy(p_strong, mask, state[1], state[2])
+    assert mask.sum() > 0 and abs(cross_entropy) > 1e-3  # a term that could have the wrong sign
     sup = _ref_masked_ce(to_numpy(out["logits"]), y, np.ones(len(y)))
     unsup = _ref_masked_ce(to_numpy(out["strong_logits"]), p.argmax(axis=1), mask)
     logs = _fit_step(model, (x, y))
-    np.testing.assert_allclose(logs["fairness_loss"][0], spec, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(logs["loss"][0], sup + unsup + 0.5 * spec, rtol=1e-4)
-    assert model.get_config()["fairness_sign"] == "spec"
+    np.testing.assert_allclose(logs["fairness_loss"][0], cross_entropy, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logs["loss"][0], sup + unsup + 0.5 * cross_entropy, rtol=1e-4)
+    assert model.get_config()["fairness_sign"] == "negated"
     with pytest.raises(ValueError, match="`fairness_sign` must be one of"):
         FreeMatch(_backbone(), C, fairness_sign="+")
+
+
+def test_former_fairness_sign_spelling_warns_and_means_negated():
+    with pytest.warns(DeprecationWarning, match='use `fairness_sign="negated"`'):
+        model = FreeMatch(_backbone(), C, fairness_sign="spec")
+    assert model.fairness_sign == "negated"
+    assert model.get_config()["fairness_sign"] == "negated"
+    parser = train.build_parser()
+    with pytest.warns(DeprecationWarning, match="use `--fairness-sign negated`"):
+        assert parser.parse_args(["--fairness-sign", "spec"]).fairness_sign == "negated"
+    assert parser.parse_args(["--fairness-sign", "negated"]).fairness_sign == "negated"
+    assert "{paper,negated}" in parser.format_help()
 
 
 def test_save_load_resume_round_trip_restores_the_ema_state(tmp_path):
@@ -582,6 +596,23 @@ def _study(tmp_path, *more):
         "--study-dir", str(tmp_path / "study"), "--output", str(tmp_path / "runs"),
         "--doc", str(doc), "--figure", str(tmp_path / "study.png"), *more,
     ]  # fmt: skip
+
+
+def test_committed_study_records_regenerate_the_docs_tables(tmp_path):
+    # Every planned cell of the committed study has its record, run with the planned
+    # command (else `stage_cells` stops), and the report written from the records
+    # is, byte for byte, the one in docs/semi_supervised.md.
+    with open(experiment.DOC) as f:
+        committed = f.read()
+    doc = tmp_path / "semi_supervised.md"
+    head, tables = committed.split("<!-- experiment:start -->")
+    doc.write_text(f"{head}<!-- experiment:start -->{tables.replace('| 40 | FreeMatch |', '|', 1)}")
+    args = experiment.build_parser().parse_args(["--doc", str(doc), "--figure", ""])
+    for stage in ("select", "grid"):
+        cells = experiment.stage_cells(args, stage)
+        assert cells and all(finished for _, _, finished in cells), stage
+    experiment.write_report(args)
+    assert doc.read_text() == committed
 
 
 # The driver's bookkeeping (plan, skip, records, report) is backend-independent and

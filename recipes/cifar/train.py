@@ -15,7 +15,7 @@ The final table gives each measure's value, the chance level of MIR and HDR
 from NC1 and the ETF error: MIR and HDR near their collapse values are
 necessary for collapse, not sufficient.
 
-The monitor adds its values (`collapse_mir`, ..., `collapse_ncc_agreement`)
+The monitor adds its values (`collapse_mir_class`, ..., `collapse_ncc_agreement`)
 to the epoch logs; Keras' `CSVLogger` (and `TensorBoard` with
 `--tensorboard`), placed after it, write them with everything else, once.
 
@@ -50,7 +50,7 @@ from recipes.cifar.backbones import BACKBONES, build_backbone
 
 # Per-dataset defaults of the options left unset on the command line: the
 # embedded digits run is small enough for 2 CPU cores, the rest is the usual
-# CIFAR recipe (SPEC 3.1).
+# CIFAR ResNet recipe (docs/recipes.md).
 DEFAULTS = {
     "digits": {"epochs": 30, "batch_size": 64, "lr": 0.05, "width": 0.25, "warmup_epochs": 2},
     "default": {"epochs": 200, "batch_size": 128, "lr": 0.1, "width": 1.0, "warmup_epochs": 5},

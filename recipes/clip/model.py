@@ -4,7 +4,7 @@ The features are CLIP's L2-normalised image embeddings; the head rows are the
 L2-normalised text embeddings of the class prompts; the logits are CLIP's logit
 scale times their cosine, exactly CLIP's zero-shot classifier. Collapse metrics
 (`MIR`, `HDR`, ...) and `CMALoss` receive these features and head rows, so CMA
-aligns each class's image embeddings with its text embedding (SPEC 2.8).
+aligns each class's image embeddings with its text embedding (arXiv 2409.16767).
 
 Where the head rows come from is chosen once, at construction, by the layer
 that holds them:

@@ -193,7 +193,7 @@ def resolve(args):
 
 
 def within_class_entropy(features, anchors, labels):
-    """CMA's within-class entropy (SPEC 2.8), averaged over the classes present.
+    """CMA's within-class entropy (arXiv 2409.16767), averaged over the classes present.
 
     For class `c`: the normalised matrix entropy of the cosine Gram of
     `{z_i : y_i = c} U {t_c}` (`keras_nc.ops.feature_entropy`, which uses the
@@ -209,7 +209,7 @@ def within_class_entropy(features, anchors, labels):
 
 
 def class_pairing_ratios(features, labels, head_rows):
-    """Class-pairing MIR and HDR (SPEC 2.4), as `CollapseMonitor` reports them.
+    """Class-pairing MIR and HDR (docs/concepts.md), as `CollapseMonitor` reports them.
 
     The cosine Gram of the class means (centred by the global mean) of the
     classes present against the cosine Gram of their head rows

@@ -3,7 +3,8 @@
 Every function takes and returns tensors (no variables, no Python branching on
 values), so the trainers in `recipes.semi_supervised.models` call them inside
 compiled train steps on every backend and the tests compare them with a
-float64 NumPy transcription of SPEC 3.2.
+float64 NumPy transcription of the formulas of FixMatch (arXiv 2001.07685) and
+FreeMatch (arXiv 2205.07246), as USB's code computes them.
 
 - FixMatch (Sohn et al. 2020): `fixmatch_mask` (fixed confidence threshold on
   the weak view) and `masked_cross_entropy` (hard pseudo-labels, strong view).
@@ -47,7 +48,7 @@ def _safe_reciprocal(x):
 
 
 def _sum_norm(v):
-    """`v / sum(v)` (SPEC's SumNorm); an all-zero vector stays zero."""
+    """`v / sum(v)` (FreeMatch's SumNorm); an all-zero vector stays zero."""
     total = ops.sum(v, axis=-1, keepdims=True)
     return v / ops.where(total > 0, total, 1.0)
 
@@ -145,8 +146,9 @@ def saf_loss(probs_strong, mask, p_model, label_hist, eps=1e-12):
     where `1/0` is taken as 0 (USB's `replace_inf_to_zero`) and the scalers
     `1/label_hist`, `1/hist_s` carry no gradient. This is the sign of
     FreeMatch's paper (`L_f = -H(., .)`, a negative cross-entropy, minimised)
-    and of USB's code; SPEC 3.2 writes the cross-entropy itself (the opposite
-    sign). With no masked sample the loss is 0 (USB skips the term).
+    and of USB's code; `FreeMatch(fairness_sign="negated")` minimises the
+    cross-entropy itself (the opposite sign). With no masked sample the loss
+    is 0 (USB skips the term).
 
     Args:
         probs_strong: `(B_u, C)` strong-view probabilities (gradients flow).

@@ -2,9 +2,9 @@
 
 `split_labeled` draws `N` labels per class with a seed; the rest of the
 training set is unlabelled. `semi_supervised_dataset` is an endless `tf.data`
-pipeline whose every element is one training step (SPEC 3.2): a labelled batch
-of `B` weak views with their labels and `uratio * B` unlabelled images under a
-weak and a strong view,
+pipeline whose every element is one training step (FixMatch, arXiv
+2001.07685): a labelled batch of `B` weak views with their labels and
+`uratio * B` unlabelled images under a weak and a strong view,
 
 - weak: random crop with reflect padding (`crop_padding` pixels, 1/8 of the
   side by default) and, where mirror images keep their label, a horizontal flip;

@@ -16,8 +16,9 @@ Stages, in run order:
    of the grid. The test set plays no part in it.
 2. The grid, seed-major (every cell of seed 0 first, so that partial results
    are paired): labels per class in `--labels`, methods of `METHODS`, seeds in
-   `--seeds`; the "FreeMatch (SPEC sign)" method (the fairness loss with SPEC
-   3.2's sign, `--fairness-sign spec`) only at `--sign-labels`.
+   `--seeds`; the "FreeMatch (negated fairness)" method (the fairness loss
+   with the opposite of the paper's sign, `--fairness-sign negated`) only at
+   `--sign-labels`.
 
 Each finished cell is a small JSON file in `--study-dir` (settings, the exact
 command, wall time, final numbers, per-epoch history); a cell whose file
@@ -63,7 +64,7 @@ STUDY_DIR = os.path.join(HERE, "study")
 
 MIRHDR = "FreeMatch + MIR/HDR"
 MIRHDR_UNLABELED = "FreeMatch + MIR/HDR (unlabelled too)"
-SPEC_SIGN = "FreeMatch (SPEC sign)"
+NEGATED_FAIRNESS = "FreeMatch (negated fairness)"
 # Method name -> options of `python -m recipes.semi_supervised`; "{w}" is the selected weight.
 METHODS = {
     "supervised": ["--algorithm", "supervised"],
@@ -79,7 +80,7 @@ METHODS = {
         "{w}",
         "--unlabeled-information",
     ],
-    SPEC_SIGN: ["--algorithm", "freematch", "--fairness-sign", "spec"],
+    NEGATED_FAIRNESS: ["--algorithm", "freematch", "--fairness-sign", "negated"],
 }
 # Paired comparisons of the report: (method, reference).
 COMPARISONS = (
@@ -89,7 +90,7 @@ COMPARISONS = (
     ("FreeMatch", "FixMatch"),
     ("FreeMatch", "supervised"),
     ("FixMatch", "supervised"),
-    (SPEC_SIGN, "FreeMatch"),
+    (NEGATED_FAIRNESS, "FreeMatch"),
 )
 COMMON = (
     "--dataset fashion_mnist --model wrn10_2 --width 0.5 --batch-size 16 --uratio 3 "
@@ -143,7 +144,7 @@ def build_parser():
         type=int,
         nargs="*",
         default=[4],
-        help=f"labels per class of the {SPEC_SIGN!r} cells",
+        help=f"labels per class of the {NEGATED_FAIRNESS!r} cells",
     )
     select = parser.add_argument_group("selection of the MIR/HDR weight (validation images)")
     select.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.5, 1.0])
@@ -194,7 +195,7 @@ def plan(args):
     for seed in args.seeds:
         for labels in args.labels:
             for method in args.methods:
-                if method == SPEC_SIGN and labels not in args.sign_labels:
+                if method == NEGATED_FAIRNESS and labels not in args.sign_labels:
                     continue
                 cells.append(Cell("grid", labels, method, seed))
     return cells

@@ -43,6 +43,7 @@ model.fit(train, steps_per_epoch=100, epochs=10, validation_data=test,
 import keras
 from keras import ops
 
+from keras_nc.deprecation import warn_renamed
 from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, CollapseMetric
 from keras_nc.models import CollapseClassifier
@@ -54,7 +55,33 @@ UNLABELED_WEAK = "unlabeled_weak"
 UNLABELED_STRONG = "unlabeled_strong"
 UNLABELED_LABELS = "unlabeled_labels"
 # FreeMatch's `fairness_sign`: the factor of `algorithms.saf_loss` in the loss.
-FAIRNESS_SIGNS = {"paper": 1.0, "spec": -1.0}
+FAIRNESS_SIGNS = {"paper": 1.0, "negated": -1.0}
+# Former spelling -> current one; accepted with a `DeprecationWarning` for one release.
+DEPRECATED_FAIRNESS_SIGNS = {"spec": "negated"}
+
+
+def fairness_sign_name(fairness_sign, stacklevel=4):
+    """The current name of a `fairness_sign` value; a former spelling warns.
+
+    Args:
+        fairness_sign: a key of `FAIRNESS_SIGNS` or of `DEPRECATED_FAIRNESS_SIGNS`.
+        stacklevel: passed to `warnings.warn` (the caller to blame).
+
+    Returns:
+        The key of `FAIRNESS_SIGNS`; any other value is returned unchanged.
+
+    Example:
+
+    ```python
+    fairness_sign_name("negated")  # "negated"
+    ```
+    """
+    new = DEPRECATED_FAIRNESS_SIGNS.get(fairness_sign)
+    if new is None:
+        return fairness_sign
+    old_text, new_text = f'fairness_sign="{fairness_sign}"', f'fairness_sign="{new}"'
+    warn_renamed(old_text, new_text, stacklevel=stacklevel)
+    return new
 
 
 def _check_number(value, name, low=0.0, high=None, low_open=False):
@@ -120,7 +147,7 @@ class SemiSupervisedModel(CollapseClassifier):
 
     A `keras_nc.models.CollapseClassifier` trained on the labelled batch only
     (`x["labeled"]`, labels `y`): compiled loss (cross-entropy by default) plus
-    the optional MIR/HDR regulariser of SPEC 2.7
+    the optional MIR/HDR regulariser of arXiv 2409.16767
     (`keras_nc.losses.InformationRegularizer(mir_weight, hdr_weight)`,
     sample-head pairing of the labelled batch), added by `compile`.
     Subclasses add an unsupervised term on the unlabelled views.
@@ -498,9 +525,10 @@ class FreeMatch(_PseudoLabelModel):
             0.001 on CIFAR-10).
         sat_momentum: EMA momentum of the SAT state in `[0, 1)` (default 0.999).
         fairness_sign: `"paper"` (default): minimise `algorithms.saf_loss`,
-            the sign of FreeMatch's paper and USB's code; `"spec"`: minimise
-            its opposite, the cross-entropy `-sum p log q` as SPEC 3.2 writes
-            it. The logged `fairness_loss` is the term minimised.
+            the sign of FreeMatch's paper (arXiv 2205.07246, `L_f = -H`) and
+            USB's code; `"negated"`: minimise its opposite, the cross-entropy
+            `H = -sum p log q` itself. The logged `fairness_loss` is the term
+            minimised.
         **kwargs: `head`, `mir_weight`, `hdr_weight`, `unlabeled_information`,
             `log_information`, `name`: see `SemiSupervisedModel`.
 
@@ -532,6 +560,7 @@ class FreeMatch(_PseudoLabelModel):
         self.sat_momentum = _check_number(sat_momentum, "sat_momentum", 0.0, 1.0)
         if self.sat_momentum >= 1.0:
             raise ValueError(f"`sat_momentum` must be < 1; received {sat_momentum!r}.")
+        fairness_sign = fairness_sign_name(fairness_sign)
         if fairness_sign not in FAIRNESS_SIGNS:
             raise ValueError(
                 f"`fairness_sign` must be one of {tuple(FAIRNESS_SIGNS)}; "

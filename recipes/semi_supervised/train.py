@@ -3,7 +3,7 @@
 `python -m recipes.semi_supervised` keeps `--labels-per-class` labels per class
 of the training set (drawn with `--seed`), treats the rest as unlabelled and
 trains a WideResNet (WRN-28-2 by default; `--width` narrows it for CPUs) with
-the chosen algorithm and USB's defaults (SPEC 3.2): labelled batch 64,
+the chosen algorithm and USB's defaults (arXiv 2208.07204): labelled batch 64,
 `uratio` 7, SGD 0.03 with Nesterov momentum 0.9, weight decay 5e-4, learning
 rate `lr * cos(7 pi k / (16 K))`, an exponential moving average of the
 weights (0.999) for every evaluation. One "epoch" is `--eval-every` steps;
@@ -40,16 +40,22 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
 
+from keras_nc.deprecation import warn_renamed
 from recipes import data as data_lib
 from recipes._cli import HelpFormatter
 from recipes.cifar.backbones import BACKBONES, build_backbone
 from recipes.reproducibility import seed_everything
 from recipes.semi_supervised import data as ssl_data
-from recipes.semi_supervised.models import ALGORITHMS, FAIRNESS_SIGNS
+from recipes.semi_supervised.models import (
+    ALGORITHMS,
+    DEPRECATED_FAIRNESS_SIGNS,
+    FAIRNESS_SIGNS,
+)
 
 VALIDATION_SEED = 12345
 
@@ -190,9 +196,10 @@ def build_parser():
     algo.add_argument(
         "--fairness-sign",
         default="paper",
+        type=_fairness_sign,
         choices=tuple(FAIRNESS_SIGNS),
-        help="FreeMatch fairness loss: paper (FreeMatch's paper and USB, sum p log q) or spec "
-        "(SPEC 3.2's cross-entropy -sum p log q)",
+        help="FreeMatch fairness loss: paper (FreeMatch's paper and USB, sum p log q) or negated "
+        "(its opposite, the cross-entropy -sum p log q)",
     )
     algo.add_argument(
         "--mir-weight", type=float, default=0.0, metavar="W", help="MIR reward weight"
@@ -217,6 +224,17 @@ def build_parser():
         "--verbose", type=int, default=1, choices=(0, 1, 2), help="fit verbosity: 1 progress bar"
     )
     return parser
+
+
+def _fairness_sign(text):
+    """`--fairness-sign`'s value; a former spelling is shown a deprecation warning."""
+    new = DEPRECATED_FAIRNESS_SIGNS.get(text)
+    if new is None:
+        return text
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DeprecationWarning)  # shown on the command line too
+        warn_renamed(f"--fairness-sign {text}", f"--fairness-sign {new}", stacklevel=2)
+    return new
 
 
 def resolve(args):
