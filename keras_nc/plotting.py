@@ -6,9 +6,13 @@ matplotlib is imported inside the functions that draw, so importing this module
 pyplot backend of the session (e.g. a notebook's).
 """
 
+import warnings
+
 import keras
 
 from keras_nc import theory
+from keras_nc.callbacks.evaluator import RENAMED_KEYS
+from keras_nc.compat.backend import backend_name
 
 
 def collapse_panels(num_classes):
@@ -23,14 +27,14 @@ def collapse_panels(num_classes):
     >>> from keras_nc.plotting import collapse_panels
     >>> title, keys, reference, label = collapse_panels(10)[0]
     >>> keys, round(reference, 6), label
-    (['mir'], 0.952351, 'MIR*')
+    (['mir_class'], 0.952351, 'MIR*')
     """
     reference = num_classes >= 3
     return [
-        ("MIR (class pairing)", ["mir"], theory.mir_at_collapse(num_classes) if reference else None,
-         "MIR*"),
-        ("HDR (class pairing)", ["hdr"], 0.0, "HDR* = 0"),
-        ("Matrix entropy (nats)", ["feature_entropy", "head_entropy"],
+        ("MIR (class pairing)", ["mir_class"],
+         theory.mir_at_collapse(num_classes) if reference else None, "MIR*"),
+        ("HDR (class pairing)", ["hdr_class"], 0.0, "HDR* = 0"),
+        ("Matrix entropy (nats)", ["matrix_entropy", "head_entropy"],
          theory.entropy_at_collapse(num_classes) if reference else None, "log(C-1)"),
         ("NC1 and CDNV (log scale)", ["nc1", "cdnv"], None, None),
         ("NC2 / NC3", ["etf_error", "equinorm", "self_duality"], 0.0, "0 at collapse"),
@@ -113,13 +117,16 @@ def new_figure(rows, columns, figsize):
 def plot_collapse_history(rows, num_classes, path=None, title=None):
     """Plots `CollapseMonitor.history` with the Neural Collapse reference values.
 
-    Six panels: class-pairing MIR (with MIR*), HDR (with 0), the feature and
-    head entropies (with log(C-1)), NC1 and CDNV (log scale), NC2/NC3 and NC4.
+    Six panels: class-pairing MIR (`mir_class`, with MIR*), HDR (`hdr_class`,
+    with 0), the feature and head entropies (with log(C-1)), NC1 and CDNV
+    (log scale), NC2/NC3 and NC4.
     Epoch ticks fall on integers.
 
     Args:
         rows: list of dicts with an `epoch` key and the measures of
-            `keras_nc.callbacks.MEASURES` (`CollapseMonitor.history`).
+            `keras_nc.callbacks.MEASURES` (`CollapseMonitor.history`). Rows of
+            keras-nc 0.1 (keys `mir`, `hdr`, `feature_entropy`) are drawn too,
+            with a `DeprecationWarning`.
         num_classes: `C`, for MIR* and log(C-1) (drawn when `C >= 3`).
         path: optional output path (PNG, or any format `Figure.savefig`
             reads from the extension); `None` saves nothing.
@@ -145,14 +152,15 @@ def plot_collapse_history(rows, num_classes, path=None, title=None):
     for ax, (name, keys, ref, ref_label) in zip(axes.flat, panels, strict=True):
         curves = {key: (epochs, [row[key] for row in rows]) for key in keys}
         draw_panel(ax, name, curves, ref, ref_label, log_scale=keys[0] == "nc1")
-    fig.suptitle(title or f"Neural Collapse measures ({keras.backend.backend()})")
+    fig.suptitle(title or f"Neural Collapse measures ({backend_name()})")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig
 
 
-def plot_layerwise(rows, path=None, measures=("nc1", "ncc_accuracy", "mir", "hdr", "rank_me"),
+def plot_layerwise(rows, path=None,
+                   measures=("nc1", "ncc_accuracy", "mir_class", "hdr_class", "rank_me"),
                    title=None):  # fmt: skip
     """Plots `LayerwiseCollapse.history`: each measure against depth and against epochs.
 
@@ -166,6 +174,8 @@ def plot_layerwise(rows, path=None, measures=("nc1", "ncc_accuracy", "mir", "hdr
         path: optional output path (PNG, or any format `Figure.savefig`
             reads from the extension); `None` saves nothing.
         measures: names of the measures to draw (`keras_nc.layerwise.LAYER_MEASURES`).
+            The names and rows of keras-nc 0.1 (`mir`, `hdr`, `feature_entropy`)
+            still work, with a `DeprecationWarning`.
         title: optional figure title.
 
     Returns:
@@ -180,6 +190,7 @@ def plot_layerwise(rows, path=None, measures=("nc1", "ncc_accuracy", "mir", "hdr
     ```
     """
     rows = _history_rows(rows, "plot_layerwise", "LayerwiseCollapse")
+    measures = [_new_key(measure, "plot_layerwise") for measure in measures]
     epochs = sorted({row["epoch"] for row in rows})
     layers = [r["layer"] for r in sorted({r["depth"]: r for r in rows}.values(),
                                          key=lambda r: r["depth"])]  # fmt: skip
@@ -201,7 +212,7 @@ def plot_layerwise(rows, path=None, measures=("nc1", "ncc_accuracy", "mir", "hdr
             for name in layers
         }  # fmt: skip
         draw_panel(axes[1, column], f"{measure} vs epoch", by_layer, log_scale=log_scale)
-    fig.suptitle(title or f"Layer-wise collapse profile ({keras.backend.backend()})")
+    fig.suptitle(title or f"Layer-wise collapse profile ({backend_name()})")
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=100)
@@ -223,4 +234,36 @@ def _history_rows(rows, function, callback):
             f"`{function}` expects a list of dicts (`{callback}.history`); received items of "
             f"types {sorted({type(row).__name__ for row in rows})}."
         )
+    if any(old in row and new not in row for row in rows for old, new in RENAMED_KEYS.items()):
+        warnings.warn(
+            f"`{function}`: rows with the keys of keras-nc 0.1 (`mir`, `hdr`, `feature_entropy`) "
+            "are deprecated since keras-nc 0.2.0; the class-pairing values are now "
+            "`mir_class`, `hdr_class` and the features' entropy `matrix_entropy` "
+            "(see the log keys page).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        rows = [_renamed_row(row) for row in rows]
     return rows
+
+
+def _renamed_row(row):
+    """A copy of `row` with the keys of keras-nc 0.1 under their new names."""
+    renamed = dict(row)
+    for old, new in RENAMED_KEYS.items():
+        if old in renamed and new not in renamed:
+            renamed[new] = renamed.pop(old)
+    return renamed
+
+
+def _new_key(measure, function):
+    """The 0.2.0 name of a measure named as in keras-nc 0.1, with a warning."""
+    if measure not in RENAMED_KEYS:
+        return measure
+    warnings.warn(
+        f"`{function}`: the measure `{measure}` is deprecated since keras-nc 0.2.0; use "
+        f"`{RENAMED_KEYS[measure]}`.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return RENAMED_KEYS[measure]

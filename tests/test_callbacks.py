@@ -58,12 +58,12 @@ def _reference(z, y, head):
 
 
 def _assert_matches_reference(row, expected, z):
-    np.testing.assert_allclose(row["mir"], expected["mir"], atol=2e-4)
-    np.testing.assert_allclose(row["hdr"], expected["hdr"], atol=2e-4)
+    np.testing.assert_allclose(row["mir_class"], expected["mir"], atol=2e-4)
+    np.testing.assert_allclose(row["hdr_class"], expected["hdr"], atol=2e-4)
     np.testing.assert_allclose(row["nc1"], expected["nc1"], rtol=2e-3)
     np.testing.assert_allclose(row["etf_error"], expected["etf_error"], rtol=1e-4)
     np.testing.assert_allclose(
-        row["feature_entropy"], ref.entropy(ref.gram(z, center=True)), rtol=1e-4
+        row["matrix_entropy"], ref.entropy(ref.gram(z, center=True)), rtol=1e-4
     )
 
 
@@ -94,7 +94,7 @@ def test_values_go_to_logs_and_keras_writers_write_them(tmp_path):
     z = to_numpy(model.extract_features(x[:80]))
     last = monitor.history[-1]
     _assert_matches_reference(last, _reference(z, y[:80], to_numpy(model.head.kernel).T), z)
-    assert history["collapse_mir"][-1] == pytest.approx(last["mir"])
+    assert history["collapse_mir_class"][-1] == pytest.approx(last["mir_class"])
     # CSVLogger (after the monitor) saw the same logs: one row per epoch, NA when not evaluated.
     with open(log) as f:
         rows = list(csv.DictReader(f))
@@ -104,11 +104,11 @@ def test_values_go_to_logs_and_keras_writers_write_them(tmp_path):
     assert float(rows[-1]["loss"]) == pytest.approx(history["loss"][-1], rel=1e-6)
     # TensorBoard (after the monitor) wrote them as training scalars.
     tags = _tensorboard_tags(os.path.join(board, "train"))
-    assert {"epoch_loss", "epoch_collapse_mir", "epoch_collapse_ncc_agreement"} <= tags
+    assert {"epoch_loss", "epoch_collapse_mir_class", "epoch_collapse_ncc_agreement"} <= tags
     # The val_ prefix: in History under its name, in TensorBoard's validation run.
-    assert history["val_collapse_mir"] == [row["mir"] for row in held_out.history]
+    assert history["val_collapse_mir_class"] == [row["mir_class"] for row in held_out.history]
     assert [row["epoch"] for row in held_out.history] == [1, 5]
-    assert "epoch_collapse_mir" in _tensorboard_tags(os.path.join(board, "validation"))
+    assert "epoch_collapse_mir_class" in _tensorboard_tags(os.path.join(board, "validation"))
 
 
 class _Batches(keras.utils.PyDataset):

@@ -61,9 +61,9 @@ def _reference(z, y, head):
         "nc1": nc["nc1"],
         "cdnv": nc["cdnv"],
         "ncc_accuracy": float(np.mean(nearest == y)),
-        "mir": ref.mir(k_m, k_w),
-        "hdr": ref.hdr(k_m, k_w),
-        "feature_entropy": entropy,
+        "mir_class": ref.mir(k_m, k_w),
+        "hdr_class": ref.hdr(k_m, k_w),
+        "matrix_entropy": entropy,
         "effective_rank": float(np.exp(entropy)),
         "rank_me": ref_rank_me(z),
         "alpha_req": ref_alpha_req(z),
@@ -149,7 +149,8 @@ def test_plain_functional_model():
     history = model.fit(x, y, epochs=1, batch_size=12, callbacks=[profile], verbose=0).history
     head = to_numpy(model.get_layer("logits").kernel).T
     expected = _reference(profile.layer_features(x)[0], y, head)
-    assert history["layerwise_hidden_mir"][0] == pytest.approx(expected["mir"], abs=2e-4)
+    logged = history["layerwise_hidden_mir_class"][0]
+    assert logged == pytest.approx(expected["mir_class"], abs=2e-4)
 
 
 def test_errors_name_the_layer_or_the_backbone_when_fit_starts():

@@ -118,14 +118,19 @@ def test_program_writes_history_report_and_model(tmp_path):
     assert all(np.isfinite(float(row["nc1"])) for row in profile)
     assert sorted(os.listdir(os.path.join(out, "tensorboard"))) == ["train", "validation"]
     tags = _tensorboard_tags(os.path.join(out, "tensorboard", "train"))
-    assert {"epoch_loss", "epoch_mir", "epoch_collapse_mir", "epoch_collapse_nc1"} <= tags
+    assert {"epoch_loss", "epoch_mir", "epoch_collapse_mir_class", "epoch_collapse_nc1"} <= tags
     with open(os.path.join(out, "history.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     assert summary["final_train_accuracy"] == pytest.approx(float(rows[-1]["accuracy"]))
     for column in ("accuracy", "loss", "mir", "hdr", "matrix_entropy", "val_mir"):
         assert column in rows[0], column
-    for column in ("collapse_mir", "collapse_hdr", "collapse_nc1", "collapse_ncc_agreement"):
+    for column in (
+        "collapse_mir_class",
+        "collapse_hdr_class",
+        "collapse_nc1",
+        "collapse_ncc_agreement",
+    ):
         assert column in rows[0] and np.isfinite(float(rows[-1][column])), column
     with open(os.path.join(out, "report.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -136,7 +141,7 @@ def test_program_writes_history_report_and_model(tmp_path):
     table = {row["measure"]: row for row in results["table"]}
     assert table["MIR, class pairing (monitor)"]["at_collapse"] == pytest.approx(0.952351, 1e-5)
     assert table["MIR, class pairing (monitor)"]["value"] == pytest.approx(
-        float(rows[-1]["collapse_mir"]), rel=1e-5
+        float(rows[-1]["collapse_mir_class"]), rel=1e-5
     )
     # MIR and HDR come with their chance levels; the verdict rests on NC1 and the ETF error.
     for name in ("MIR, sample-head (test)", "HDR, sample-head (test)",
@@ -254,7 +259,8 @@ def test_class_chance_matches_float64_permutations():
 
 
 def _rows(mir_class, nc1, etf_error):
-    monitor = {"mir": mir_class, "hdr": 0.01, "feature_entropy": 2.3, "head_entropy": 2.2,
+    monitor = {"mir_class": mir_class, "hdr_class": 0.01, "matrix_entropy": 2.3,
+               "head_entropy": 2.2,
                "nc1": nc1, "etf_error": etf_error, "equinorm": 0.05, "self_duality": 0.04,
                "ncc_agreement": 1.0}  # fmt: skip
     test = {"accuracy": 1.0, "mir": 0.5, "hdr": 0.1}

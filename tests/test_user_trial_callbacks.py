@@ -5,7 +5,7 @@
 - `plot_collapse_history` / `plot_layerwise` return the figure (`path=None`
   saves nothing) and put epoch ticks on integers only;
 - a logs prefix joins its keys as Keras joins `val_`: `prefix="val"` and
-  `prefix="val_"` both give `val_mir` (`CollapseMonitor` and `LayerwiseCollapse`).
+  `prefix="val_"` both give `val_mir_class` (`CollapseMonitor` and `LayerwiseCollapse`).
 """
 
 import os
@@ -96,7 +96,7 @@ def test_plot_collapse_history_returns_the_figure_and_saves_only_with_a_path(tmp
 def test_plot_collapse_history_refuses_the_history_returned_by_fit():
     pytest.importorskip("matplotlib")
     history = keras.callbacks.History()
-    history.history = {"collapse_mir": [0.1, 0.2]}
+    history.history = {"collapse_mir_class": [0.1, 0.2]}
     with pytest.raises(TypeError, match=r"`history` attribute of a `CollapseMonitor`"):
         plotting.plot_collapse_history(history, 4)
     with pytest.raises(TypeError, match="received a dict"):
@@ -122,7 +122,7 @@ def test_plot_layerwise_returns_the_figure_with_integer_epoch_ticks(tmp_path, mo
         for e in (1, 2)
         for depth, name in enumerate(["stem", "block"])
     ]
-    figure = plotting.plot_layerwise(rows, measures=("nc1", "mir"))
+    figure = plotting.plot_layerwise(rows, measures=("nc1", "mir_class"))
     figure.canvas.draw()
     assert os.listdir(tmp_path) == []
     by_epoch = [ax for ax in figure.axes if ax.get_title().endswith("vs epoch")]
@@ -165,7 +165,7 @@ def test_collapse_monitor_joins_its_prefix_as_keras_joins_val(prefix, expected):
     logs = model.fit(x, y, batch_size=12, epochs=1, callbacks=[monitor], verbose=0).history
     for key in MEASURES:
         assert logs[expected + key] == [monitor.history[0][key]], key
-    assert "valmir" not in logs and "val__mir" not in logs
+    assert "valmir_class" not in logs and "val__mir_class" not in logs
 
 
 def test_layerwise_collapse_joins_its_prefix_as_keras_joins_val():
