@@ -144,7 +144,7 @@ def test_eigvalsh_matches_float64_numpy(dtype, host, monkeypatch):
             pytest.skip("float64 is not enabled on jax")
     # host=True: NumPy's LAPACK at every size (where the backend takes that path).
     sizes = {"tensorflow": 0, "jax": 0} if host else {"tensorflow": 10**9, "jax": 10**9}
-    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", sizes)
+    monkeypatch.setattr(compat.linalg, "HOST_EIGVALSH_MIN_SIZE", sizes)
     k = np.stack([_symmetric(9, seed=1), _symmetric(9, seed=2, rank=3)])
     x = keras.ops.convert_to_tensor(k.astype(dtype))
     expected_host = host and keras.backend.backend() in ("tensorflow", "jax")
@@ -159,7 +159,7 @@ def test_eigvalsh_matches_float64_numpy(dtype, host, monkeypatch):
 
 def test_eigvalsh_under_compilation_takes_the_backends_kernel(monkeypatch):
     """Traced input never takes the host path; the compiled values are the eigenvalues."""
-    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
+    monkeypatch.setattr(compat.linalg, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
     seen = {}
 
     def probe(a):
@@ -188,7 +188,7 @@ def test_eigvalsh_under_compilation_takes_the_backends_kernel(monkeypatch):
 
 def test_eigvalsh_gradient_is_v_diag_v(monkeypatch):
     """`d sum_i c_i l_i / dk = V diag(c) V^T` on every backend (host path never differentiated)."""
-    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
+    monkeypatch.setattr(compat.linalg, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
     k = _symmetric(5, seed=4)
     weights = np.arange(1.0, 6.0)
     values, vectors = np.linalg.eigh(k)

@@ -303,7 +303,7 @@ def test_class_pairing_eigenvalues_without_eigenvectors(rng, monkeypatch):
     ]
     want = (ref.mir(k_m, k_w), ref.hdr(k_m, k_w))
     stats = nc_ops.class_statistics(z, y, num_classes)
-    monkeypatch.setattr(compat, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
+    monkeypatch.setattr(compat.linalg, "HOST_EIGVALSH_MIN_SIZE", {"tensorflow": 0, "jax": 0})
     calls = {"eigvalsh": [], "eigh": 0}
     eigvalsh, eigh = compat.eigvalsh, keras.ops.eigh
 

@@ -434,8 +434,8 @@ def test_sample_head_paths_match_reference(
     from keras_nc.ops import pairing
 
     cost = 0 if path == "sides" else 10**15
-    monkeypatch.setattr(compat, "EIGH_CALL_COST", {BACKEND: cost})
-    monkeypatch.setattr(compat, "GATHERS_CLASS_GRAMS", {BACKEND: gather})
+    monkeypatch.setattr(compat.linalg, "EIGH_CALL_COST", {BACKEND: cost})
+    monkeypatch.setattr(compat.linalg, "GATHERS_CLASS_GRAMS", {BACKEND: gather})
     head_side = min(n, num_classes, d)
     assert pairing.direct_sample_head(n, d, num_classes, known_feature_entropy) == (
         path == "direct" or (head_side == n and (known_feature_entropy or min(n, d) == n))

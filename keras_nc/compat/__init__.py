@@ -62,152 +62,18 @@ def set_metric_direction(metric, direction):
 def metric_direction(metric):
     """The direction declared for `metric` (`"up"`, `"down"`), or None."""
     return getattr(metric, "_direction", None)
-
-
-def tensorflow_xla_tracing():
-    """Whether TensorFlow is tracing a function for XLA now (`jit_compile=True`).
-
-    False on the other backends, eagerly, and in TensorFlow graph mode without XLA.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-    from tensorflow.python.ops import control_flow_util
-
-    if tf.executing_eagerly():
-        return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-
-
-def tensorflow_xla_eigenvalues(k, epsilon):
-    """Ascending eigenvalues of symmetric `k` `(..., m, m)`: XLA's Jacobi `eigh` run to `epsilon`.
-
-    For use inside an XLA trace (`tensorflow_xla_tracing()`). The gradient is
-    that of `eigh`'s eigenvalues, `dk = V diag(dw) V^T` (XLA's op has none).
-    """
-    import tensorflow as tf
-    from tensorflow.compiler.tf2xla.python import xla
-
-    batch = len(k.shape) - 2
-
-    @tf.custom_gradient
-    def eig(a):
-        w, v = xla.self_adjoint_eig(a, True, 100, epsilon)
-        w.set_shape(a.shape[:-1])
-        v.set_shape(a.shape)
-        order = tf.argsort(w, axis=-1)
-        w = tf.gather(w, order, axis=-1, batch_dims=batch)
-        v = tf.gather(v, order, axis=-1, batch_dims=batch)
-
-        def grad(dw):
-            return tf.matmul(v * tf.expand_dims(dw, -2), v, adjoint_b=True)
-
-        return w, grad
-
-    return eig(k)
-
-
-# Below this size TensorFlow's Eigen kernel (`tf.linalg.eigvalsh`) is as fast
-# as NumPy's LAPACK; above it LAPACK's blocked tridiagonalisation wins (2x at
-# m = 3000, float64, one thread).
-HOST_EIGVALSH_MIN_SIZE = {"tensorflow": 1024, "jax": 0}
-
-
-def tape_is_recording():
-    """Whether a TensorFlow `GradientTape` is active (False on the other backends)."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    from tensorflow.python.eager import record
-
-    return bool(record.could_possibly_record())
-
-
-def host_eigenvalues_apply(k):
-    """Whether `eigvalsh` takes `k` through NumPy's LAPACK on the host.
-
-    Only for concrete (eager) CPU tensors of JAX or TensorFlow whose gradient
-    cannot be asked for (JAX differentiates tracers; TensorFlow only under a
-    tape), of size at least `HOST_EIGVALSH_MIN_SIZE`.
-    """
-    backend = keras.backend.backend()
-    size = k.shape[-1]
-    if backend not in HOST_EIGVALSH_MIN_SIZE or size is None:
-        return False
-    if size < HOST_EIGVALSH_MIN_SIZE[backend]:
-        return False
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if not tf.executing_eagerly() or tape_is_recording():
-            return False
-        return "GPU" not in k.device and "TPU" not in k.device
-    import jax
-
-    if not isinstance(k, jax.Array) or isinstance(k, jax.core.Tracer):
-        return False
-    return all(device.platform == "cpu" for device in k.devices())
-
-
-def eigvalsh(k):
-    """Ascending eigenvalues of symmetric matrices `k` `(..., m, m)`, without eigenvectors.
-
-    Differentiable wherever a gradient can be asked for (the backends'
-    `eigvalsh` gradients are `V diag(dw) V^T`); jit-safe: traced input takes
-    the backend's own kernel.
-    """
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        return torch.linalg.eigvalsh(k)
-    if host_eigenvalues_apply(k):
-        values = np.linalg.eigvalsh(np.asarray(k))
-        return keras.ops.convert_to_tensor(values, dtype=keras.backend.standardize_dtype(k.dtype))
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.linalg.eigvalsh(k)
-    return keras.ops.eigh(k)[0]
-
-
-# Per eigendecomposition call, the cost of the call and of the entropy's
-# elementwise ops around it, in units of the `m^3` of an `m x m` `eigh`. Eager
-# PyTorch dispatches each op from Python (~100 small ops per sample-head step
-# at n = 64 take longer than its eigendecompositions): about a 112 x 112
-# `eigh`; TensorFlow graphs, whose executor dispatches each op, as much; JAX's
-# XLA programs far less. Measured with `benchmarks/ops.py` (sample-head rows,
-# n = 64 to 256).
-EIGH_CALL_COST = {"torch": 112**3, "tensorflow": 112**3, "jax": 32**3}
-
-# Whether an n x n Gram gathered from the C x C class Gram (C < n: `C^2 d`
-# work and two gathers) beats the n x n product (`n^2 d`). Not on TensorFlow:
-# at n = 128, C = 100, d = 2048 its C x C product took 528 us against 406 us
-# for the n x n one (oneDNN, one thread) and the two gathers 123 us more.
-GATHERS_CLASS_GRAMS = {"torch": True, "tensorflow": False, "jax": True}
-
-
-def eigh_call_cost():
-    """The cost of one eigendecomposition call on this backend (`EIGH_CALL_COST`)."""
-    return EIGH_CALL_COST.get(keras.backend.backend(), 0)
-
-
-def gathers_class_grams():
-    """Whether this backend builds an n x n Gram by gathering from a smaller class Gram."""
-    return GATHERS_CLASS_GRAMS.get(keras.backend.backend(), True)
-
-
-def eager_version(tensor):
-    """`(id, version)` of an eager PyTorch tensor, changed by every in-place write; else None.
-
-    PyTorch's version counter (`tensor._version`) counts in-place writes
-    (`copy_`, `add_`, Keras' `assign`); the other backends' eager values are
-    replaced, not written, so `id` alone would do there, but only PyTorch
-    gains from the reuse (one dispatch fewer an eager step).
-    """
-    if keras.backend.backend() != "torch":
-        return None
-    import torch
-
-    if not isinstance(tensor, torch.Tensor) or torch.compiler.is_compiling():
-        return None
-    return (id(tensor), tensor._version)
+from keras_nc.compat.linalg import EIGH_CALL_COST as EIGH_CALL_COST
+from keras_nc.compat.linalg import GATHERS_CLASS_GRAMS as GATHERS_CLASS_GRAMS
+from keras_nc.compat.linalg import HOST_EIGVALSH_MIN_SIZE as HOST_EIGVALSH_MIN_SIZE
+from keras_nc.compat.linalg import compiled_branches_on_data as compiled_branches_on_data
+from keras_nc.compat.linalg import decomposes_one_matrix_per_call as decomposes_one_matrix_per_call
+from keras_nc.compat.linalg import eager_ops_compile_per_shape as eager_ops_compile_per_shape
+from keras_nc.compat.linalg import eager_version as eager_version
+from keras_nc.compat.linalg import eigh_call_cost as eigh_call_cost
+from keras_nc.compat.linalg import eigvalsh as eigvalsh
+from keras_nc.compat.linalg import gathers_class_grams as gathers_class_grams
+from keras_nc.compat.linalg import gradient_may_be_taken as gradient_may_be_taken
+from keras_nc.compat.linalg import host_eigenvalues_apply as host_eigenvalues_apply
+from keras_nc.compat.linalg import tape_is_recording as tape_is_recording
+from keras_nc.compat.linalg import tensorflow_xla_eigenvalues as tensorflow_xla_eigenvalues
+from keras_nc.compat.linalg import tensorflow_xla_tracing as tensorflow_xla_tracing

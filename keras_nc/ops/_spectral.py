@@ -22,11 +22,10 @@ Numerics, in one place:
 
 import math
 
-import keras
 from keras import ops
 
 from keras_nc import compat
-from keras_nc.ops._guards import dtype_name
+from keras_nc.ops._checks import dtype_name
 
 EIG_RTOL = {"float32": 1.2e-7, "float64": 2e-15}
 ENTROPY_FLOOR = {"float32": 1e-4, "float64": 1e-10}
@@ -241,15 +240,12 @@ def eigenvalues(k):
     accuracy (backward-stable; absolute errors of order `eps * lambda_max`),
     differentiable on every backend.
 
-    Traced JAX input takes `eigh`, its batch split into separate 2-D calls.
-    jaxlib's CPU kernel for a *batched* `eigh` farms the batch out to XLA's
-    intra-op thread pool and blocks until it is done; two such calls running
-    side by side in one XLA program (two collapse metrics in a train step) can
-    then occupy every pool thread and wait for each other forever (seen with
-    jax 0.10.2 on 2 cores). Unbatched calls run inline and cannot deadlock.
+    Where batched decompositions deadlock (traced JAX input,
+    `keras_nc.compat.decomposes_one_matrix_per_call`), `eigh` of each matrix
+    in its own 2-D call.
     """
     shape = tuple(k.shape)
-    if keras.backend.backend() != "jax" or compat.host_eigenvalues_apply(k):
+    if not compat.decomposes_one_matrix_per_call() or compat.host_eigenvalues_apply(k):
         return compat.eigvalsh(k)
     if len(shape) == 2:
         return ops.eigh(k)[0]
@@ -262,30 +258,25 @@ def eigenvalues(k):
 def eigh_batch(k):
     """`(eigenvalues, eigenvectors)` of a batch of symmetric matrices `(k, m, m)`.
 
-    On JAX a batch is decomposed one matrix at a time in a `lax.map` loop
-    (see `eigenvalues` for why batched CPU `eigh` calls are avoided there);
-    elsewhere in one batched call.
+    Where batched decompositions deadlock (JAX, see `eigenvalues`) a batch is
+    decomposed one matrix at a time in a `keras.ops.map` loop; elsewhere in
+    one batched call.
     """
-    if keras.backend.backend() != "jax" or len(k.shape) == 2:
+    if not compat.decomposes_one_matrix_per_call() or len(k.shape) == 2:
         return ops.eigh(k)
     if k.shape[0] == 1:
         values, vectors = ops.eigh(k[0])
         return ops.expand_dims(values, 0), ops.expand_dims(vectors, 0)
-    import jax
-
-    return jax.lax.map(ops.eigh, k)
+    return ops.map(ops.eigh, k)
 
 
 def needs_gradient(x):
     """False only where a gradient of `x` surely will not be taken (eager torch, no grad).
 
-    Under tracing (JAX, TensorFlow) it cannot be known: True.
+    Under tracing (JAX, TensorFlow) it cannot be known: True
+    (`keras_nc.compat.gradient_may_be_taken`).
     """
-    if keras.backend.backend() != "torch":
-        return True
-    import torch
-
-    return bool(torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()
+    return compat.gradient_may_be_taken(x)
 
 
 def eigenvalues_only(k):

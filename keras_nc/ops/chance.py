@@ -3,7 +3,8 @@
 import numpy as np
 from keras import ops
 
-from keras_nc.ops._guards import as_float, is_concrete
+from keras_nc.ops._checks import as_float
+from keras_nc.ops._guards import is_concrete
 from keras_nc.ops.pairing import class_pairing_ratios
 
 

@@ -36,10 +36,10 @@ eigenvector (no eigenvector derivative), exact also for repeated eigenvalues.
 import functools
 import math
 
-import keras
 import numpy as np
 from keras import ops
 
+from keras_nc import compat
 from keras_nc.ops._guards import is_concrete, labelled_batch, nan_unless
 from keras_nc.ops._spectral import (
     eigenvalues_only,
@@ -630,7 +630,7 @@ def _takes_per_group(batch, counts):
     """Whether `"auto"` takes `_per_group`: JAX under `jit`, few slots, padded sizes planned."""
     n, d = batch.features.shape
     return (
-        keras.backend.backend() == "jax"
+        compat.decomposes_one_matrix_per_call()
         and not is_concrete(counts)
         and min(batch.num_classes, n) <= PER_GROUP_SLOTS
         and bool(plan(n, batch.num_classes, d)[1])
@@ -651,7 +651,7 @@ def _auto(zhat, what, labels, member, counts):
     if not sizes:
         return layouts[fallback]()
     largest = _largest_group(counts)
-    if is_concrete(largest) and keras.backend.backend() != "jax":
+    if is_concrete(largest) and not compat.eager_ops_compile_per_shape():
         # Eager: the data is known; groups of similar sizes padded together.
         needed = int(ops.convert_to_numpy(largest))
         if (
@@ -660,7 +660,7 @@ def _auto(zhat, what, labels, member, counts):
         ):
             return _tiered(zhat, what, labels, member, counts)
         return layouts[fallback]()
-    if keras.backend.backend() == "torch":  # torch.compile: no data-dependent branch
+    if not compat.compiled_branches_on_data():  # torch.compile
         return layouts[fallback]()
     index = ops.sum(ops.cast(largest > ops.convert_to_tensor(sizes, counts.dtype), "int32"))
     branches = [functools.partial(_padded, zhat, what, labels, member, counts, s) for s in sizes]
@@ -751,7 +751,7 @@ def cma_entropy_of(batch, eps=1e-6, layout="auto"):
     if (
         layout == "auto"
         and n is not None
-        and keras.backend.backend() != "jax"
+        and not compat.eager_ops_compile_per_shape()
         and is_concrete(batch.labels)
     ):
         value = _auto_eager(batch, eps)

@@ -4,15 +4,8 @@ import collections
 
 from keras import ops
 
-from keras_nc.ops._guards import (
-    as_float,
-    check_rank,
-    check_width,
-    dtype_name,
-    features_tensor,
-    guard,
-    nan_unless,
-)
+from keras_nc.ops._checks import as_float, check_rank, check_width, dtype_name, features_tensor
+from keras_nc.ops._guards import guard, nan_unless
 from keras_nc.ops._spectral import largest, machine_eps, matmul, maximum
 from keras_nc.ops._tiles import off_diagonal, pair_sum
 from keras_nc.ops.statistics import present_classes, scale_exponent

@@ -2,15 +2,8 @@
 
 from keras import ops
 
-from keras_nc.ops._guards import (
-    as_float,
-    check_alpha,
-    check_matrix,
-    check_same_shape,
-    dtype_name,
-    guard,
-    nan_unless,
-)
+from keras_nc.ops._checks import as_float, check_alpha, check_matrix, check_same_shape, dtype_name
+from keras_nc.ops._guards import guard, nan_unless
 from keras_nc.ops._spectral import (
     active_rows,
     entropy_of_psd,

@@ -25,10 +25,8 @@ Example:
 2.0
 """
 
+from keras_nc.ops._checks import check_alpha, check_flag, features_tensor
 from keras_nc.ops._guards import (
-    check_alpha,
-    check_flag,
-    features_tensor,
     invalid_values_as_nan,
     is_concrete,
     labelled_batch,

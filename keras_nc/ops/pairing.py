@@ -13,13 +13,8 @@ import math
 from keras import ops
 
 from keras_nc import compat
-from keras_nc.ops._guards import (
-    as_float,
-    check_alpha,
-    check_rank,
-    labelled_batch,
-    nan_unless,
-)
+from keras_nc.ops._checks import as_float, check_alpha, check_rank
+from keras_nc.ops._guards import labelled_batch, nan_unless
 from keras_nc.ops._spectral import (
     active_rows,
     cosine_gram,

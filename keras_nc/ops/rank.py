@@ -35,19 +35,11 @@ Grams (as `keras_nc.callbacks.LayerwiseCollapse` does) for full precision.
 
 import math
 
-import keras
 from keras import ops
 
 from keras_nc import compat
-from keras_nc.ops._guards import (
-    as_float,
-    check_flag,
-    check_matrix,
-    dtype_name,
-    guard,
-    nan_unless,
-    statistics_dtype,
-)
+from keras_nc.ops._checks import as_float, check_flag, check_matrix, dtype_name
+from keras_nc.ops._guards import guard, nan_unless, statistics_dtype
 from keras_nc.ops._spectral import (
     eigenvalue_cut,
     eigenvalues,
@@ -97,11 +89,12 @@ def _svd_values(x):
     """Singular values `(..., min(n, d))`, descending, one 2-D SVD per matrix on JAX.
 
     jaxlib's CPU kernels run batched LAPACK calls on XLA's intra-op thread
-    pool, which can deadlock two such calls in one program (see
-    `keras_nc.ops._spectral.eigenvalues`); unbatched calls run inline.
+    pool, which can deadlock two such calls in one program
+    (`keras_nc.compat.decomposes_one_matrix_per_call`); unbatched calls run
+    inline.
     """
     shape = tuple(x.shape)
-    if keras.backend.backend() != "jax" or len(shape) == 2:
+    if not compat.decomposes_one_matrix_per_call() or len(shape) == 2:
         return ops.svd(x, compute_uv=False)
     batch = math.prod(shape[:-2])
     flat = ops.reshape(x, (batch, *shape[-2:]))

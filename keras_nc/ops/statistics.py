@@ -5,16 +5,18 @@ import itertools
 import numpy as np
 from keras import ops
 
-from keras_nc.ops._guards import (
+from keras_nc.ops._checks import (
     as_float,
     dtype_name,
     features_tensor,
+    label_indices,
+    sample_weight_tensor,
+)
+from keras_nc.ops._guards import (
     guard,
     is_concrete,
-    label_indices,
     labelled_batch,
     nan_unless,
-    sample_weight_tensor,
     statistics_dtype,
     values_raise,
 )
