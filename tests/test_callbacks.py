@@ -18,7 +18,7 @@ from conftest import BLOCK_MATPLOTLIB, to_numpy
 
 import keras_nc
 from keras_nc import plotting
-from keras_nc.callbacks import MEASURES, CollapseMonitor
+from keras_nc.callbacks import MEASURES, CollapseMonitor, EpochEndEvaluator
 
 
 def _data():
@@ -276,3 +276,66 @@ def test_the_library_works_without_matplotlib(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
     )
     assert "needs matplotlib: `pip install keras-nc[plot]`" in out.stdout, out.stderr[-2000:]
+
+
+def test_history_rows_of_0_1_keys_read_with_a_warning_and_plotting_draws_old_rows():
+    model, x, y = _model_and_data()
+    monitor = CollapseMonitor(x, y)
+    monitor.set_model(model)
+    row = monitor.evaluate(0)
+    assert "mir" not in row and "feature_entropy" not in row
+    with pytest.warns(DeprecationWarning, match=r'row\["mir_class"\]'):
+        assert row["mir"] == row["mir_class"]
+    with pytest.warns(DeprecationWarning, match="matrix_entropy"):
+        assert row["feature_entropy"] == row["matrix_entropy"]
+    with pytest.raises(KeyError):
+        row["rank_me"]
+    pytest.importorskip("matplotlib")
+    renamed = {"mir_class": "mir", "hdr_class": "hdr", "matrix_entropy": "feature_entropy"}
+    old = [{renamed.get(key, key): value for key, value in row.items()}]
+    with pytest.warns(DeprecationWarning, match="keys of keras-nc 0.1"):
+        figure = plotting.plot_collapse_history(old, num_classes=4)
+    new = plotting.plot_collapse_history([row], num_classes=4)
+    for old_axes, new_axes in zip(figure.axes, new.axes, strict=True):
+        for old_line, new_line in zip(old_axes.lines, new_axes.lines, strict=True):
+            np.testing.assert_array_equal(old_line.get_ydata(), new_line.get_ydata())
+
+
+class _MeanNorm(EpochEndEvaluator):
+    """A subclass measuring the gathered features: their mean norm and the head's shape."""
+
+    def measure(self, features, labels, logits, head_weights):
+        assert logits.shape == (len(labels), head_weights.shape[0])
+        return {"mean": float(np.linalg.norm(features, axis=1).mean()), "rows": 4.0}
+
+
+class _OwnEvaluation(EpochEndEvaluator):
+    """A subclass without data (as the recipes' `model.evaluate` callbacks): its own values."""
+
+    def __init__(self, x, y):
+        super().__init__(prefix="probe")
+        self.x_probe, self.y_probe = x, y
+
+    def measure(self):
+        results = self.model.evaluate(self.x_probe, self.y_probe, verbose=0, return_dict=True)
+        return {"loss": float(results["loss"])}
+
+
+def test_epoch_end_evaluator_subclasses_with_and_without_data(capsys):
+    model, x, y = _model_and_data()
+    norms = _MeanNorm(x, y, epochs=[2, 3], prefix="norm", verbose=True)
+    own = _OwnEvaluation(x, y)
+    history = model.fit(x, y, epochs=3, batch_size=40, callbacks=[norms, own], verbose=0).history
+    assert [row["epoch"] for row in norms.history] == [2, 3]
+    assert [row["epoch"] for row in own.history] == [1, 2, 3]
+    z = to_numpy(model.extract_features(x))
+    expected = np.mean(np.sqrt(np.sum(z.astype("float64") ** 2, axis=1)))
+    assert norms.history[-1]["mean"] == pytest.approx(expected, rel=1e-5)
+    assert "norm_mean" in history and "norm_rows" in history
+    assert history["probe_loss"] == [row["loss"] for row in own.history]
+    assert len(norms.seconds) == 2 and own.classifier is None
+    assert "1/1" in capsys.readouterr().out  # the progress bar of the verbose evaluator
+    with pytest.raises(NotImplementedError, match="must implement `measure`"):
+        EpochEndEvaluator(x, y).measure()
+    with pytest.raises(ValueError, match="`y` was given without `x`"):
+        EpochEndEvaluator(y=y)

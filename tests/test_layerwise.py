@@ -187,3 +187,18 @@ def test_no_batch_hooks_nothing_added_to_steps():
     # Keras skips batch hooks a callback does not override: the steps run as without it.
     for hook in ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end"):
         assert getattr(LayerwiseCollapse, hook) is getattr(keras.callbacks.Callback, hook), hook
+
+
+def test_a_dataset_of_batches_gives_the_values_of_the_arrays():
+    model = _classifier(_residual_backbone())
+    x, y = _data()
+    arrays = LayerwiseCollapse(x, y, batch_size=24)
+    batches = LayerwiseCollapse([(x[i : i + 9], np.eye(C)[y[i : i + 9]]) for i in range(0, 36, 9)])
+    for profile in (arrays, batches):
+        profile.set_model(model)
+        profile.on_train_begin()
+        profile.evaluate(0)
+    for row, other in zip(arrays.history, batches.history, strict=True):
+        assert row["layer"] == other["layer"]
+        for key in LAYER_MEASURES:
+            assert other[key] == pytest.approx(row[key], rel=1e-4, abs=1e-6), key
