@@ -20,7 +20,7 @@ import tolerances as tol
 from conftest import BACKEND, compiled, float64_supported, grad, to_numpy
 
 from keras_nc import ops as nc
-from keras_nc.ops import cma
+from keras_nc.ops import cma, cma_plan
 
 N, C, D = 12, 4, 16  # groups of at most N + 1 = 13 rows: narrower than D
 
@@ -61,7 +61,7 @@ def padded_plan(monkeypatch):
 def grouping(request, monkeypatch):
     """Eager: groups padded in runs (calls dear) or each alone (calls free)."""
     overhead = 1e30 if request.param == "runs" else -1e30
-    monkeypatch.setattr(cma, "GROUP_OVERHEAD", overhead)
+    monkeypatch.setattr(cma_plan, "GROUP_OVERHEAD", overhead)
     return request.param
 
 
@@ -69,7 +69,7 @@ def grouping(request, monkeypatch):
 def taken(monkeypatch):
     """The names of the paths `cma_entropy` took."""
     names = []
-    for name in ("_eager", "_per_group"):
+    for name in ("eager_entropy", "per_group_entropy"):
         original = getattr(cma, name)
 
         def spy(*args, _original=original, _name=name):
@@ -82,10 +82,10 @@ def taken(monkeypatch):
 
 def expected_path(compile_it):
     if BACKEND == "jax":
-        return "_per_group" if compile_it else None
+        return "per_group_entropy" if compile_it else None
     if BACKEND == "tensorflow" and compile_it:
         return None
-    return "_eager"
+    return "eager_entropy"
 
 
 @pytest.mark.parametrize("compile_it", [False, True])
@@ -186,3 +186,18 @@ def test_non_finite_features_give_nan_within_invalid_values_as_nan(rng):
     assert np.isnan(got)
     with pytest.raises(ValueError, match="finite"):
         nc.cma_entropy(z.astype("float32"), anchors.astype("float32"), y)
+
+
+def test_the_anchors_keyword_warns_and_gives_the_head_weights_value(rng):
+    """`anchors=` (before 0.2.0) is `head_weights=` with a `DeprecationWarning`."""
+    y = LABELS["skewed"].astype("int32")
+    z, head = rng.normal(size=(N, D)).astype("float32"), rng.normal(size=(C, D)).astype("float32")
+    expected, atol = weighted_cma(z.astype("float64"), head.astype("float64"), y)
+    new = to_numpy(nc.cma_entropy(z, head_weights=head, labels=y))
+    with pytest.warns(DeprecationWarning, match="`anchors` is deprecated.*`head_weights`"):
+        old = to_numpy(nc.cma_entropy(z, anchors=head, labels=y))
+    np.testing.assert_allclose(new, expected, atol=atol)
+    np.testing.assert_allclose(old, expected, atol=atol)
+    np.testing.assert_array_equal(old, new)
+    with pytest.raises(TypeError):
+        nc.cma_entropy(z, head, y, anchors=head)
