@@ -13,6 +13,7 @@ The mathematics lives in `keras_nc.ops`.
 
 import keras
 
+from keras_nc.compat import distribute
 from keras_nc.ops import cma
 from keras_nc.ops.guards import check_alpha, check_flag
 from keras_nc.step import CollapseStep
@@ -26,21 +27,6 @@ def _check_weight(value, name, positive=False):
     if value < 0:
         raise ValueError(f"`{name}` must be >= 0; received {value!r}.")
     return float(value)
-
-
-def _scale_for_replicas(value):
-    """Divides by the replicas in sync under a `tf.distribute` strategy, as Keras losses do.
-
-    Each replica's loss is `1/num_replicas` of its batch term and the gradients
-    are summed across replicas, so the step optimises the mean over replicas.
-    Only TensorFlow's strategies compute losses per replica: a no-op elsewhere.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return value
-    import tensorflow as tf
-
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return value if replicas == 1 else value / replicas
 
 
 class CollapseLoss(keras.losses.Loss):
@@ -77,7 +63,7 @@ class CollapseLoss(keras.losses.Loss):
             )
         if step is None:
             step = CollapseStep(y_true, features, head_weights, sample_weight)
-        return _scale_for_replicas(self.compute(step))
+        return distribute.scale_loss_for_replicas(self.compute(step))
 
     def call(self, y_true, y_pred):
         raise NotImplementedError(

@@ -8,11 +8,11 @@ one `n x n` eigendecomposition of the global `n`, replicated on every device.
 `per_shard_mean` computes a function on each device's own rows instead and
 averages the results over the devices (`jax.shard_map` and `jax.lax.pmean`),
 which is what each replica of a TensorFlow `tf.distribute` strategy computes
-anyway. This is the one module that needs a backend branch: elsewhere (no
-distribution, TensorFlow, PyTorch) the function runs on the batch it is given.
+anyway. Elsewhere (no distribution, TensorFlow, PyTorch) the function runs
+on the batch it is given; `keras_nc.compat.distribute` says which case holds.
 """
 
-import keras
+from keras_nc.compat import distribute
 
 
 def _shards_of(distribution):
@@ -22,10 +22,8 @@ def _shards_of(distribution):
 
 def _batch_distribution():
     """The active distribution when it splits the batch over several JAX devices, else None."""
-    if keras.backend.backend() != "jax":
-        return None
-    distribution = keras.distribution.distribution()
-    if getattr(distribution, "batch_dim_name", None) is None:
+    distribution = distribute.batch_distribution()
+    if distribution is None:
         return None
     return distribution if _shards_of(distribution) > 1 else None
 
@@ -55,12 +53,7 @@ def replicas_in_sync():
     >>> sharding.replicas_in_sync()
     1
     """
-    if keras.backend.backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else int(context.num_replicas_in_sync)
+    return distribute.replicas_in_sync()
 
 
 def per_shard_mean(fn, sharded, replicated=()):

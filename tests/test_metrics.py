@@ -263,3 +263,15 @@ def test_mir_and_hdr_share_one_step_computation(rng, head, monkeypatch):
         )
     kz, kw = ref.gram(z, center=True), ref.gram(head[y])
     np.testing.assert_allclose(to_numpy(shared["hdr"].result()), ref.hdr(kz, kw), atol=1e-4)
+
+
+def test_class_statistics_head_is_a_deprecated_alias_of_head_weights(rng, head):
+    """`ClassStatistics.head` and `.head_rows` warn and return the new names' values."""
+    z, y = _batches(rng, sizes=(12,))[0]
+    stats = metrics.ClassStatistics(num_classes=head.shape[0], feature_dim=z.shape[1])
+    stats.update_state(y, features=z, head_weights=head)
+    np.testing.assert_allclose(to_numpy(stats.head_weights), head, atol=1e-6)
+    for old, new in (("head", "head_weights"), ("head_rows", "last_head_weights")):
+        with pytest.warns(DeprecationWarning, match=f"ClassStatistics.{new}"):
+            value = getattr(stats, old)
+        np.testing.assert_array_equal(to_numpy(value), to_numpy(getattr(stats, new)))

@@ -6,8 +6,10 @@ import itertools
 import keras
 from keras import ops
 
+from keras_nc.compat import distribute
+from keras_nc.deprecation import renamed_property
+from keras_nc.metrics import accumulate
 from keras_nc.metrics.base import CollapseMetric
-from keras_nc.ops import scale_exponent
 from keras_nc.ops import statistics as nc_statistics
 from keras_nc.ops.guards import (
     features_tensor,
@@ -18,98 +20,13 @@ from keras_nc.ops.guards import (
 )
 
 
-def _pow2(exponent):
-    """`2 ** exponent` in the dtype of `exponent` (float64 stays float64 on every backend)."""
-    return ops.power(ops.full_like(exponent, 2.0), exponent)
-
-
-def _in_place(variable):
-    """The backend variable behind `variable` when it can be updated in place, else None.
-
-    PyTorch parameters and TensorFlow variables outside `tf.distribute` (whose
-    replicas' variables are updated through Keras' `assign`); JAX arrays are
-    immutable (inside `jit`, XLA updates the donated buffers in place anyway).
-    """
-    value = variable.value
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        return value if isinstance(value, torch.nn.Parameter) else None
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if isinstance(value, tf.Variable) and not tf.distribute.has_strategy():
-            return value
-    return None
-
-
-def _scatter_add(variable, indices, rows):
-    """`variable[indices[i]] += rows[i]`: `n d` work instead of a `C d` copy of the state."""
-    target = _in_place(variable)
-    rows = ops.cast(rows, variable.dtype)
-    if target is None:
-        update = ops.scatter_update(variable.value, ops.expand_dims(indices, -1), rows,
-                                    reduction="add")  # fmt: skip
-        variable.assign(update)
-    elif keras.backend.backend() == "torch":
-        import torch
-
-        with torch.no_grad():
-            target.index_add_(0, indices, rows)
-    else:
-        target.scatter_nd_add(ops.expand_dims(indices, -1), rows)
-
-
-def _add_to(variable, value):
-    """`variable += value`, in place where the backend allows it."""
-    target = _in_place(variable)
-    value = ops.cast(value, variable.dtype)
-    if target is None:
-        variable.assign(variable.value + value)
-    elif keras.backend.backend() == "torch":
-        import torch
-
-        with torch.no_grad():
-            target.add_(value)
-    else:
-        target.assign_add(value)
-
-
-def _add_scaled(variable, value, factor):
-    """`variable += value * factor` (`factor`: a scalar of its dtype), in place where possible.
-
-    One pass on PyTorch (`addcmul_`: no float64 copy of `value`).
-    """
-    target = _in_place(variable)
-    if target is not None and keras.backend.backend() == "torch":
-        import torch
-
-        with torch.no_grad():
-            target.addcmul_(value, factor)
-        return
-    _add_to(variable, ops.cast(value, variable.dtype) * factor)
-
-
-def _mean_over_replicas(value):
-    """The mean of `value` over the replicas of a `tf.distribute` step (else `value`)."""
-    if keras.backend.backend() != "tensorflow":
-        return value
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
-
-
 class ClassStatistics(CollapseMetric, keras.metrics.Metric):
     """Mergeable per-class sums of the features seen since the last reset.
 
     The state behind the class-statistics metrics (`NC1`, `CDNV`, `ETFError`,
     `Equinorm`, `SelfDuality`, `NCCAgreement`, `MIR`/`HDR` with
     `pairing="class"`): per-class counts, feature sums and squared norms, the
-    `d x d` second moment when NC1 needs it, and the last head rows. Sums of
+    `d x d` second moment when NC1 needs it, and the last head weights. Sums of
     batches (or of devices) are the statistics of the concatenated data.
 
     `CollapseClassifier.compile` creates one and shares it among all such
@@ -244,7 +161,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
                 aggregation="only_first_replica",
             )
         # Every replica assigns the same rows: read the first, not their sum.
-        self.head_rows = self.add_variable(
+        self.last_head_weights = self.add_variable(
             shape=(c, d),
             initializer="zeros",
             dtype=dtype,
@@ -280,15 +197,19 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         """`(C, d)` per-class feature sums (`shifted_sums` plus the counts times the pivot)."""
         pivot = self.pivot.value
         if self.exponent is not None:  # the state's units: 2**exponent
-            pivot = ops.where(self.pivoted.value > 0, pivot * _pow2(-self.exponent.value), 0.0)
+            scale = accumulate.pow2(-self.exponent.value)
+            pivot = ops.where(self.pivoted.value > 0, pivot * scale, 0.0)
         return self.shifted_sums + ops.expand_dims(self.counts, -1) * ops.expand_dims(pivot, 0)
 
     @property
-    def head(self):
-        """`(C, d)` head rows: the model's current ones, or those of the last update."""
+    def head_weights(self):
+        """`(C, d)` head weights: the model's current ones, or those of the last update."""
         if self.head_source is not None:
             return self.head_source()
-        return self.head_rows
+        return self.last_head_weights
+
+    head = renamed_property("head", "head_weights")
+    head_rows = renamed_property("head_rows", "last_head_weights")
 
     def read_head_from(self, head_source):
         """Reads the head rows from `head_source()` when needed instead of storing them.
@@ -315,11 +236,11 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
             second_moment=self.second_moment, dtype=self.dtype, labels_name="y_true",
             moment_blocks=len(self.moment_rows) or None,
         )  # fmt: skip
-        self._add(terms)
+        accumulate.add_class_terms(self, terms)
         if head_weights is not None and self.head_source is None:
             if values_raise(features):  # a standalone metric's head rows, checked eagerly
                 labelled_batch(features, step.y_true, head_weights, labels_name="y_true")
-            self.head_rows.assign(ops.cast(head_weights, self.dtype))
+            self.last_head_weights.assign(ops.cast(head_weights, self.dtype))
 
     def _pivot_of(self, features):
         """The pivot: the first batch's mean (the same on every replica), then kept.
@@ -331,52 +252,13 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         eager = is_concrete(features)
         if eager and self._pivot_set:
             return self.pivot.value
-        mean = _mean_over_replicas(ops.mean(ops.stop_gradient(features), axis=0))
+        mean = distribute.mean_over_replicas(ops.mean(ops.stop_gradient(features), axis=0))
         first = self.pivoted.value == 0
         pivot = ops.where(first, ops.cast(mean, self.dtype), self.pivot.value)
         self.pivot.assign(pivot)
         self.pivoted.assign(ops.ones((), self.dtype))
         self._pivot_set = eager
         return pivot
-
-    def _add(self, terms):
-        """Adds a batch's `class_sum_terms` to the state: `n d` (+ `d^2`) work, in place."""
-        rows, indices = terms["rows"], terms["indices"]
-        if self.exponent is None:  # float64 state: the features' units
-            _scatter_add(self.per_class, indices, rows)
-            if self.second_moment:  # float32 blocks of the scaled features
-                factor = ops.cast(terms["moment_scale"], self.dtype)
-                for variable, block in zip(self.moment_rows, terms["moment_rows"], strict=True):
-                    _add_scaled(variable, block, factor)
-            return
-        # Float32 state: units of 2**exponent, the largest batch scale so far.
-        # Column powers: counts 0, squared norms 2, sums 1 (the second moment: 2).
-        head = ops.convert_to_tensor([0.0, 2.0], self.dtype)
-        powers = ops.concatenate([head, ops.ones((self.feature_dim,), self.dtype)])
-        batch = ops.cast(terms["exponent"], self.dtype)
-        # At least the pivot's scale minus 64: `sums` (shifted sums plus counts
-        # times the pivot, in the state's units) stays in range even when the
-        # shifted features are all zero (a first batch of one sample).
-        floor = ops.cast(scale_exponent(self.pivot.value), self.dtype) - 64.0
-        exponent = ops.maximum(ops.maximum(self.exponent.value, batch), floor)
-        old, new = self.exponent.value - exponent, batch - exponent  # both <= 0
-        # The state is rescaled only when a batch raises the exponent (rarely):
-        # on JAX, `lax.cond` skips the `C x (d + 2)` pass of the other steps.
-        state = self.per_class.value
-        if keras.backend.backend() == "jax":  # `lax.cond`: the pass only when needed
-            state = ops.cond(old < 0, lambda: state * _pow2(powers * old), lambda: state)
-        else:
-            state = state * _pow2(powers * old)
-        self.per_class.assign(
-            ops.scatter_update(
-                state, ops.expand_dims(indices, -1), rows * _pow2(powers * new), reduction="add"
-            )
-        )
-        if self.second_moment:
-            rescale, scale = _pow2(2.0 * old), _pow2(2.0 * new)
-            for variable, block in zip(self.moment_rows, terms["moment_rows"], strict=True):
-                variable.assign(variable.value * rescale + ops.cast(block, self.dtype) * scale)
-        self.exponent.assign(exponent)
 
     def statistics(self):
         """The accumulated sums of the features minus the pivot, as `class_statistics` names them.
@@ -431,7 +313,7 @@ class ClassStatistics(CollapseMetric, keras.metrics.Metric):
         """
         if not is_concrete(self.per_class.value):
             return compute()
-        parts = [self.per_class, self.head, *self.moment_rows]
+        parts = [self.per_class, self.head_weights, *self.moment_rows]
         fingerprint = tuple(ops.convert_to_numpy(ops.sum(p)).item() for p in parts)
         fingerprint += (ops.convert_to_numpy(self.counts).tobytes(),)
         if self._memo[0] != fingerprint:
