@@ -4,15 +4,30 @@ Keras offers no public hook for some of what keras-nc needs. Each such use
 lives here, with a test in `tests/test_compat.py` that fails loudly when a
 Keras release changes it, so that a Keras upgrade names what it broke.
 
+`keras_nc.compat.metrics` (Keras' metric internals, re-exported here):
+
 - `MetricsList`: Keras' callbacks that watch a metric (`EarlyStopping`,
   `ModelCheckpoint`, `ReduceLROnPlateau` in `mode="auto"`) read a metric's
   direction only from metrics inside Keras' metric containers
   (`keras.src.trainers.compile_utils.MetricsList` or `CompileMetrics`) listed in
   `model.metrics`; `CollapseClassifier` lists its collapse metrics in one.
-- `set_metric_direction`: the attribute those callbacks read (`_direction`,
-  `"up"` or `"down"`), as Keras' own metrics set it.
+- `set_metric_direction`, `metric_direction`: the attribute those callbacks
+  read (`Metric._direction`, `"up"` or `"down"`), as Keras' own metrics set it.
 - `CompileMetrics`: the container of the metrics passed to `compile`, whose
   sub-metrics Keras flattens into `evaluate`'s list.
+- `untrack`: stops a layer or metric listing a metric or variable it was
+  assigned (`Layer._tracker.untrack`; Keras has no public way).
+- `scatter_add`, `add_to`, `add_scaled` (`in_place_update`): metric state
+  updated in place through the backend variable behind a Keras variable
+  (`torch.nn.Parameter`, `tf.Variable`) instead of Keras' `assign`;
+  `rescale_under_cond`: whether `keras.ops.cond` skips work (JAX).
+
+`keras_nc.compat.distribute` (how the backends distribute a step; no Keras
+private names): `replicas_in_sync`, `scale_loss_for_replicas`,
+`mean_over_replicas` (TensorFlow's `tf.distribute` replicas, as Keras' losses
+and metrics see them) and `batch_distribution` (Keras' distribution API, which
+only JAX runs).
+
 - `tensorflow_xla_tracing`, `tensorflow_xla_eigenvalues`: TensorFlow's XLA
   `eigh` stops its Jacobi sweeps at `1e-6` of the matrix norm; inside an XLA
   trace RankMe asks XLA's own op for the dtype's precision (TensorFlow
@@ -38,30 +53,6 @@ Keras release changes it, so that a Keras upgrade names what it broke.
   variables can be reused while they are unchanged; None elsewhere.
 """
 
-import keras
-import numpy as np
-from keras.src.trainers import compile_utils
-
-MetricsList = compile_utils.MetricsList
-CompileMetrics = compile_utils.CompileMetrics
-
-DIRECTIONS = ("up", "down")
-
-
-def set_metric_direction(metric, direction):
-    """Declares whether higher (`"up"`) or lower (`"down"`) values of `metric` are better.
-
-    Keras' monitoring callbacks read it in `mode="auto"` (Keras' own metrics,
-    e.g. `keras.metrics.Accuracy`, set the same attribute).
-    """
-    if direction not in DIRECTIONS:
-        raise ValueError(f'`direction` must be "up" or "down"; received {direction!r}.')
-    metric._direction = direction
-
-
-def metric_direction(metric):
-    """The direction declared for `metric` (`"up"`, `"down"`), or None."""
-    return getattr(metric, "_direction", None)
 from keras_nc.compat.linalg import EIGH_CALL_COST as EIGH_CALL_COST
 from keras_nc.compat.linalg import GATHERS_CLASS_GRAMS as GATHERS_CLASS_GRAMS
 from keras_nc.compat.linalg import HOST_EIGVALSH_MIN_SIZE as HOST_EIGVALSH_MIN_SIZE
@@ -77,3 +68,9 @@ from keras_nc.compat.linalg import host_eigenvalues_apply as host_eigenvalues_ap
 from keras_nc.compat.linalg import tape_is_recording as tape_is_recording
 from keras_nc.compat.linalg import tensorflow_xla_eigenvalues as tensorflow_xla_eigenvalues
 from keras_nc.compat.linalg import tensorflow_xla_tracing as tensorflow_xla_tracing
+from keras_nc.compat.metrics import DIRECTIONS as DIRECTIONS
+from keras_nc.compat.metrics import CompileMetrics as CompileMetrics
+from keras_nc.compat.metrics import MetricsList as MetricsList
+from keras_nc.compat.metrics import metric_direction as metric_direction
+from keras_nc.compat.metrics import set_metric_direction as set_metric_direction
+from keras_nc.compat.metrics import untrack as untrack
