@@ -10,8 +10,10 @@ from conftest import BACKEND
 MODULES = [
     "keras_nc.ops._guards",
     "keras_nc.ops.entropy",
+    "keras_nc.ops.information",
     "keras_nc.ops.statistics",
-    "keras_nc.ops.pairing",
+    "keras_nc.ops.sample_head",
+    "keras_nc.ops.class_pairing",
     "keras_nc.ops.collapse",
     "keras_nc.ops.cma",
     "keras_nc.ops.rank",

@@ -5,12 +5,23 @@ Every function here is pure, backend-agnostic (TensorFlow, JAX, PyTorch through
 Metrics, losses and recipes call these functions; the mathematics lives here
 once, in modules split by topic:
 
-- `keras_nc.ops.entropy`: Gram matrices, matrix and feature entropy, MI, MIR, HDR;
-- `keras_nc.ops.statistics`: mergeable per-class statistics of features;
-- `keras_nc.ops.pairing`: the sample-head and class pairings of MIR and HDR;
+- `keras_nc.ops.entropy`: Gram matrices, matrix and feature entropy (and,
+  re-exported, `keras_nc.ops.information`: MI, MIR, HDR);
+- `keras_nc.ops.statistics`: mergeable per-class statistics of features (and,
+  re-exported, `keras_nc.ops.class_sums`: one step's terms of accumulated
+  statistics);
+- `keras_nc.ops.pairing`: the two pairings of MIR and HDR, re-exported from
+  `keras_nc.ops.sample_head` (per batch) and `keras_nc.ops.class_pairing`
+  (per epoch);
+- `keras_nc.ops.chance`: the chance level of the class pairing;
 - `keras_nc.ops.collapse`: the classic Neural Collapse measures (NC1-NC4, CDNV);
-- `keras_nc.ops.cma`: the Cross-Modal Alignment entropy;
-- `keras_nc.ops.rank`: representation rank (RankMe, alpha-ReQ).
+- `keras_nc.ops.cma`: the Cross-Modal Alignment entropy and its dispatcher
+  (layouts in `keras_nc.ops.cma_layouts` and `keras_nc.ops.cma_grams`, cost
+  model in `keras_nc.ops.cma_plan`);
+- `keras_nc.ops.rank`: representation rank (RankMe, alpha-ReQ), reading the
+  spectra of `keras_nc.ops.rank_spectrum`;
+- `keras_nc.ops.guards`: the argument and value checks, for the layers built
+  on these functions.
 
 See the Concepts page of the documentation for the definitions.
 

@@ -1,4 +1,8 @@
-"""The classic Neural Collapse measures (NC1-NC4, CDNV) from class statistics."""
+"""The classic Neural Collapse measures (NC1-NC4, CDNV) from class statistics.
+
+Why one module: the measures read one `ClassGeometry`, which
+`neural_collapse_measures` prepares once for all of them.
+"""
 
 import collections
 
