@@ -1,0 +1,94 @@
+"""The smoke subset: what every Keras release keras-nc declares must run.
+
+`make test-oldest-keras` runs this file (with `tests/test_compat.py`, the Keras
+private hooks, and `tests/test_version.py`) on the oldest Keras in
+`pyproject.toml`'s range (`requirements/oldest.txt`); the main suite runs it on
+the newest tested. A `CollapseClassifier` with the sample (MIR, HDR) and class
+(ClassMIR, NC1) metrics and the CMA loss fits with a `CollapseMonitor`,
+evaluates, and saves and loads in safe mode. The monitor's epoch-end measures
+are checked against the float64 NumPy references of `tests/reference.py`.
+"""
+
+import keras
+import numpy as np
+import pytest
+import reference as ref
+import tolerances as tol
+from conftest import to_numpy
+
+import keras_nc
+from keras_nc.callbacks import CollapseMonitor
+from keras_nc.losses import CMALoss
+from keras_nc.metrics import HDR, MIR, NC1, ClassMIR
+
+NUM_CLASSES = 4
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(NUM_CLASSES), 24).astype("int32")
+    x = (rng.normal(size=(NUM_CLASSES, 12))[y] + 0.6 * rng.normal(size=(96, 12))).astype("float32")
+    return x, y
+
+
+def _head_weights(model):
+    """The head weights `(C, d)` as NumPy."""
+    return to_numpy(model.head_weights)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A fitted model, its backbone, data and the monitor's history."""
+    keras.utils.set_random_seed(0)
+    x, y = _data()
+    inputs = keras.Input((12,))
+    backbone = keras.Model(inputs, keras.layers.Dense(8, activation="relu")(inputs))
+    model = keras_nc.models.CollapseClassifier(backbone, num_classes=NUM_CLASSES)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(0.5)],
+        metrics=["accuracy", MIR(), HDR(), ClassMIR(), NC1()],
+    )
+    monitor = CollapseMonitor(x, y, prefix="smoke_")
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[monitor])
+    return model, backbone, x, y, history.history
+
+
+def test_fit_logs_every_metric_and_loss_finite(fitted):
+    *_, history = fitted
+    for key in ("loss", "cma_loss", "mir", "hdr", "mir_class", "nc1", "smoke_nc1"):
+        assert key in history, f"{key} missing from {sorted(history)}"
+        assert np.all(np.isfinite(history[key])), (key, history[key])
+    for key in ("mir", "hdr", "mir_class"):
+        assert all(0.0 <= value <= 1.0 for value in history[key]), (key, history[key])
+
+
+def test_monitor_measures_equal_the_float64_reference(fitted):
+    model, backbone, x, y, history = fitted
+    z = np.asarray(to_numpy(backbone(x)), np.float64)
+    head = np.asarray(_head_weights(model), np.float64)
+    k_m, k_w = ref.class_pairing(z, y, head, NUM_CLASSES)
+    grams = (k_m, k_w, k_m * k_w)
+    entropies = [ref.entropy(k) for k in grams]
+    bounds = [tol.entropy_tolerance(k) for k in grams]
+    mir_tol = tol.ratio_tolerance(*entropies, *bounds, "mir")
+    np.testing.assert_allclose(history["smoke_mir_class"][-1], ref.mir(k_m, k_w), atol=mir_tol)
+    nc1 = ref.neural_collapse(z, y, head, NUM_CLASSES)["nc1"]
+    np.testing.assert_allclose(history["smoke_nc1"][-1], nc1, rtol=1e-2)
+
+
+def test_save_and_load_in_safe_mode_keep_predictions_and_metrics(fitted, tmp_path):
+    model, _, x, y, _ = fitted
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(restored, keras_nc.models.CollapseClassifier)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(_head_weights(restored), _head_weights(model), rtol=0, atol=0)
+    before = model.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    after = restored.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
+    assert set(before) == set(after)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-4, atol=1e-5, err_msg=key)
