@@ -318,7 +318,7 @@ def test_wide_features_fit_with_a_blocked_moment_compiled(rng):
         metrics=[metrics.NC1(), metrics.CDNV()],
         jit_compile=BACKEND != "torch",
     )
-    assert len(model._class_statistics.moment_rows) == 2
+    assert len(model._collapse_terms.statistics.moment_rows) == 2
     result = model.evaluate(z, y, batch_size=16, verbose=0, return_dict=True)  # 4 batches
     want = ref.neural_collapse(z, y, np.zeros((classes, d)), classes)
     # The module's bound, R of the shifted data (the pivot: the first batch's mean),

@@ -154,8 +154,8 @@ def test_program_writes_history_report_and_model(tmp_path):
     assert results["settings"]["epochs"] == 2 and results["settings"]["lr"] == 0.05
     # The regulariser is in the loss; the saved model loads in safe mode and predicts the same.
     model = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
-    names = [type(loss).__name__ for loss in model._compile_config.config["loss"]]
-    assert "InformationRegularizer" in names
+    losses = model.get_compile_config()["loss"]
+    assert "InformationRegularizer" in [item.get("class_name") for item in losses]
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype("float32")
     assert model.predict(x, verbose=0).shape == (4, 10)
 
