@@ -12,9 +12,11 @@ metric.update_state(y_true, features=z, head_weights=w)  # w: (C, d) = kernel.T
 
 Modules: `keras_nc.metrics.sample_measures` (per-batch means: `MatrixEntropy`,
 `MIR`, `HDR`, `CMA`), `keras_nc.metrics.class_statistics` (`ClassStatistics`, the
-per-class accumulator), `keras_nc.metrics.rank` (`RankMe`) and
-`keras_nc.metrics.class_measures` (measures of the
-epoch's class statistics). The mathematics lives in `keras_nc.ops`.
+per-class accumulator, and `keras_nc.metrics.accumulate`, how a batch is added
+to it), `keras_nc.metrics.rank` (`RankMe`), `keras_nc.metrics.class_pairing`
+(`ClassMIR`, `ClassHDR`) and `keras_nc.metrics.class_measures` (`NC1` to
+`NCCAgreement`): measures of the epoch's class statistics, read through
+`keras_nc.metrics.epoch_measure`. The mathematics lives in `keras_nc.ops`.
 """
 
 from keras_nc.metrics.base import CollapseMetric
