@@ -62,13 +62,6 @@ def log_prefix(prefix, owner):
     return prefix + "_" if prefix[-1:].isalnum() else prefix
 
 
-def head_weights_of(classifier):
-    """The classifier's head rows `(C, d)`: its `head_weights` (`head_rows()` before 0.2.0)."""
-    if isinstance(getattr(type(classifier), "head_weights", None), property):
-        return classifier.head_weights
-    return classifier.head_rows()
-
-
 class EpochEndEvaluator(keras.callbacks.Callback):
     """Base of the callbacks that measure a model at chosen epoch ends and log the values.
 
@@ -224,7 +217,7 @@ class EpochEndEvaluator(keras.callbacks.Callback):
             features.append(keras.ops.convert_to_numpy(z))
             logits.append(keras.ops.convert_to_numpy(self._classifier.classify(z)[0]))
             labels.append(y)
-        head = keras.ops.convert_to_numpy(head_weights_of(self._classifier))
+        head = keras.ops.convert_to_numpy(self._classifier.head_weights)
         return {
             "features": np.concatenate(features).astype("float32"),
             "logits": np.concatenate(logits).astype("float32"),

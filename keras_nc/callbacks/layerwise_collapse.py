@@ -11,7 +11,7 @@ import numpy as np
 from keras import ops
 
 from keras_nc import ops as nc_ops
-from keras_nc.callbacks.evaluator import EpochEndEvaluator, HistoryRow, head_weights_of
+from keras_nc.callbacks.evaluator import EpochEndEvaluator, HistoryRow
 from keras_nc.layerwise import LAYER_MEASURES, block_outputs, graph_backbone, layer_output
 from keras_nc.ops import normalize_rows
 from keras_nc.ops.guards import check_flag
@@ -207,7 +207,7 @@ class LayerwiseCollapse(EpochEndEvaluator):
         if self._extractor is None:
             self._build_extractor()
         num_classes = self.classifier.num_classes
-        head = np.asarray(ops.convert_to_numpy(head_weights_of(self.classifier)), "float64")
+        head = np.asarray(ops.convert_to_numpy(self.classifier.head_weights), "float64")
         totals = self._first_pass(num_classes)
         accuracies, normalised = self._second_pass(totals, num_classes)
         return {"statistics": totals, "ncc_accuracy": accuracies, "normalised": normalised,
