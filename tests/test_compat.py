@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from keras_nc import compat
+from keras_nc.compat import backend as compat_backend
 from keras_nc.compat import distribute
 from keras_nc.compat import metrics as compat_metrics
 
@@ -440,3 +441,61 @@ def test_jax_batch_distribution_is_keras_data_parallel():
     assert got is data_parallel, _changed(
         "distribute.batch_distribution", "DataParallel no longer names a batch axis"
     )
+
+
+# --------------------------------------------------------------------------- #
+# keras_nc.compat.backend and the backend decisions of keras_nc.compat.linalg
+# --------------------------------------------------------------------------- #
+
+
+def test_values_known_eagerly_not_under_tracing():
+    message = _changed("backend.values_known", "traced tensors are not told apart")
+    x = keras.ops.ones((2,))
+    assert compat_backend.values_known(x), message
+    seen = {}
+
+    def probe(a):
+        seen["known"] = compat_backend.values_known(a)
+        return a
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        jax.jit(probe)(x)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.function(probe)(x)
+    else:
+        pytest.skip("torch.compile tracing is too slow for this file")
+    assert seen["known"] is False, message
+
+
+def test_widest_float_is_a_dtype_the_backend_keeps():
+    dtype = compat_backend.widest_float()
+    x = keras.ops.convert_to_tensor(np.ones(2), dtype=dtype)
+    assert keras.backend.standardize_dtype(x.dtype) == dtype, _changed(
+        "backend.widest_float", f"{dtype} is not kept"
+    )
+
+
+def test_gradient_may_be_taken_only_rules_out_eager_torch_without_grad():
+    x = keras.ops.ones((2,))
+    if keras.backend.backend() != "torch":
+        assert compat.gradient_may_be_taken(x)
+        return
+    import torch
+
+    message = _changed("gradient_may_be_taken", "PyTorch's requires_grad is not read")
+    assert not compat.gradient_may_be_taken(torch.ones(2)), message
+    assert compat.gradient_may_be_taken(torch.ones(2, requires_grad=True)), message
+    with torch.no_grad():
+        assert not compat.gradient_may_be_taken(torch.ones(2, requires_grad=True)), message
+
+
+def test_backend_decisions_of_linalg():
+    backend = keras.backend.backend()
+    assert compat.decomposes_one_matrix_per_call() == (backend == "jax")
+    assert compat.eager_ops_compile_per_shape() == (backend == "jax")
+    assert compat.compiled_branches_on_data() == (backend != "torch")
