@@ -452,11 +452,27 @@ def test_loading_on_another_backend_resolves_auto_jit_there(digits, tmp_path):
 
 
 class FixedRowsClassifier(keras_nc.models.CollapseClassifier):
-    """Head rows from elsewhere (here fixed): only the `classify` hook is overridden."""
+    """Head weights from elsewhere (here fixed): `head_weights` and `classify` overridden."""
 
     def __init__(self, backbone, rows, **kwargs):
         super().__init__(backbone, num_classes=len(rows), **kwargs)
         object.__setattr__(self, "fixed_rows", np.asarray(rows, "float32"))
+
+    @property
+    def head_weights(self):
+        return keras.ops.convert_to_tensor(self.fixed_rows)
+
+    def classify(self, features):
+        rows = self.head_weights
+        return 2.0 * keras.ops.matmul(features, keras.ops.transpose(rows)), rows
+
+
+class LegacyRowsClassifier(keras_nc.models.CollapseClassifier):
+    """keras-nc 0.1's subclass: `head_rows()` and `classify` overridden (deprecated)."""
+
+    def __init__(self, backbone, rows, **kwargs):
+        object.__setattr__(self, "fixed_rows", np.asarray(rows, "float32"))
+        super().__init__(backbone, num_classes=len(rows), **kwargs)
 
     def head_rows(self):
         return keras.ops.convert_to_tensor(self.fixed_rows)
@@ -466,11 +482,27 @@ class FixedRowsClassifier(keras_nc.models.CollapseClassifier):
         return 2.0 * keras.ops.matmul(features, keras.ops.transpose(rows)), rows
 
 
-def test_classify_hook_feeds_its_rows_to_the_collapse_terms(digits):
+def test_head_weights_is_the_transposed_kernel_and_head_rows_a_deprecated_alias():
+    model = keras_nc.models.CollapseClassifier(mlp_backbone(), num_classes=10)
+    kernel = to_numpy(model.head.kernel)
+    np.testing.assert_array_equal(to_numpy(model.head_weights), kernel.T)
+    assert tuple(model.head_weights.shape) == (10, 32)
+    with pytest.warns(DeprecationWarning, match="head_weights"):
+        rows = model.head_rows()
+    np.testing.assert_array_equal(to_numpy(rows), kernel.T)
+
+
+def test_a_subclass_overriding_head_rows_is_warned():
+    with pytest.warns(DeprecationWarning, match="head_rows.*head_weights"):
+        LegacyRowsClassifier(mlp_backbone(), np.eye(10, 32))
+
+
+@pytest.mark.parametrize("classifier", [FixedRowsClassifier, LegacyRowsClassifier])
+def test_classify_hook_feeds_its_rows_to_the_collapse_terms(digits, classifier):
     x, y = digits
     x, y = x[:100], y[:100]
     rows = np.random.default_rng(4).normal(size=(10, 32)).astype("float32")
-    model = FixedRowsClassifier(mlp_backbone(), rows)
+    model = classifier(mlp_backbone(), rows)
     model.compile(
         loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), CMALoss(0.5)],
         metrics=[MIR(), HDR(pairing="class", name="hdr_class")],

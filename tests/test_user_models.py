@@ -111,7 +111,7 @@ def test_users_backbones_fit_with_collapse_metrics(kind, data):
     # The features reach the metric: MIR of one full batch equals the reference's.
     logs = model.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
     z = to_numpy(model.extract_features(x)).astype(np.float64)
-    w = to_numpy(model.head_rows()).astype(np.float64)
+    w = to_numpy(model.head_weights).astype(np.float64)
     expected = ref.mir(ref.gram(z, center=True), ref.gram(w[y]))
     assert logs["mir"] == pytest.approx(expected, abs=1e-3)
 
@@ -336,7 +336,7 @@ def test_loss_terms_are_logged(data):
     assert {"cma_loss", "information_regularizer_loss", "cma"} <= set(history.history)
     logs = model.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
     z = to_numpy(model.extract_features(x)).astype(np.float64)
-    w = to_numpy(model.head_rows()).astype(np.float64)
+    w = to_numpy(model.head_weights).astype(np.float64)
     cma = ref.cma(z, w, y)
     assert logs["cma"] == pytest.approx(cma, abs=2e-4)
     assert logs["cma_loss"] == pytest.approx(0.5 * cma, abs=1e-4)
