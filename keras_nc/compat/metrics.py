@@ -33,6 +33,7 @@ from keras import ops
 from keras.src.trainers import compile_utils
 
 from keras_nc.compat.backend import is_backend
+from keras_nc.compat.keras_versions import scatter_update_add
 
 MetricsList = compile_utils.MetricsList
 CompileMetrics = compile_utils.CompileMetrics
@@ -92,9 +93,7 @@ def scatter_add(variable, indices, rows):
     target = in_place_update(variable)
     rows = ops.cast(rows, variable.dtype)
     if target is None:
-        update = ops.scatter_update(variable.value, ops.expand_dims(indices, -1), rows,
-                                    reduction="add")  # fmt: skip
-        variable.assign(update)
+        variable.assign(scatter_update_add(variable.value, ops.expand_dims(indices, -1), rows))
     elif is_backend("torch"):
         import torch
 

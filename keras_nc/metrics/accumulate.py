@@ -10,6 +10,7 @@ rescales the state by powers of two (exact) before its rows are added.
 from keras import ops
 
 from keras_nc.compat import metrics as compat_metrics
+from keras_nc.compat.keras_versions import scatter_update_add
 from keras_nc.ops import scale_exponent
 
 
@@ -70,11 +71,8 @@ def add_rescaled(statistics, terms):
         state = ops.cond(old < 0, lambda: state * pow2(powers * old), lambda: state)
     else:
         state = state * pow2(powers * old)
-    statistics.per_class.assign(
-        ops.scatter_update(
-            state, ops.expand_dims(indices, -1), rows * pow2(powers * new), reduction="add"
-        )
-    )
+    added = rows * pow2(powers * new)
+    statistics.per_class.assign(scatter_update_add(state, ops.expand_dims(indices, -1), added))
     if statistics.second_moment:
         rescale, scale = pow2(2.0 * old), pow2(2.0 * new)
         for variable, block in zip(statistics.moment_rows, terms["moment_rows"], strict=True):

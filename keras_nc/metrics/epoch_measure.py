@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_nc import compat
 from keras_nc.compat import metrics as compat_metrics
+from keras_nc.compat.training import untracked_setattr
 from keras_nc.metrics.base import CollapseMetric
 from keras_nc.metrics.class_statistics import ClassStatistics
 from keras_nc.ops.guards import is_concrete
@@ -45,7 +46,7 @@ class StatisticsReader(CollapseMetric, keras.metrics.Metric):
         if self.owns_statistics:
             # Keras' tracker would list the shared variables under this metric too.
             compat_metrics.untrack(self, self.statistics)
-        object.__setattr__(self, "statistics", statistics)
+        untracked_setattr(self, "statistics", statistics)
         self.owns_statistics = False
 
     def build_for(self, num_classes, feature_dim):
@@ -111,7 +112,7 @@ class EpochMeasure(StatisticsReader):
                 return cached[1]
         value = ops.where(has > 0, last, float("nan"))
         if token is not None:
-            object.__setattr__(self, "_last_value_cache", (token, value))
+            untracked_setattr(self, "_last_value_cache", (token, value))
         return value
 
     def result(self):
