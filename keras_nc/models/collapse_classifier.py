@@ -1,13 +1,10 @@
 """`CollapseClassifier`: a classifier whose training feeds features and head to collapse metrics."""
 
-import contextlib
-
 import keras
 from keras import ops
 
-from keras_nc.compat.training import untracked_setattr
 from keras_nc.deprecation import warn_renamed
-from keras_nc.models import collapse_terms, wrapping
+from keras_nc.models import wrapping
 from keras_nc.models.trainer import CollapseTrainer
 from keras_nc.step import check_sample_scope
 
@@ -95,10 +92,6 @@ class CollapseClassifier(CollapseTrainer):
         if type(self).head_rows is not CollapseClassifier.head_rows:
             name = type(self).__name__
             warn_renamed(f"{name}.head_rows() (overridden)", f"{name}.head_weights (a property)")
-        # Plain (untracked) attributes: Keras' tracker must not collect these.
-        untracked_setattr(self, "_collapse_outputs", False)
-        untracked_setattr(self, "_collapse_terms", collapse_terms.CollapseTerms())
-        untracked_setattr(self, "_compile_arguments", None)
         inputs = wrapping.known_inputs(backbone)
         if inputs:
             self.build(tuple(inputs[0].shape) if len(inputs) == 1 else None)
@@ -221,24 +214,6 @@ class CollapseClassifier(CollapseTrainer):
         if self._collapse_outputs:
             return {"logits": logits, "features": features, "head_weights": head_weights}
         return logits
-
-    def compute_output_spec(self, inputs, training=None):
-        # Symbolic builds (Keras' `_symbolic_build`) see logits only.
-        with self._outputs_collapse_terms(False):
-            return super().compute_output_spec(inputs, training=training)
-
-    @contextlib.contextmanager
-    def _outputs_collapse_terms(self, enabled):
-        # The flag is read while a step is traced (or run eagerly): y_pred then
-        # carries logits, features and head weights out of the differentiated
-        # forward pass, which is what JAX's stateless trainer needs for
-        # compute_metrics.
-        previous = self._collapse_outputs
-        untracked_setattr(self, "_collapse_outputs", enabled)
-        try:
-            yield
-        finally:
-            untracked_setattr(self, "_collapse_outputs", previous)
 
     # ------------------------------------------------------------------ #
     # Construction from a functional classifier, and serialisation

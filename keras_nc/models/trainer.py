@@ -31,6 +31,13 @@ class CollapseTrainer(compat_training.LocalBatchSymbolicBuild, keras.Model):
     Not used on its own: see `keras_nc.models.CollapseClassifier`.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Plain (untracked) attributes: Keras' tracker must not collect these.
+        untracked_setattr(self, "_collapse_outputs", False)
+        untracked_setattr(self, "_collapse_terms", collapse_terms.CollapseTerms())
+        untracked_setattr(self, "_compile_arguments", None)
+
     def compile(self, optimizer="sgd", loss="auto", metrics="auto", **kwargs):
         """Configures the model for training; collapse metrics and losses welcome.
 
@@ -162,11 +169,29 @@ class CollapseTrainer(compat_training.LocalBatchSymbolicBuild, keras.Model):
     # ------------------------------------------------------------------ #
 
     def _with_collapse_outputs(self, step, *args, **kwargs):
-        # Bad values (a diverged run's NaN features) give NaN logs, as compiled
-        # steps do on every backend, instead of raising out of an eager step.
-        with self._outputs_collapse_terms(True), invalid_values_as_nan():
-            logs = step(*args, **kwargs)
+        # The flag is read while the step is traced (or run eagerly): y_pred then
+        # carries logits, features and head weights out of the differentiated
+        # forward pass, which is what JAX's stateless trainer needs for
+        # compute_metrics. Bad values (a diverged run's NaN features) give NaN
+        # logs, as compiled steps do on every backend, instead of raising out
+        # of an eager step.
+        previous = self._collapse_outputs
+        untracked_setattr(self, "_collapse_outputs", True)
+        try:
+            with invalid_values_as_nan():
+                logs = step(*args, **kwargs)
+        finally:
+            untracked_setattr(self, "_collapse_outputs", previous)
         return multi_worker.logs_across_workers(self, logs)
+
+    def compute_output_spec(self, inputs, training=None):
+        # Symbolic builds (Keras' `_symbolic_build`) see logits only.
+        previous = self._collapse_outputs
+        untracked_setattr(self, "_collapse_outputs", False)
+        try:
+            return super().compute_output_spec(inputs, training=training)
+        finally:
+            untracked_setattr(self, "_collapse_outputs", previous)
 
     def train_step(self, *args, **kwargs):
         return self._with_collapse_outputs(super().train_step, *args, **kwargs)
