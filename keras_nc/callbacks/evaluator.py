@@ -128,6 +128,21 @@ class EpochEndEvaluator(keras.callbacks.Callback):
     model.fit(x, y, epochs=10, callbacks=[MeanNorm(x_val, y_val, every=2, prefix="norm"),
                                           keras.callbacks.CSVLogger("log.csv")])
     ```
+
+    Without data, a subclass measures what it likes, e.g. a test set with
+    the model's own compiled metrics (as the recipes' epoch-end evaluations do):
+
+    ```python
+    class TestSet(keras_nc.callbacks.EpochEndEvaluator):
+        \"\"\"Logs `test_loss`, `test_accuracy`, ... of a test set.\"\"\"
+
+        def __init__(self, test):
+            super().__init__(prefix="test")
+            self.test = test
+
+        def measure(self):
+            return self.model.evaluate(self.test, verbose=0, return_dict=True)
+    ```
     """
 
     def __init__(self, x=None, y=None, every=1, epochs=None, batch_size=256, prefix="",
