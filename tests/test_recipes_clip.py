@@ -106,7 +106,7 @@ def test_prompt_mode_starts_as_zero_shot_and_head_mode_trains_only_the_head(pres
     before = _weights(model)
     model.train_on_batch(x, y)
     assert {path.split("/", 1)[1] for path in _changed(model, before)} == {"head/kernel"}
-    head = to_numpy(model.head_rows())  # the trained kernel's columns
+    head = to_numpy(model.head_weights)  # the trained kernel's columns
     logits = to_numpy(model(x))
     np.testing.assert_allclose(logits, scale * features @ head.T, atol=1e-5 * scale)
     assert np.max(np.abs(logits - zero_shot)) > 1e-3
@@ -169,7 +169,7 @@ def test_config_is_complete_and_round_trips_in_safe_mode(preset, tmp_path, mode)
     )
     np.testing.assert_allclose(to_numpy(restored(x)), to_numpy(model(x)), atol=1e-5)
     np.testing.assert_allclose(
-        to_numpy(restored.head_rows()), to_numpy(model.head_rows()), atol=1e-6
+        to_numpy(restored.head_weights), to_numpy(model.head_weights), atol=1e-6
     )
     trained = [(w.name, to_numpy(w)) for w in model.trainable_weights]
     assert [name for name, _ in trained] == [w.name for w in restored.trainable_weights]
@@ -317,7 +317,7 @@ def test_program_end_to_end(tmp_path, preset):
     )  # fmt: skip
     y = folder.train_labels[test_idx]
     features = to_numpy(model.extract_features(x))
-    head = to_numpy(model.head_rows())
+    head = to_numpy(model.head_weights)
     after = summary["after"]["test"]
     assert after["within_class_entropy"] == pytest.approx(reference.cma(features, head, y), 1e-4)
     assert after["accuracy"] == pytest.approx(np.mean(np.argmax(features @ head.T, 1) == y))

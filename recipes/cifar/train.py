@@ -354,7 +354,7 @@ def main(argv=None):
     model.save(os.path.join(args.output, "model.keras"))
 
     results = model.evaluate(test, verbose=0, return_dict=True)
-    head = keras.ops.convert_to_numpy(model.head_rows())
+    head = keras.ops.convert_to_numpy(model.head_weights)
     sample_chance = report.sample_pairing_chance(
         features_of(model, images.x_test), images.y_test, head, args.sample_size
     )

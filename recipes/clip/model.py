@@ -612,31 +612,32 @@ class CLIPClassifier(CollapseClassifier):
             total = total + text_embeddings(self.clip, pad_token_ids(group))
         return total / np.maximum(np.linalg.norm(total, axis=-1, keepdims=True), 1e-12)
 
-    def head_rows(self):
-        """The current head rows `(C, d)` (a tensor).
+    @property
+    def head_weights(self):
+        """The current head weights `(C, d)` (a tensor).
 
         With a `PromptLearner`, the text embeddings of its prompts; else the
         head kernel's transpose.
         """
         if self.prompt_learner is None:
-            return super().head_rows()
+            return super().head_weights
         return self.prompt_learner.text_embeddings(
             self.clip.text_encoder, self.clip.text_projection
         )
 
     def classify(self, features):
         """CLIP's logits `exp(logit_scale) * <z_i, t_c>` and the head rows `t_c`."""
-        rows = ops.cast(self.head_rows(), features.dtype)
+        rows = ops.cast(self.head_weights, features.dtype)
         scale = ops.cast(self.logit_scale, features.dtype)
         return scale * ops.matmul(features, ops.transpose(rows)), rows
 
     def refresh_head(self):
-        """Copies `head_rows()` into `head.kernel`.
+        """Copies `head_weights` into `head.kernel`.
 
         With a `PromptLearner`, the learned prompts' text embeddings; a linear
         head already holds its rows.
         """
-        rows = ops.convert_to_numpy(self.head_rows())
+        rows = ops.convert_to_numpy(self.head_weights)
         self.head.kernel.assign(rows.T.astype(self.head.kernel.dtype))
 
     # ------------------------------------------------------------------ #

@@ -192,7 +192,7 @@ def resolve(args):
 # ---------------------------------------------------------------------- #
 
 
-def within_class_entropy(features, anchors, labels):
+def within_class_entropy(features, head_weights, labels):
     """CMA's within-class entropy (arXiv 2409.16767), averaged over the classes present.
 
     For class `c`: the normalised matrix entropy of the cosine Gram of
@@ -203,23 +203,23 @@ def within_class_entropy(features, anchors, labels):
     labels = np.asarray(labels).reshape(-1)
     values = []
     for c in np.unique(labels):
-        group = np.vstack([features[labels == c], anchors[c : c + 1]])
+        group = np.vstack([features[labels == c], head_weights[c : c + 1]])
         values.append(float(nc_ops.feature_entropy(group.astype("float32"), normalize=True)))
     return float(np.mean(values))
 
 
-def class_pairing_ratios(features, labels, head_rows):
+def class_pairing_ratios(features, labels, head_weights):
     """Class-pairing MIR and HDR (docs/concepts.md), as `CollapseMonitor` reports them.
 
     The cosine Gram of the class means (centred by the global mean) of the
-    classes present against the cosine Gram of their head rows
+    classes present against the cosine Gram of their head weights
     (`keras_nc.ops.class_statistics` and `keras_nc.ops.class_pairing_ratios`).
     """
-    head_rows = np.asarray(head_rows, "float32")
+    head_weights = np.asarray(head_weights, "float32")
     stats = nc_ops.class_statistics(
-        np.asarray(features, "float32"), labels, head_rows.shape[0], second_moment=False
+        np.asarray(features, "float32"), labels, head_weights.shape[0], second_moment=False
     )
-    mir, hdr = nc_ops.class_pairing_ratios(stats["counts"], stats["sums"], head_rows)
+    mir, hdr = nc_ops.class_pairing_ratios(stats["counts"], stats["sums"], head_weights)
     return float(mir), float(hdr)
 
 
@@ -230,22 +230,22 @@ def embed(model, dataset):
     return np.asarray(features, np.float64), labels
 
 
-def measure(features, labels, head_rows):
-    """Accuracy, class-pairing MIR/HDR and within-class entropy with the given head rows."""
-    head_rows = np.asarray(head_rows, np.float64)
-    logits = features @ head_rows.T  # the logit scale does not change the argmax
-    mir, hdr = class_pairing_ratios(features, labels, head_rows)
+def measure(features, labels, head_weights):
+    """Accuracy, class-pairing MIR/HDR and within-class entropy with the given head weights."""
+    head_weights = np.asarray(head_weights, np.float64)
+    logits = features @ head_weights.T  # the logit scale does not change the argmax
+    mir, hdr = class_pairing_ratios(features, labels, head_weights)
     return {
         "accuracy": float(np.mean(np.argmax(logits, axis=1) == labels)),
         "mir": mir,
         "hdr": hdr,
-        "within_class_entropy": within_class_entropy(features, head_rows, labels),
+        "within_class_entropy": within_class_entropy(features, head_weights, labels),
     }
 
 
-def current_head_rows(model):
-    """The model's head rows `(C, d)` as NumPy: learned prompts' embeddings or the head."""
-    return keras.ops.convert_to_numpy(model.head_rows()).astype("float64")
+def current_head_weights(model):
+    """The model's head weights `(C, d)` as NumPy: learned prompts' embeddings or the head."""
+    return keras.ops.convert_to_numpy(model.head_weights).astype("float64")
 
 
 # ---------------------------------------------------------------------- #
@@ -353,7 +353,7 @@ def main(argv=None):
     )
 
     def evaluate():
-        head = current_head_rows(model)
+        head = current_head_weights(model)
         out, embedded = {}, {}
         for split, dataset in (("test", test), ("train", train_eval)):
             embedded[split] = embed(model, dataset)

@@ -115,13 +115,13 @@ class ConfidentSamplesStep(CollapseStep):
     Args:
         pseudo_labels: `(n,)` integer pseudo-labels.
         features: `(n, d)` features (the strong views).
-        head_weights: `(C, d)` head rows.
+        head_weights: `(C, d)` head weights.
         mask: `(n,)` 0/1 selection (the confidence mask).
 
     Example:
 
     ```python
-    rows = model.head_rows()
+    rows = model.head_weights
     step = ConfidentSamplesStep(pseudo, strong_features, rows, mask)
     term = InformationRegularizer(0.5, 0.5)(pseudo, features=strong_features,
                                             head_weights=rows, step=step)
@@ -274,9 +274,13 @@ class SemiSupervisedModel(CollapseClassifier):
         sizes = [ops.shape(v)[0] for v in views]
         images = ops.concatenate(views, axis=0) if len(views) > 1 else views[0]
         features = self.extract_features(images, training=training)
-        logits, head_rows = self.classify(features)
+        logits, head_weights = self.classify(features)
         n_lb = sizes[0]
-        outputs = {"logits": logits[:n_lb], "features": features[:n_lb], "head_weights": head_rows}
+        outputs = {
+            "logits": logits[:n_lb],
+            "features": features[:n_lb],
+            "head_weights": head_weights,
+        }
         if len(views) > 1:
             n_u = sizes[1]
             outputs["weak_logits"] = logits[n_lb : n_lb + n_u]
