@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?= -q -n 2
 
-.PHONY: setup demo test test-kernels wheel-check lint docs bench experiments clean
+.PHONY: setup demo test test-kernels test-oldest-keras wheel-check lint docs bench experiments clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,16 +41,52 @@ test-kernels: $(STAMP)
 	MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Sandybridge KERAS_BACKEND=torch \
 		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
 
+## The pins of requirements/oldest.txt (the oldest Keras and JAX keras-nc declares) replace
+## those of requirements/constraints.txt; every other package keeps its tested pin.
+OLDEST := requirements/oldest.txt
+OLDEST_CONSTRAINTS := build/constraints-without-oldest.txt
+$(OLDEST_CONSTRAINTS): requirements/constraints.txt $(OLDEST)
+	mkdir -p build
+	grep -v -i -E "^($$(sed -n 's/==.*//p' $(OLDEST) | paste -sd'|'))==" \
+		requirements/constraints.txt > $@
+
 ## The light install: the library's wheel in a fresh venv with keras, numpy and jax only
 ## (no tensorflow, keras-hub or torch) fits a CollapseClassifier with collapse terms.
+## Then the wheel with the [jax] extra, installed without constraints (only pyproject's
+## ranges) into a venv that already holds another JAX of the range (the oldest,
+## requirements/oldest.txt), must keep that JAX and still fit.
 WHEEL_DIR := build/wheel-check
-wheel-check: $(STAMP)
+OLDEST_JAX := $(shell sed -n 's/^jax==//p' $(OLDEST))
+wheel-check: $(STAMP) $(OLDEST_CONSTRAINTS)
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
 	$(BIN)/pip wheel --quiet --no-deps -w $(WHEEL_DIR) .
 	$(PYTHON) -m venv $(WHEEL_DIR)/venv
 	$(WHEEL_DIR)/venv/bin/pip install --quiet -c requirements/constraints.txt \
 		$(WHEEL_DIR)/keras_nc-*.whl jax jaxlib
 	cd $(WHEEL_DIR) && KERAS_BACKEND=jax venv/bin/python $(CURDIR)/tests/wheel_smoke.py
+	$(PYTHON) -m venv $(WHEEL_DIR)/keep
+	$(WHEEL_DIR)/keep/bin/pip install --quiet -c $(OLDEST_CONSTRAINTS) \
+		$$(grep -E '^jax(lib)?==' $(OLDEST))
+	$(WHEEL_DIR)/keep/bin/pip install --quiet "$$(ls $(WHEEL_DIR)/keras_nc-*.whl)[jax]"
+	cd $(WHEEL_DIR) && KERAS_BACKEND=jax keep/bin/python $(CURDIR)/tests/wheel_smoke.py \
+		--jax $(OLDEST_JAX)
+
+## The oldest Keras and JAX keras-nc declares (requirements/oldest.txt): the library's
+## wheel with [jax] in a venv of its own, then the smoke subset (fit/evaluate/save/load
+## with the collapse metrics, CMA loss and CollapseMonitor; the Keras private hooks; the
+## version) on JAX. A few minutes; pip's cache keeps the wheels between runs.
+OLDEST_DIR := build/oldest-keras
+OLDEST_TESTS := tests/test_smoke.py tests/test_compat.py tests/test_version.py \
+	tests/test_keras_versions.py
+test-oldest-keras: $(STAMP) $(OLDEST_CONSTRAINTS)
+	rm -rf $(OLDEST_DIR) && mkdir -p $(OLDEST_DIR)
+	$(BIN)/pip wheel --quiet --no-deps -w $(OLDEST_DIR) .
+	$(PYTHON) -m venv $(OLDEST_DIR)/venv
+	$(OLDEST_DIR)/venv/bin/pip install --quiet -c $(OLDEST_CONSTRAINTS) -r $(OLDEST) \
+		"$$(ls $(OLDEST_DIR)/keras_nc-*.whl)[jax]" pytest hypothesis
+	$(OLDEST_DIR)/venv/bin/python -c "import jax, keras; print('keras', keras.__version__, 'jax', jax.__version__)"
+	KERAS_BACKEND=jax $(OLDEST_DIR)/venv/bin/python -m pytest -q -p no:cacheprovider \
+		$(OLDEST_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -23,7 +23,27 @@ from keras_nc import (
     theory,
 )
 
-__version__ = "0.1.0"
+
+def _version():
+    """The installed distribution's version; in a source tree not installed, pyproject's."""
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        return metadata.version("keras-nc")
+    except metadata.PackageNotFoundError:
+        pass
+    import re
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+        if found:
+            return found.group(1)
+    return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "__version__",

@@ -32,8 +32,10 @@ def _data():
 
 
 def _head_weights(model):
-    """The head weights `(C, d)` as NumPy."""
-    return to_numpy(model.head_weights)
+    """The head weights `(C, d)` as NumPy (`head_weights`, or the head's kernel transposed)."""
+    if isinstance(getattr(type(model), "head_weights", None), property):
+        return to_numpy(model.head_weights)
+    return to_numpy(model.head.kernel).T
 
 
 @pytest.fixture(scope="module")
