@@ -1,6 +1,6 @@
 """Workarounds for the older Keras 3 releases keras-nc supports, one function each.
 
-keras-nc declares `keras>=3.13,<4` and is tested on the oldest (`make
+keras-nc declares `keras>=3.12,<4` and is tested on the oldest (`make
 test-oldest-keras`, pinned in `requirements/oldest.txt`) and the newest
 (`requirements/constraints.txt`) of that range. Where a Keras release in the
 range lacks what keras-nc uses, the call goes through a function here, named for
@@ -9,7 +9,7 @@ says in its docstring which releases need the other. Drop a workaround when the
 lower bound passes the release it is for.
 
 - `scatter_update_add`: `keras.ops.scatter_update(..., reduction="add")` (Keras 3.14;
-  Keras 3.13 has no `reduction` argument).
+  Keras 3.12 and 3.13 have no `reduction` argument).
 """
 
 import re
@@ -36,10 +36,10 @@ def scatter_update_add(inputs, indices, updates):
     """`inputs` with the rows of `updates` added at the rows `indices[:, 0]` (repeats sum).
 
     The same as `keras.ops.scatter_update(inputs, indices, updates, reduction="add")`,
-    which Keras 3.14 introduced. On Keras 3.13, whose `scatter_update` has no
-    `reduction`, the sum is `keras.ops.segment_sum` of `updates` per row, added to
-    `inputs` (`keras.ops.scatter` would also sum repeats, but Keras 3.13 runs it as
-    a Python loop over the rows on PyTorch).
+    which Keras 3.14 introduced. On Keras 3.12 and 3.13, whose `scatter_update` has
+    no `reduction`, the sum is `keras.ops.segment_sum` of `updates` per row, added to
+    `inputs` (`keras.ops.scatter` would also sum repeats, but Keras 3.13 and older
+    run it as a Python loop over the rows on PyTorch).
 
     Args:
         inputs: tensor of shape `(rows, ...)`.

@@ -8,6 +8,7 @@ The fused step update of accumulated statistics (`class_sum_terms`,
 import numpy as np
 from keras import ops
 
+from keras_nc.compat.keras_versions import scatter_update_add
 from keras_nc.ops._checks import as_float, dtype_name
 from keras_nc.ops._guards import guard, is_concrete, labelled_batch, nan_unless, statistics_dtype
 from keras_nc.ops._spectral import largest, matmul
@@ -165,11 +166,10 @@ def class_statistics_of(batch, second_moment=True, exponent=None, shift=None):
         ],
         axis=-1,
     )
-    per_class = ops.scatter_update(
+    per_class = scatter_update_add(  # Keras 3.12-3.13: segment_sum (compat.keras_versions)
         ops.zeros((num_classes, columns.shape[-1]), dtype=columns.dtype),
         ops.expand_dims(labels, -1),
         columns,
-        reduction="add",
     )
     # Invalid input in a compiled step makes every statistic NaN (eager calls raise).
     per_class = nan_unless(batch.ok, per_class)
