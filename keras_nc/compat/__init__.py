@@ -51,6 +51,14 @@ only JAX runs).
 - `eager_version`: a token that changes whenever an eager PyTorch tensor is
   written in place (its private `_version` counter), so a value derived from
   variables can be reused while they are unchanged; None elsewhere.
+
+`keras_nc.compat.training` (how `CollapseClassifier` hooks into Keras'
+training loop; re-exported here; tests in `tests/test_compat_training.py`):
+`untracked_setattr` (an attribute Keras' automatic tracking does not
+collect), `portable_optimizer_config` (PyTorch saves optimizers under
+`keras.src.backend...`), `LocalBatchSymbolicBuild` (Keras' private
+`_maybe_symbolic_build` of the TensorFlow trainer, across workers),
+`spans_workers`, `jax_on_cpu`, `tensorflow_on_cpu`, `one_blas_thread`.
 """
 
 from keras_nc.compat.linalg import EIGH_CALL_COST as EIGH_CALL_COST
@@ -74,3 +82,10 @@ from keras_nc.compat.metrics import MetricsList as MetricsList
 from keras_nc.compat.metrics import metric_direction as metric_direction
 from keras_nc.compat.metrics import set_metric_direction as set_metric_direction
 from keras_nc.compat.metrics import untrack as untrack
+from keras_nc.compat.training import LocalBatchSymbolicBuild as LocalBatchSymbolicBuild
+from keras_nc.compat.training import jax_on_cpu as jax_on_cpu
+from keras_nc.compat.training import one_blas_thread as one_blas_thread
+from keras_nc.compat.training import portable_optimizer_config as portable_optimizer_config
+from keras_nc.compat.training import spans_workers as spans_workers
+from keras_nc.compat.training import tensorflow_on_cpu as tensorflow_on_cpu
+from keras_nc.compat.training import untracked_setattr as untracked_setattr
