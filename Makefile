@@ -84,9 +84,9 @@ test-oldest-keras: $(STAMP) $(OLDEST_CONSTRAINTS)
 	$(PYTHON) -m venv $(OLDEST_DIR)/venv
 	$(OLDEST_DIR)/venv/bin/pip install --quiet -c $(OLDEST_CONSTRAINTS) -r $(OLDEST) \
 		"$$(ls $(OLDEST_DIR)/keras_nc-*.whl)[jax]" pytest hypothesis
-	$(OLDEST_DIR)/venv/bin/python -c "import jax, keras; print('keras', keras.__version__, 'jax', jax.__version__)"
-	KERAS_BACKEND=jax $(OLDEST_DIR)/venv/bin/python -m pytest -q -p no:cacheprovider \
-		$(OLDEST_TESTS)
+	export KERAS_BACKEND=jax; \
+	$(OLDEST_DIR)/venv/bin/python -c "import jax, keras; print('keras', keras.__version__, 'jax', jax.__version__)" && \
+	$(OLDEST_DIR)/venv/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

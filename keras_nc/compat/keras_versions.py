@@ -25,7 +25,7 @@ def keras_version():
 
     Example:
 
-    >>> keras_version() >= (3, 13)
+    >>> keras_version() >= (3, 12)
     True
     """
     numbers = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", keras.__version__).groups()
