@@ -28,6 +28,9 @@ private names): `replicas_in_sync`, `scale_loss_for_replicas`,
 and metrics see them) and `batch_distribution` (Keras' distribution API, which
 only JAX runs).
 
+`keras_nc.compat.linalg` (how the backends run linear algebra, and the
+backends' private names it takes; re-exported here):
+
 - `tensorflow_xla_tracing`, `tensorflow_xla_eigenvalues`: TensorFlow's XLA
   `eigh` stops its Jacobi sweeps at `1e-6` of the matrix norm; inside an XLA
   trace RankMe asks XLA's own op for the dtype's precision (TensorFlow
@@ -36,10 +39,20 @@ only JAX runs).
   that `keras.ops.eigh` computes (a third to a half of the work; LAPACK's
   `syevd` with `jobz='N'`): `torch.linalg.eigvalsh` on PyTorch; on TensorFlow
   `tf.linalg.eigvalsh`, or NumPy's LAPACK for large concrete CPU input that no
-  `GradientTape` records (`tape_is_recording`: TensorFlow's private
-  `eager.record.could_possibly_record`); on JAX NumPy's LAPACK for concrete CPU
-  input (JAX's own `eigvalsh` computes the eigenvectors too) and `eigh` under
-  tracing.
+  `GradientTape` records (`host_eigenvalues_apply`; `tape_is_recording`:
+  TensorFlow's private `eager.record.could_possibly_record`); on JAX NumPy's
+  LAPACK for concrete CPU input (JAX's own `eigvalsh` computes the
+  eigenvectors too) and `eigh` under tracing.
+- `decomposes_one_matrix_per_call` (for `keras.ops.eigh`/`svd` of a
+  batch): JAX's batched CPU kernels can deadlock on XLA's thread pool, so
+  `keras_nc.ops` decomposes one matrix per call there.
+- `eager_ops_compile_per_shape` (for eager `keras.ops` calls): JAX compiles
+  each eager op for every new shape, so the CMA entropy's eager layouts,
+  sized by the data, are not taken there.
+- `compiled_branches_on_data` (for `keras.ops.switch` in a compiled step):
+  False under `torch.compile`, which cannot trace a data-dependent branch.
+- `gradient_may_be_taken` (for `keras.ops.eigh`'s eigenvectors): False only
+  for eager PyTorch tensors that no gradient will be asked of.
 - `eigh_call_cost`, `gathers_class_grams`: how the backends execute, for the
   choice between exact paths of equal results (`keras_nc.ops.pairing`):
   the cost of one eigendecomposition call and the elementwise ops around it
@@ -59,6 +72,11 @@ collect), `portable_optimizer_config` (PyTorch saves optimizers under
 `keras.src.backend...`), `LocalBatchSymbolicBuild` (Keras' private
 `_maybe_symbolic_build` of the TensorFlow trainer, across workers),
 `spans_workers`, `jax_on_cpu`, `tensorflow_on_cpu`, `one_blas_thread`.
+
+`keras_nc.compat.backend` (the one reader of `keras.backend.backend()`):
+`backend_name`, `is_backend`, `values_known` (whether a tensor's values are
+known now, not traced by `jax.jit`, `tf.function` or `torch.compile`) and
+`widest_float` (float64, or float32 on JAX without `jax_enable_x64`).
 """
 
 from keras_nc.compat.linalg import EIGH_CALL_COST as EIGH_CALL_COST
