@@ -1,4 +1,9 @@
-"""`ClassStatistics`: mergeable per-class sums of features, the state of the class measures."""
+"""`ClassStatistics`: mergeable per-class sums of features, the state of the class measures.
+
+Why one module: the class's state variables, their update and the views the
+measures read belong together (a Keras `Metric`); adding a batch's sums lives
+in `keras_nc.metrics.accumulate`. Its length is mostly the class docstring.
+"""
 
 import contextlib
 import itertools
