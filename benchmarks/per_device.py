@@ -134,7 +134,7 @@ def trained_features():
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x, y, epochs=30, batch_size=64, verbose=0)
     z = keras.ops.convert_to_numpy(model.extract_features(x))
-    return z, y, keras.ops.convert_to_numpy(model.head_rows())
+    return z, y, keras.ops.convert_to_numpy(model.head_weights)
 
 
 def batch_size_table(args):

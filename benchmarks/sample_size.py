@@ -116,7 +116,7 @@ def measure(args):
     model, x, y = trained_convnet(epochs=args.epochs)
     train_s = time.perf_counter() - start
     z = keras.ops.convert_to_numpy(model.extract_features(x)).astype("float32")
-    head = keras.ops.convert_to_numpy(model.head_rows()).astype("float32")
+    head = keras.ops.convert_to_numpy(model.head_weights).astype("float32")
     y = np.asarray(y, "int32")
     logits = z @ head.T + keras.ops.convert_to_numpy(model.head.bias)
     report = collapse_report(z, y, head, logits, 10)

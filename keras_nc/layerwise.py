@@ -210,4 +210,10 @@ def __getattr__(name):
         from keras_nc.callbacks.layerwise_collapse import LayerwiseCollapse
 
         return LayerwiseCollapse
+    if name == "log_prefix":
+        from keras_nc.callbacks.evaluator import log_prefix
+        from keras_nc.deprecation import warn_renamed
+
+        warn_renamed("keras_nc.layerwise.log_prefix", "keras_nc.callbacks.evaluator.log_prefix")
+        return log_prefix
     raise AttributeError(f"module 'keras_nc.layerwise' has no attribute {name!r}")

@@ -116,7 +116,7 @@ def test_mlp_trains_with_collapse_losses_and_measures_match_the_exact_report():
     logits = to_numpy(model(split.x_train))
     exact = collapse_report(features, split.y_train, to_numpy(model.head_weights), logits, 8)
     np.testing.assert_allclose(row["train_nc1"], exact["nc1"], rtol=2e-3)
-    np.testing.assert_allclose(row["train_mir_class"], exact["mir"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(row["train_mir_class"], exact["mir_class"], rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(row["train_head_entropy"], exact["head_entropy"], rtol=1e-4)
     accuracy = np.mean(np.argmax(logits, axis=1) == split.y_train)
     np.testing.assert_allclose(row["train_accuracy"], accuracy, atol=1e-6)
