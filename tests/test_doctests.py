@@ -34,7 +34,7 @@ MODULES = [
     "keras_nc.deprecation",
     "keras_nc.theory",
     "keras_nc.plotting",
-    "recipes.reproducibility",
+    "recipes.program",
 ]
 
 

@@ -44,7 +44,7 @@ from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from keras_nc.plotting import plot_collapse_history
 from recipes import data as data_lib
-from recipes._cli import HelpFormatter
+from recipes.program import HelpFormatter
 from recipes.cifar import report
 from recipes.cifar.backbones import BACKBONES, build_backbone
 

@@ -25,7 +25,7 @@ import numpy as np
 from keras_nc import ops as nc_ops
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR
-from recipes._cli import HelpFormatter
+from recipes.program import HelpFormatter
 from recipes.clip import data as data_lib
 from recipes.clip.model import (
     DEFAULT_TEMPLATES,

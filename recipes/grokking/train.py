@@ -24,7 +24,7 @@ import time
 
 import keras
 
-from recipes._cli import HelpFormatter
+from recipes.program import HelpFormatter
 from recipes.grokking import data as data_lib
 from recipes.grokking import progress, report
 from recipes.grokking.measure import SplitMeasures
