@@ -10,12 +10,12 @@ batch, an all-zero head) give finite values equal to the float64 reference.
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import BACKEND, to_numpy
 
+import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from keras_nc.models import CollapseClassifier
+from tests.helpers import BACKEND, to_numpy
 
 C, D, N = 3, 4, 9
 

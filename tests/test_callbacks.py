@@ -13,12 +13,12 @@ import sys
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import BLOCK_MATPLOTLIB, to_numpy
 
 import keras_nc
+import tests.reference as ref
 from keras_nc import plotting
 from keras_nc.callbacks import MEASURES, CollapseMonitor, EpochEndEvaluator
+from tests.helpers import BLOCK_MATPLOTLIB, to_numpy
 
 
 def _data():

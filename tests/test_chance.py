@@ -3,14 +3,14 @@
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import to_numpy
-from tolerances import entropy_tolerance, ratio_tolerance
 
+import tests.reference as ref
 from keras_nc import metrics, theory
 from keras_nc import ops as nc
 from keras_nc.models import CollapseClassifier
 from keras_nc.ops.chance import head_permutations
+from tests.helpers import to_numpy
+from tests.tolerances import entropy_tolerance, ratio_tolerance
 
 
 def _mir_bound(k_m, k_w):

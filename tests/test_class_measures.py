@@ -10,12 +10,12 @@ spans six orders of magnitude (tests/tolerances.py).
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import BACKEND
 
+import tests.reference as ref
 from keras_nc import metrics
 from keras_nc import ops as nc_ops
 from keras_nc.models import CollapseClassifier
+from tests.helpers import BACKEND
 
 NC_KEYS = ("nc1", "cdnv", "etf_error", "equinorm", "self_duality")
 

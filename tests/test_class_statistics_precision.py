@@ -20,15 +20,15 @@ import itertools
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import BACKEND
-from tolerances import EPS32, SAFETY, ratio_tolerance
 
+import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc_ops
 from keras_nc.metrics import ClassStatistics
 from keras_nc.models import CollapseClassifier
 from keras_nc.ops.guards import invalid_values_as_nan
+from tests.helpers import BACKEND
+from tests.tolerances import EPS32, SAFETY, ratio_tolerance
 
 NUM_CLASSES, DIM, SIGMA = 5, 8, 1.0
 OFFSETS = (0.0, 1e2, 1e3, 1e4)  # times the within-class spread

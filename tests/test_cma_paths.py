@@ -15,12 +15,12 @@ float64, 2e-4 in float32).
 
 import numpy as np
 import pytest
-import reference as ref
-import tolerances as tol
-from conftest import BACKEND, compiled, float64_supported, grad, to_numpy
 
+import tests.reference as ref
+import tests.tolerances as tol
 from keras_nc import ops as nc
 from keras_nc.ops import cma, cma_plan
+from tests.helpers import BACKEND, compiled, float64_supported, grad, to_numpy
 
 N, C, D = 12, 4, 16  # groups of at most N + 1 = 13 rows: narrower than D
 

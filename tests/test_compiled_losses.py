@@ -8,11 +8,11 @@ only), and training runs.
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
 
 import keras_nc
 from keras_nc.losses import CMALoss, InformationRegularizer
 from keras_nc.metrics import MIR, MatrixEntropy
+from tests.helpers import to_numpy
 
 
 def _model(seed):

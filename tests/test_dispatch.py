@@ -15,12 +15,12 @@ import itertools
 
 import numpy as np
 import pytest
-import reference as ref
-import tolerances as tol
-from conftest import compiled, float64_supported, grad, to_numpy
 
+import tests.reference as ref
+import tests.tolerances as tol
 from keras_nc import ops as nc
 from keras_nc.ops import cma
+from tests.helpers import compiled, float64_supported, grad, to_numpy
 
 LAYOUTS = ["block", "padded", "width", "auto"]
 

@@ -27,7 +27,8 @@ import sys
 import keras
 import numpy as np
 import pytest
-from distributed_setup import ATOL, RTOL, assert_close, assert_distinguishable
+
+from tests.distributed_setup import ATOL, RTOL, assert_close, assert_distinguishable
 
 BACKEND = keras.backend.backend()
 NUM_DEVICES = 4
@@ -49,7 +50,7 @@ sys.path.insert(0, TESTS_DIR)
 import keras
 import numpy as np
 
-from distributed_setup import SAMPLES, build_model, collapse_metrics, data
+from tests.distributed_setup import SAMPLES, build_model, collapse_metrics, data
 from keras_nc import losses, metrics
 
 

@@ -32,7 +32,8 @@ import sys
 
 import keras
 import pytest
-from conftest import BACKEND
+
+from tests.helpers import BACKEND
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted(

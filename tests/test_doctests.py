@@ -4,7 +4,8 @@ import doctest
 import importlib
 
 import pytest
-from conftest import BACKEND
+
+from tests.helpers import BACKEND
 
 # The modules whose docstrings hold `>>>` examples (the others show ```python blocks).
 MODULES = [

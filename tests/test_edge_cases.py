@@ -11,14 +11,14 @@ room, not a value read off one machine.
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import compiled, to_numpy
-from tolerances import entropy_tolerance, ratio_tolerance
 
+import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from keras_nc.callbacks import TerminateOnNonFiniteWeights
 from keras_nc.models import CollapseClassifier
+from tests.helpers import compiled, to_numpy
+from tests.tolerances import entropy_tolerance, ratio_tolerance
 
 C, D = 5, 8
 SCALES = [1e-30, 1e-20, 1e20, 1e30]

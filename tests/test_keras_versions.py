@@ -11,10 +11,10 @@ import doctest
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
 from packaging.version import Version
 
 from keras_nc.compat import keras_versions
+from tests.helpers import to_numpy
 
 
 def test_keras_version_reads_the_installed_release():

@@ -21,12 +21,12 @@ terms (`C^2 eps` relative).
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import BACKEND, compiled, float64_supported, to_numpy
-from tolerances import EPS32, entropy_tolerance, ratio_tolerance
 
+import tests.reference as ref
 from keras_nc import ops as nc_ops
 from keras_nc import theory
+from tests.helpers import BACKEND, compiled, float64_supported, to_numpy
+from tests.tolerances import EPS32, entropy_tolerance, ratio_tolerance
 
 NC_KEYS = ("nc1", "cdnv", "etf_error", "equinorm", "self_duality")
 FLOAT64 = float64_supported()

@@ -11,13 +11,13 @@ import csv
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import to_numpy
-from test_rank import ref_alpha_req, ref_rank_me
 
 import keras_nc
+import tests.reference as ref
 from keras_nc.callbacks import LayerwiseCollapse, block_outputs
 from keras_nc.layerwise import LAYER_MEASURES, depth_slopes
+from tests.helpers import to_numpy
+from tests.test_rank import ref_alpha_req, ref_rank_me
 
 C = 3
 

@@ -3,13 +3,13 @@
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import grad, to_numpy
 
+import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from keras_nc import step as step_module
 from keras_nc.ops import pairing
+from tests.helpers import grad, to_numpy
 
 C, D = 6, 9
 

@@ -3,15 +3,15 @@
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import BACKEND, to_numpy
 
 import keras_nc
+import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from keras_nc.ops import pairing
+from tests.helpers import BACKEND, to_numpy
 
 
 @pytest.fixture(scope="module")

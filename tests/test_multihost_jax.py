@@ -32,7 +32,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from distributed_setup import kill_process_group
+
+from tests.distributed_setup import kill_process_group
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(

@@ -37,7 +37,8 @@ import time
 import keras
 import numpy as np
 import pytest
-from distributed_setup import RTOL, assert_close, assert_distinguishable, kill_process_group
+
+from tests.distributed_setup import RTOL, assert_close, assert_distinguishable, kill_process_group
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.skipif(

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-import reference as ref
-import tolerances as tol
-from conftest import BACKEND, compiled, float64_supported, grad, to_numpy
 
+import tests.reference as ref
+import tests.tolerances as tol
 from keras_nc import ops as nc
+from tests.helpers import BACKEND, compiled, float64_supported, grad, to_numpy
 
 RTOL = 1e-4
 

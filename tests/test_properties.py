@@ -1,11 +1,11 @@
 """Property tests (hypothesis) of the matrix information quantities."""
 
 import numpy as np
-from conftest import to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_nc import ops as nc
+from tests.helpers import to_numpy
 
 TOL = 2e-4
 

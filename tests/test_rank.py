@@ -27,10 +27,10 @@ x_bar) / S_xx`. A safety factor of 2 covers second-order terms.
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, compiled, float64_supported, grad, to_numpy
 
 import keras_nc
 from keras_nc import ops as nc_ops
+from tests.helpers import BACKEND, compiled, float64_supported, grad, to_numpy
 
 EPS32 = 2.0**-23
 EPS64 = 2.0**-52

@@ -8,14 +8,14 @@ import os
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import to_numpy
-from tolerances import entropy_tolerance, ratio_tolerance
 
+import tests.reference as ref
 from keras_nc import theory
 from keras_nc.ops.chance import head_permutations
 from recipes.cifar import report, train
 from recipes.cifar.backbones import build_backbone
+from tests.helpers import to_numpy
+from tests.tolerances import entropy_tolerance, ratio_tolerance
 
 
 def _trainable(model):

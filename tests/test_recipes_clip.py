@@ -12,14 +12,14 @@ import time
 import keras
 import numpy as np
 import pytest
-import reference
-from clip_tiny import save_tiny_preset
-from conftest import BACKEND, to_numpy
 
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR
 from recipes.clip import data, train
 from recipes.clip.model import CLIPClassifier, PresetUnavailableError, load_clip
+from tests import reference
+from tests.clip_tiny import save_tiny_preset
+from tests.helpers import BACKEND, to_numpy
 
 CLASSES = ("cat", "ankle boot", "dog")
 

@@ -13,12 +13,12 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
 
 from keras_nc.callbacks import collapse_report
 from recipes.grokking import data, progress, train
 from recipes.grokking.measure import KEYS, SplitMeasures
 from recipes.grokking.model import build_model, compile_model
+from tests.helpers import to_numpy
 
 
 def _reference_label(a, b, p, op):

@@ -16,7 +16,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_numpy
 from scipy import stats
 
 from keras_nc import ops as nc_ops
@@ -30,6 +29,7 @@ from recipes.semi_supervised.models import (
     FreeMatch,
     SemiSupervisedModel,
 )
+from tests.helpers import BACKEND, to_numpy
 
 C = 4
 

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
 
 from keras_nc import losses, metrics
 from keras_nc.models import CollapseClassifier
+from tests.helpers import to_numpy
 
 C, D, N, EPOCHS = 3, 6, 24, 4
 

@@ -3,12 +3,12 @@
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import to_numpy
-from tolerances import entropy_tolerance, ratio_tolerance
 
+import tests.reference as ref
 from keras_nc import metrics
 from keras_nc.models import CollapseClassifier
+from tests.helpers import to_numpy
+from tests.tolerances import entropy_tolerance, ratio_tolerance
 
 C, D, N, SIZE = 5, 8, 512, 128  # SIZE: the default `sample_size`
 

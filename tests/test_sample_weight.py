@@ -11,13 +11,13 @@ spectrum; CMA: each group's bound divided by `log m_c`).
 import keras
 import numpy as np
 import pytest
-import reference as ref
-import tolerances as tol
-from conftest import BACKEND, compiled, grad, to_numpy
 
 import keras_nc
+import tests.reference as ref
+import tests.tolerances as tol
 from keras_nc import ops as nc
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
+from tests.helpers import BACKEND, compiled, grad, to_numpy
 
 K, M, D, C = 12, 6, 5, 3
 

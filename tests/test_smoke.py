@@ -12,14 +12,14 @@ are checked against the float64 NumPy references of `tests/reference.py`.
 import keras
 import numpy as np
 import pytest
-import reference as ref
-import tolerances as tol
-from conftest import to_numpy
 
 import keras_nc
+import tests.reference as ref
+import tests.tolerances as tol
 from keras_nc.callbacks import CollapseMonitor
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR, NC1, ClassMIR
+from tests.helpers import to_numpy
 
 NUM_CLASSES = 4
 

@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
-import reference as ref
-from conftest import to_numpy
 
+import tests.reference as ref
 from keras_nc import ops as nc
 from keras_nc import theory
+from tests.helpers import to_numpy
 
 # SPEC 2.5: MIR* for C = 3, 4, 10, 100.
 SPEC_VALUES = {3: 0.5, 4: 0.753953, 10: 0.952351, 100: 0.997813}

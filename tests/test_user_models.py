@@ -8,13 +8,13 @@ mode auto on every keras-nc metric; metrics_names; logged loss terms; errors.
 import keras
 import numpy as np
 import pytest
-import reference as ref
-from conftest import to_numpy
 
 import keras_nc
+import tests.reference as ref
 from keras_nc import metrics as nc_metrics
 from keras_nc.losses import CMALoss, InformationRegularizer
 from keras_nc.models import CollapseClassifier
+from tests.helpers import to_numpy
 
 NUM_CLASSES = 4
 

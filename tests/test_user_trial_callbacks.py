@@ -15,12 +15,12 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import BLOCK_MATPLOTLIB
 
 import keras_nc
 from keras_nc import plotting
 from keras_nc.callbacks import MEASURES, CollapseMonitor, LayerwiseCollapse
 from keras_nc.layerwise import LAYER_MEASURES
+from tests.helpers import BLOCK_MATPLOTLIB
 
 PUBLIC_SUBMODULES = (
     "callbacks",

@@ -69,8 +69,8 @@ from jax.experimental import multihost_utils  # noqa: E402
 
 from keras_nc import losses, metrics  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import distributed_setup as setup  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import tests.distributed_setup as setup  # noqa: E402
 
 if distributed:
     keras.distribution.initialize(

@@ -71,8 +71,8 @@ import numpy as np  # noqa: E402
 
 from keras_nc import losses, metrics  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from distributed_setup import build_model, collapse_metrics, data  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.distributed_setup import build_model, collapse_metrics, data  # noqa: E402
 
 
 def dataset(*tensors, batch_order=None):
