@@ -25,7 +25,6 @@ import numpy as np
 from keras_nc import ops as nc_ops
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR
-from recipes.program import HelpFormatter
 from recipes.clip import data as data_lib
 from recipes.clip.model import (
     DEFAULT_TEMPLATES,
@@ -33,6 +32,7 @@ from recipes.clip.model import (
     CLIPClassifier,
     PresetUnavailableError,
 )
+from recipes.program import HelpFormatter
 
 # CoOp's hand-crafted prompts of the 11 datasets (Zhou et al. 2022), used for the
 # zero-shot head and the `head`/`full` initialisation. `--templates NAME`.

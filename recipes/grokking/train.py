@@ -24,11 +24,11 @@ import time
 
 import keras
 
-from recipes.program import HelpFormatter
 from recipes.grokking import data as data_lib
 from recipes.grokking import progress, report
 from recipes.grokking.measure import SplitMeasures
 from recipes.grokking.model import BACKBONES, build_model, compile_model
+from recipes.program import HelpFormatter
 
 
 def build_parser():
