@@ -86,7 +86,7 @@ def resnet(num_classes, seed=0):
     import keras
 
     from keras_nc.models import CollapseClassifier
-    from recipes.cifar.backbones import cifar_resnet
+    from recipes.backbones import cifar_resnet
 
     keras.utils.set_random_seed(seed)
     return CollapseClassifier(cifar_resnet(18, width=0.125), num_classes)

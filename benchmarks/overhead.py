@@ -52,7 +52,7 @@ def conv_backbone(width):
 def backbone(model, width):
     if model == "convnet":
         return conv_backbone(int(width))
-    from recipes.cifar.backbones import cifar_resnet
+    from recipes.backbones import cifar_resnet
 
     return cifar_resnet(18, width=width)
 

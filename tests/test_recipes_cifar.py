@@ -12,8 +12,8 @@ import pytest
 import tests.reference as ref
 from keras_nc import theory
 from keras_nc.ops.chance import head_permutations
+from recipes.backbones import build_backbone
 from recipes.cifar import report, train
-from recipes.cifar.backbones import build_backbone
 from tests.helpers import to_numpy
 from tests.tolerances import entropy_tolerance, ratio_tolerance
 

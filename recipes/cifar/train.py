@@ -44,8 +44,8 @@ from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from keras_nc.plotting import plot_collapse_history
 from recipes import data as data_lib
+from recipes.backbones import BACKBONES, build_backbone
 from recipes.cifar import report
-from recipes.cifar.backbones import BACKBONES, build_backbone
 from recipes.program import HelpFormatter
 
 # Per-dataset defaults of the options left unset on the command line: the

@@ -47,7 +47,7 @@ import numpy as np
 
 from keras_nc.deprecation import warn_renamed
 from recipes import data as data_lib
-from recipes.cifar.backbones import BACKBONES, build_backbone
+from recipes.backbones import BACKBONES, build_backbone
 from recipes.program import HelpFormatter, seed_everything
 from recipes.semi_supervised import data as ssl_data
 from recipes.semi_supervised.models import (
