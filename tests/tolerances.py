@@ -111,3 +111,45 @@ def ratio_tolerance(h1, h2, h12, e1, e2, e12, kind):
     if den <= 10 * e_den:  # a degenerate denominator: the value is the defined 0
         return 1.0
     return float((e_num + abs(num / den) * e_den) / (den - e_den))
+
+
+EPS64 = 2.0**-52
+
+
+def float64_tolerance(terms=1, scale=1.0):
+    """Bound of a float64 closed form of `terms` rounded operations on values of `scale`.
+
+    For identities checked in float64 (an ETF's Gram, a closed-form entropy):
+    `SAFETY * terms * eps64 * scale`, the worst-case accumulation.
+    """
+    return SAFETY * terms * EPS64 * float(scale)
+
+
+def float32_tolerance(terms=1, scale=1.0):
+    """Bound of a float32 result of `terms` rounded operations on values of `scale`.
+
+    The worst case `terms * eps32 * scale` (sums of `terms` float32 values, a
+    product chain, a layer's dot products of length `terms`), with `SAFETY`. For
+    compiled-versus-eager or saved-versus-loaded comparisons of a network's
+    outputs, `terms` is the longest dot product (fan-in) times the number of layers.
+    """
+    return SAFETY * terms * EPS32 * float(scale)
+
+
+def information_tolerance(k1, k2, kind="mir", alpha=1.0, size=None):
+    """Float32 bound of `mir`/`hdr`/`mutual_information` of two float64 reference Grams.
+
+    The entropies' bounds (`entropy_tolerance`) propagated through the ratio
+    (`ratio_tolerance`); for `kind="mi"`, their sum. The joint entropy is of the
+    trace-normalised Hadamard product `k1 * k2`.
+    """
+    k1 = np.asarray(k1, dtype=np.float64)
+    k2 = np.asarray(k2, dtype=np.float64)
+    k12 = k1 * k2
+    e1, e2, e12 = (entropy_tolerance(k, alpha, size=size) for k in (k1, k2, k12))
+    if kind == "mi":
+        return float(e1 + e2 + e12)
+    from tests import reference
+
+    h1, h2, h12 = (reference.entropy(k, alpha) for k in (k1, k2, k12))
+    return ratio_tolerance(h1, h2, h12, e1, e2, e12, kind)
