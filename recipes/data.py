@@ -34,30 +34,10 @@ DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "folder")
 OFFLINE_DATASETS = ("digits", "fashion_mnist", "folder")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
-FASHION_MNIST_CLASSES = (
-    "t-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
+FASHION_MNIST_CLASSES = tuple(
+    "t-shirt/top,trouser,pullover,dress,coat,sandal,shirt,sneaker,bag,ankle boot".split(",")
 )
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CIFAR10_CLASSES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
 
 
 class DatasetUnavailableError(RuntimeError):

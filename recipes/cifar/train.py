@@ -26,9 +26,6 @@ monitor's included), `collapse.png` (the monitor's measures), `report.png`
 `--tensorboard`, `tensorboard/`.
 """
 
-import argparse
-import importlib.util
-import json
 import math
 import os
 import sys
@@ -44,201 +41,10 @@ from keras_nc.losses import InformationRegularizer
 from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from keras_nc.plotting import plot_collapse_history
 from recipes import data as data_lib
-from recipes.backbones import BACKBONES, build_backbone
+from recipes.backbones import build_backbone
 from recipes.cifar import report
-from recipes.program import HelpFormatter
-
-# Per-dataset defaults of the options left unset on the command line: the
-# embedded digits run is small enough for 2 CPU cores, the rest is the usual
-# CIFAR ResNet recipe (docs/recipes.md).
-DEFAULTS = {
-    "digits": {"epochs": 30, "batch_size": 64, "lr": 0.05, "width": 0.25, "warmup_epochs": 2},
-    "default": {"epochs": 200, "batch_size": 128, "lr": 0.1, "width": 1.0, "warmup_epochs": 5},
-}
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m recipes.cifar",
-        description="Train a CIFAR-style ResNet as a keras_nc CollapseClassifier and report "
-        "MIR, HDR (with their chance levels), matrix entropies and NC1-NC4 against their "
-        "Neural Collapse values. "
-        "Without arguments: digits (bundled, offline) on a quarter-width ResNet-18, 30 epochs. "
-        "The backend follows KERAS_BACKEND (tensorflow, jax, torch).",
-        formatter_class=HelpFormatter,
-    )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default="digits",
-        choices=data_lib.DATASETS,
-        help="dataset; offline: digits, fashion_mnist (Debian's dataset-fashion-mnist), folder",
-    )
-    data.add_argument("--data-dir", metavar="DIR", help="image folder for --dataset folder")
-    data.add_argument(
-        "--samples-per-class",
-        type=int,
-        metavar="N",
-        help="class-balanced training subset of this many images per class (default: all)",
-    )
-    data.add_argument(
-        "--image-size",
-        type=int,
-        metavar="N",
-        help="resize images to this size (default: native size)",
-    )
-    data.add_argument(
-        "--crop-padding",
-        type=int,
-        metavar="N",
-        help="random-crop padding in pixels, 0 to disable (default: image size / 8, at least 1)",
-    )
-    data.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        default="resnet18",
-        help=f"backbone: {', '.join(BACKBONES)}, depth = 6n + 4 (e.g. wrn28_2, wrn10_2)",
-    )
-    model.add_argument(
-        "--width", type=float, help="channel multiplier (default: 0.25 for digits, else 1)"
-    )
-
-    train = parser.add_argument_group("optimisation")
-    train.add_argument("--epochs", type=int, help="epochs (default: 30 for digits, else 200)")
-    train.add_argument("--batch-size", type=int, help="batch size (default: 64 digits, else 128)")
-    train.add_argument(
-        "--lr", type=float, help="peak learning rate (default: 0.05 digits, else 0.1)"
-    )
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    train.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    train.add_argument(
-        "--weight-decay",
-        type=float,
-        default=5e-4,
-        help="L2 weight decay of all kernels, as PyTorch's SGD weight_decay",
-    )
-    train.add_argument(
-        "--warmup-epochs",
-        type=int,
-        metavar="N",
-        help="linear warm-up epochs (default: 2 digits, else 5)",
-    )
-    train.add_argument(
-        "--mir-weight",
-        type=float,
-        metavar="W",
-        default=0.0,
-        help="weight of the MIR reward in the loss",
-    )
-    train.add_argument(
-        "--hdr-weight",
-        type=float,
-        metavar="W",
-        default=0.0,
-        help="weight of the HDR penalty in the loss",
-    )
-    train.add_argument("--seed", type=int, default=0, help="random seed")
-
-    out = parser.add_argument_group("monitoring and output")
-    out.add_argument(
-        "--monitor-per-class",
-        type=int,
-        metavar="N",
-        default=50,
-        help="images per class of the CollapseMonitor's class-balanced subset",
-    )
-    out.add_argument(
-        "--monitor-on",
-        choices=("train", "test"),
-        default="train",
-        help="draw the monitored subset from the training set (where Neural Collapse is "
-        "defined) or the test set",
-    )
-    out.add_argument(
-        "--sample-size",
-        type=int,
-        metavar="N",
-        default=128,
-        help="rows per estimate of the sample-pairing MIR, HDR and matrix entropy (their "
-        "value depends on it, not on the batch size; see the docs, Reading the measures)",
-    )
-    out.add_argument(
-        "--monitor-every", type=int, metavar="K", default=1, help="monitor every k epochs"
-    )
-    out.add_argument(
-        "--layerwise",
-        action="store_true",
-        help="also record the layer-wise collapse profile of the backbone's blocks (stem, "
-        "every block, pooled features) on the monitored subset: OUTPUT/layerwise.csv and "
-        "layerwise.png",
-    )
-    out.add_argument(
-        "--layerwise-every",
-        type=int,
-        metavar="K",
-        default=10,
-        help="with --layerwise: record every k epochs (and the first and last)",
-    )
-    out.add_argument(
-        "--layerwise-layers",
-        metavar="NAMES",
-        help="with --layerwise: comma-separated backbone layer names (default: block outputs)",
-    )
-    out.add_argument(
-        "--validation-every",
-        type=int,
-        metavar="K",
-        default=1,
-        help="evaluate on the test set every k epochs during training (the final test "
-        "evaluation always runs)",
-    )
-    out.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also write TensorBoard logs (losses, metrics, the monitor's values) to "
-        "OUTPUT/tensorboard",
-    )
-    out.add_argument(
-        "--output", metavar="DIR", help="output directory (default: outputs/<dataset>-<model>)"
-    )
-    out.add_argument(
-        "--verbose", type=int, default=1, choices=(0, 1, 2), help="fit verbosity: 1 progress bar"
-    )
-    return parser
-
-
-def resolve(args):
-    """Fills the options left unset with the per-dataset defaults."""
-    defaults = DEFAULTS.get(args.dataset, DEFAULTS["default"])
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.output is None:
-        args.output = os.path.join("outputs", f"{args.dataset}-{args.model}")
-    positive = (
-        "epochs",
-        "batch_size",
-        "monitor_per_class",
-        "monitor_every",
-        "validation_every",
-        "layerwise_every",
-    )
-    for key in positive:
-        if getattr(args, key) < 1:
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
-    if args.sample_size < 2:
-        raise SystemExit("error: --sample-size must be >= 2")
-    if args.mir_weight < 0 or args.hdr_weight < 0:
-        raise SystemExit("error: --mir-weight and --hdr-weight must be >= 0")
-    missing = [name for name in ("tensorflow", "tensorboard") if not importlib.util.find_spec(name)]
-    if args.tensorboard and missing:
-        raise SystemExit(
-            f"error: --tensorboard needs {' and '.join(missing)} (keras.callbacks.TensorBoard "
-            "writes with tf.summary): pip install tensorflow tensorboard"
-        )
-    return args
+from recipes.cifar.cli import DEFAULTS, build_parser, resolve  # noqa: F401 (the program's API)
+from recipes.program import banner, start, write_results
 
 
 def build_model(args, images):
@@ -283,11 +89,10 @@ def features_of(model, x, batch_size=256):
     return np.concatenate(parts).astype("float32")
 
 
-def main(argv=None):
-    """Runs the recipe; returns the results dict also written to `results.json`."""
-    args = resolve(build_parser().parse_args(argv))
+def load_images(args):
+    """The dataset of `args` (`recipes.data.load_dataset`); a clear exit when unavailable."""
     try:
-        images = data_lib.load_dataset(
+        return data_lib.load_dataset(
             args.dataset,
             image_size=args.image_size,
             samples_per_class=args.samples_per_class,
@@ -296,10 +101,10 @@ def main(argv=None):
         )
     except data_lib.DatasetUnavailableError as error:
         raise SystemExit(f"error: {error}") from None
-    keras.utils.set_random_seed(args.seed)
-    os.makedirs(args.output, exist_ok=True)
-    model = build_model(args, images)
 
+
+def pipelines(args, images):
+    """The augmented training and the plain test `tf.data` pipelines."""
     crop = max(1, images.image_shape[0] // 8) if args.crop_padding is None else args.crop_padding
     train = data_lib.training_dataset(
         images.x_train,
@@ -309,20 +114,29 @@ def main(argv=None):
         flip=images.flip and not args.no_flip,
         seed=args.seed,
     )
-    test = data_lib.evaluation_dataset(images.x_test, images.y_test, 256)
+    return train, data_lib.evaluation_dataset(images.x_test, images.y_test, 256)
+
+
+def monitored_set(args, images):
+    """`(x, y)`: the class-balanced subset the `CollapseMonitor` evaluates."""
     if args.monitor_on == "train":
-        source_x, source_y = images.x_train, images.y_train
+        x, y = images.x_train, images.y_train
     else:
-        source_x, source_y = images.x_test, images.y_test
-    subset = data_lib.balanced_subset(source_y, args.monitor_per_class, args.seed)
-    monitor = CollapseMonitor(source_x[subset], source_y[subset], every=args.monitor_every)
+        x, y = images.x_test, images.y_test
+    subset = data_lib.balanced_subset(y, args.monitor_per_class, args.seed)
+    return x[subset], y[subset]
+
+
+def build_callbacks(args, x, y):
+    """`(monitor, profile or None, callbacks)`: the monitor first, the writers after it."""
+    monitor = CollapseMonitor(x, y, every=args.monitor_every)
     # The monitor first: the writers after it receive its values in the same logs.
     callbacks = [monitor]
     profile = None
     if args.layerwise:
         profile = LayerwiseCollapse(
-            source_x[subset],
-            source_y[subset],
+            x,
+            y,
             layers=args.layerwise_layers.split(",") if args.layerwise_layers else None,
             every=args.layerwise_every,
             csv_path=os.path.join(args.output, "layerwise.csv"),
@@ -332,15 +146,74 @@ def main(argv=None):
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv")))
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(args.output, "tensorboard")))
+    return monitor, profile, callbacks
 
-    backend = keras.backend.backend()
-    print(
-        f"{images.name}: {len(images.y_train)} training / {len(images.y_test)} test images "
-        f"{images.image_shape}, {images.num_classes} classes; {args.model} x{args.width} "
-        f"({model.count_params():,} parameters), {args.epochs} epochs, batch "
-        f"{args.batch_size}, lr {args.lr}, {backend} backend"
+
+def final_rows(args, model, images, test, monitor, monitored):
+    """The rows of the final table (`report.summary_rows`), chance levels included."""
+    results = model.evaluate(test, verbose=0, return_dict=True)
+    head = keras.ops.convert_to_numpy(model.head_weights)
+    sample_chance = report.sample_pairing_chance(
+        features_of(model, images.x_test), images.y_test, head, args.sample_size
     )
-    start = time.time()
+    x, y = monitored
+    class_chance = report.class_chance(features_of(model, x), y, head, images.num_classes)
+    return report.summary_rows(
+        results, monitor.history[-1], images.num_classes, sample_chance, class_chance
+    )
+
+
+def report_run(args, images, history, monitor, profile, rows, elapsed):
+    """Draws `collapse.png` and `report.png`, prints the table; returns the run's summary."""
+    title = f"{images.name}, {args.model} x{args.width}, {keras.backend.backend()}"
+    plot_collapse_history(
+        monitor.history,
+        images.num_classes,
+        os.path.join(args.output, "collapse.png"),
+        title=f"Neural Collapse measures of the monitored subset: {title}",
+    )
+    report.plot_report(
+        history,
+        monitor.history,
+        images.num_classes,
+        os.path.join(args.output, "report.png"),
+        title=title,
+        validation_every=args.validation_every,
+    )
+    print(f"\n{title}: {args.epochs} epochs in {elapsed:.0f} s")
+    print(report.format_table(rows))
+    summary = {
+        "final_train_accuracy": history["accuracy"][-1],
+        "table": [{"measure": n, "value": v, "chance": c, "at_collapse": t} for n, v, c, t in rows],
+        "verdict": report.verdict(rows),
+        "monitor": monitor.history,
+    }
+    if profile is not None:
+        slopes = depth_slopes(profile.history)
+        print("\nlayer-wise NC1: slope of log10(NC1) per block (R^2), per recorded epoch")
+        for epoch, (slope, r2) in slopes.items():
+            print(f"  epoch {epoch}: {slope:+.3f} ({r2:.2f})")
+        summary.update(layerwise=profile.history, layerwise_seconds=profile.seconds)
+        summary["layerwise_nc1_slopes"] = slopes
+    return summary
+
+
+def main(argv=None):
+    """Runs the recipe; returns the results dict also written to `results.json`."""
+    args = resolve(build_parser().parse_args(argv))
+    images = load_images(args)
+    backend = start(args)
+    model = build_model(args, images)
+    train, test = pipelines(args, images)
+    monitored = monitored_set(args, images)
+    monitor, profile, callbacks = build_callbacks(args, *monitored)
+    banner(
+        f"{images.name}: {len(images.y_train)} training / {len(images.y_test)} test images "
+        f"{images.image_shape}, {images.num_classes} classes",
+        f"{args.model} x{args.width} ({model.count_params():,} parameters)",
+        f"{args.epochs} epochs, batch {args.batch_size}, lr {args.lr}",
+    )
+    began = time.time()
     history = model.fit(
         train,
         epochs=args.epochs,
@@ -350,56 +223,12 @@ def main(argv=None):
         verbose=args.verbose,
         shuffle=False,  # the tf.data pipeline reshuffles every epoch
     )
-    elapsed = time.time() - start
+    elapsed = time.time() - began
     model.save(os.path.join(args.output, "model.keras"))
-
-    results = model.evaluate(test, verbose=0, return_dict=True)
-    head = keras.ops.convert_to_numpy(model.head_weights)
-    sample_chance = report.sample_pairing_chance(
-        features_of(model, images.x_test), images.y_test, head, args.sample_size
-    )
-    class_chance = report.class_chance(
-        features_of(model, source_x[subset]), source_y[subset], head, images.num_classes
-    )
-    rows = report.summary_rows(
-        results, monitor.history[-1], images.num_classes, sample_chance, class_chance
-    )
-    title = f"{images.name}, {args.model} x{args.width}, {backend}"
-    plot_collapse_history(
-        monitor.history,
-        images.num_classes,
-        os.path.join(args.output, "collapse.png"),
-        title=f"Neural Collapse measures of the monitored subset: {title}",
-    )
-    report.plot_report(
-        history.history,
-        monitor.history,
-        images.num_classes,
-        os.path.join(args.output, "report.png"),
-        title=title,
-        validation_every=args.validation_every,
-    )
-    print(f"\n{title}: {args.epochs} epochs in {elapsed:.0f} s")
-    print(report.format_table(rows))
-    if profile is not None:
-        print("\nlayer-wise NC1: slope of log10(NC1) per block (R^2), per recorded epoch")
-        for epoch, (slope, r2) in depth_slopes(profile.history).items():
-            print(f"  epoch {epoch}: {slope:+.3f} ({r2:.2f})")
-    summary = {
-        "settings": vars(args),
-        "backend": backend,
-        "train_seconds": elapsed,
-        "final_train_accuracy": history.history["accuracy"][-1],
-        "table": [{"measure": n, "value": v, "chance": c, "at_collapse": t} for n, v, c, t in rows],
-        "verdict": report.verdict(rows),
-        "monitor": monitor.history,
-    }
-    if profile is not None:
-        summary["layerwise"] = profile.history
-        summary["layerwise_seconds"] = profile.seconds
-        summary["layerwise_nc1_slopes"] = depth_slopes(profile.history)
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=float)
+    rows = final_rows(args, model, images, test, monitor, monitored)
+    summary = report_run(args, images, history.history, monitor, profile, rows, elapsed)
+    summary = {"settings": vars(args), "backend": backend, "train_seconds": elapsed, **summary}
+    write_results(args.output, summary)
     print(
         f"\nwrote history.csv, collapse.png, report.png, results.json, model.keras"
         f"{', layerwise.csv, layerwise.png' if profile is not None else ''}"

@@ -10,11 +10,16 @@ validation set: `val_` is what `CSVLogger`, `TensorBoard` and `EarlyStopping`
 expect of held-out values); Keras' `CSVLogger` and progress bar, placed after
 it, write and show them. Training steps therefore pay for
 the cross-entropy (and the collapse losses asked for) only.
+
+It is a `keras_nc.callbacks.EpochEndEvaluator` without data: the base
+decides when to measure (every epoch), keeps `history` and `seconds` and puts
+the values into the logs; `measure` runs the evaluations.
 """
 
 import keras
 
 import keras_nc
+from keras_nc.callbacks import EpochEndEvaluator
 from keras_nc.metrics import HDR, MIR, NC1, ClassHDR, ClassMIR, MatrixEntropy
 
 # The columns of each split, as logged (`train_<key>`, `val_<key>` for the test set).
@@ -52,7 +57,7 @@ def measuring_model(model):
     return probe
 
 
-class SplitMeasures(keras.callbacks.Callback):
+class SplitMeasures(EpochEndEvaluator):
     """Adds `train_*` and `val_*` (test set) measures (`KEYS`) of whole sets to the epoch logs.
 
     Args:
@@ -64,20 +69,26 @@ class SplitMeasures(keras.callbacks.Callback):
 
     Attributes:
         history: one dict per evaluation: `epoch` (1-based) and the logged values.
+        seconds: wall-clock seconds of each evaluation.
+
+    Example:
+
+    ```python
+    measures = SplitMeasures((x_train, y_train), (x_test, y_test), batch_size=512)
+    model.fit(batches, epochs=60, callbacks=[measures, keras.callbacks.CSVLogger("h.csv")])
+    measures.history[-1]["val_accuracy"]
+    ```
     """
 
     def __init__(self, train, test, batch_size=512):
-        super().__init__()
+        super().__init__(batch_size=batch_size)
         self.sets = {"train": train, "val": test}
-        self.batch_size = batch_size
-        self.history = []
         self._probe = None
 
     def measure(self):
         """`{"train_loss": ..., "val_nc1": ...}` of the current weights."""
-        model = self.model  # on JAX, reading it syncs the training state into the variables
         if self._probe is None:
-            self._probe = measuring_model(model)
+            self._probe = measuring_model(self.model)
         values = {}
         for split, (x, y) in self.sets.items():
             results = self._probe.evaluate(
@@ -85,9 +96,3 @@ class SplitMeasures(keras.callbacks.Callback):
             )
             values.update({f"{split}_{key}": float(results[key]) for key in KEYS})
         return values
-
-    def on_epoch_end(self, epoch, logs=None):
-        values = self.measure()
-        self.history.append({"epoch": epoch + 1, **values})
-        if logs is not None:
-            logs.update(values)

@@ -17,7 +17,6 @@ time) and `model.keras`.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,10 +27,11 @@ from recipes.grokking import data as data_lib
 from recipes.grokking import progress, report
 from recipes.grokking.measure import SplitMeasures
 from recipes.grokking.model import BACKBONES, build_model, compile_model
-from recipes.program import HelpFormatter
+from recipes.program import HelpFormatter, banner, start, write_results
 
 
 def build_parser():
+    """The `argparse` parser of `python -m recipes.grokking` (see `--help`)."""
     parser = argparse.ArgumentParser(
         prog="python -m recipes.grokking",
         description="Grokking of (a op b) mod p by a keras_nc CollapseClassifier, with MIR, "
@@ -105,8 +105,9 @@ def resolve(args):
     positive = ("steps", "log_every", "eval_batch_size", "warmup_steps")
     for key in (*positive, "batch_size", "width"):
         value = getattr(args, key)
-        if value is not None and value < (0 if key == "warmup_steps" else 1):
-            raise SystemExit(f"error: --{key.replace('_', '-')} must be >= 1")
+        least = 0 if key == "warmup_steps" else 1
+        if value is not None and value < least:
+            raise SystemExit(f"error: --{key.replace('_', '-')} must be >= {least}")
     if args.steps % args.log_every:
         raise SystemExit("error: --steps must be a multiple of --log-every")
     for key in ("mir_weight", "hdr_weight", "cma_weight", "weight_decay"):
@@ -120,16 +121,9 @@ def resolve(args):
     return args
 
 
-def main(argv=None):
-    """Runs the recipe; returns the results dict also written to `results.json`."""
-    args = resolve(build_parser().parse_args(argv))
-    try:
-        data = data_lib.modular_dataset(args.p, args.op, args.train_fraction, args.seed)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    keras.utils.set_random_seed(args.seed)
-    os.makedirs(args.output, exist_ok=True)
-    model = build_model(args.p, data.vocabulary_size, args.model, args.width)
+def compiled_model(args, vocabulary_size):
+    """The backbone of `args`, compiled with AdamW and the collapse losses asked for."""
+    model = build_model(args.p, vocabulary_size, args.model, args.width)
     compile_model(
         model,
         lr=args.lr,
@@ -139,6 +133,18 @@ def main(argv=None):
         cma_weight=args.cma_weight,
         warmup_steps=args.warmup_steps,
     )
+    return model
+
+
+def main(argv=None):
+    """Runs the recipe; returns the results dict also written to `results.json`."""
+    args = resolve(build_parser().parse_args(argv))
+    try:
+        data = data_lib.modular_dataset(args.p, args.op, args.train_fraction, args.seed)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    backend = start(args)
+    model = compiled_model(args, data.vocabulary_size)
     batches = data_lib.StepBatches(
         data.x_train, data.y_train, args.log_every, args.batch_size, seed=args.seed
     )
@@ -147,15 +153,14 @@ def main(argv=None):
     )
     # SplitMeasures first: the CSVLogger after it writes its values in the same row.
     callbacks = [measures, keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"))]
-    backend = keras.backend.backend()
     batch = "full batch" if batches.batch_size is None else f"batch {batches.batch_size}"
-    print(
-        f"{data.name}: {len(data.y_train)} training / {len(data.y_test)} test pairs; "
-        f"{args.model} ({model.count_params():,} parameters), {args.steps} steps, {batch}, "
-        f"AdamW lr {args.lr} weight decay {args.weight_decay}, {backend} backend; "
-        f"one epoch = {args.log_every} steps"
+    banner(
+        f"{data.name}: {len(data.y_train)} training / {len(data.y_test)} test pairs",
+        f"{args.model} ({model.count_params():,} parameters), {args.steps} steps, {batch}",
+        f"AdamW lr {args.lr} weight decay {args.weight_decay}",
+        f"one epoch = {args.log_every} steps",
     )
-    start = time.time()
+    began = time.time()
     model.fit(
         batches,
         epochs=args.steps // args.log_every,
@@ -163,7 +168,7 @@ def main(argv=None):
         verbose=args.verbose,
         shuffle=False,
     )
-    elapsed = time.time() - start
+    elapsed = time.time() - began
     model.save(os.path.join(args.output, "model.keras"))
 
     history = progress.read_history(os.path.join(args.output, "history.csv"), args.log_every)
@@ -181,8 +186,7 @@ def main(argv=None):
         "final": {key: values[-1] for key, values in history.items()},
         "steps_to": summary,
     }
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=float)
+    write_results(args.output, results)
     print(f"\nwrote history.csv, report.png, results.json, model.keras to {args.output}")
     return results
 
