@@ -15,7 +15,8 @@ FreeMatch (arXiv 2205.07246), as USB's code computes them.
 - FreeMatch self-adaptive fairness (SAF): `saf_loss`.
 - `masked_information_ratios`: MIR and HDR (sample-head pairing, from
   `keras_nc.ops`) of the samples selected by a mask, for the information
-  regularisers on confident unlabelled samples.
+  regularisers on confident unlabelled samples, and `confident_information_term`:
+  the MIR/HDR regulariser's value on those samples.
 
 Example:
 
@@ -207,3 +208,39 @@ def masked_information_ratios(features, labels, head_weights, mask, alpha=1.0, c
     outer = mask[:, None] * mask[None, :]
     mir, hdr = nc_ops.information_ratios(k_z * outer, k_w * outer, alpha=alpha)
     return mir, hdr, valid
+
+
+def confident_information_term(regularizer, labels, features, head_weights, mask):
+    """The MIR/HDR regulariser's value on the samples where `mask` is 1 (0 with fewer than two).
+
+    `hdr_weight * HDR - mir_weight * MIR` (arXiv 2409.16767) of the selected
+    samples, with the `center`, `alpha` and weights of `regularizer` (a
+    `keras_nc.losses.InformationRegularizer`), from `masked_information_ratios`:
+    the term the semi-supervised trainers add for the confident unlabelled
+    samples (pseudo-labels, strong-view features).
+
+    Args:
+        regularizer: a `keras_nc.losses.InformationRegularizer` (its
+            `mir_weight`, `hdr_weight`, `center`, `alpha`).
+        labels: `(n,)` integer (pseudo-)labels.
+        features: `(n, d)` features.
+        head_weights: `(C, d)` classifier rows.
+        mask: `(n,)` 0/1 selection (the confidence mask).
+
+    Returns:
+        A scalar: the regulariser of the selected sub-batch, 0 when fewer than
+        two samples are selected.
+
+    Example:
+
+    ```python
+    from keras_nc.losses import InformationRegularizer
+
+    term = confident_information_term(InformationRegularizer(0.5, 0.5), pseudo,
+                                      strong_features, model.head_weights, mask)
+    ```
+    """
+    mir, hdr, valid = masked_information_ratios(
+        features, labels, head_weights, mask, alpha=regularizer.alpha, center=regularizer.center
+    )
+    return regularizer.hdr_weight * (valid * hdr) - regularizer.mir_weight * (valid * mir)
