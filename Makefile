@@ -29,11 +29,12 @@ test: $(STAMP)
 
 ## The numerics tests under other CPU kernels (BLAS, LAPACK, oneDNN, MKL), so that a
 ## result that depends on one machine's kernels fails here, not on a user's machine.
-NUMERICS := tests/test_ops.py tests/test_metrics.py tests/test_properties.py \
-	tests/test_bad_input.py tests/test_theory.py tests/test_class_measures.py \
-	tests/test_edge_cases.py tests/test_rank.py tests/test_layerwise.py \
-	tests/test_sample_weight.py tests/test_dispatch.py tests/test_large_classes.py \
-	tests/test_class_statistics_precision.py tests/test_cma_paths.py tests/test_chance.py
+NUMERICS := tests/ops tests/test_theory.py tests/test_layerwise.py tests/test_losses.py \
+	tests/metrics/test_metrics.py tests/metrics/test_class_measures.py \
+	tests/metrics/test_class_statistics.py tests/metrics/test_class_pairing.py \
+	tests/metrics/test_rank.py tests/metrics/test_edge_cases.py tests/metrics/test_sample_weight.py \
+	tests/models/test_edge_cases.py tests/models/test_bad_input.py \
+	tests/callbacks/test_layerwise_collapse.py tests/callbacks/test_terminate.py
 test-kernels: $(STAMP)
 	OPENBLAS_CORETYPE=Sandybridge ONEDNN_MAX_CPU_ISA=AVX2 KERAS_BACKEND=tensorflow \
 		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
@@ -76,8 +77,9 @@ wheel-check: $(STAMP) $(OLDEST_CONSTRAINTS)
 ## with the collapse metrics, CMA loss and CollapseMonitor; the Keras private hooks; the
 ## version) on JAX. A few minutes; pip's cache keeps the wheels between runs.
 OLDEST_DIR := build/oldest-keras
-OLDEST_TESTS := tests/test_smoke.py tests/test_compat.py tests/test_version.py \
-	tests/test_keras_versions.py
+OLDEST_TESTS := tests/test_smoke.py tests/test_version.py tests/compat/test_metrics.py \
+	tests/compat/test_linalg.py tests/compat/test_distribute.py tests/compat/test_backend.py \
+	tests/compat/test_keras_versions.py
 test-oldest-keras: $(STAMP) $(OLDEST_CONSTRAINTS)
 	rm -rf $(OLDEST_DIR) && mkdir -p $(OLDEST_DIR)
 	$(BIN)/pip wheel --quiet --no-deps -w $(OLDEST_DIR) .

@@ -83,3 +83,96 @@ def float64_supported():
 
         return bool(jax.config.jax_enable_x64)
     return True
+
+
+def keras_changed(hook, what):
+    """The failure message of a `keras_nc.compat` hook's test: the Keras release and the hook."""
+    import importlib
+
+    version = getattr(importlib.import_module(BACKEND), "__version__", "?")
+    return (
+        f"Keras {keras.__version__} ({BACKEND} {version}) changed `keras_nc.compat.{hook}`: {what}"
+    )
+
+
+# Feature batches that stress the numerics of the ops (tests/ops/).
+FEATURE_KINDS = [
+    "random",
+    "rank_deficient",
+    "duplicated_rows",
+    "zero_rows",
+    "near_collinear",
+    "wide",
+]
+
+
+def feature_batch(kind, rng, n=24, d=10):
+    """A float32 feature batch of one of `FEATURE_KINDS` (the reference reads it in float64)."""
+    z = rng.normal(size=(n, d))
+    if kind == "rank_deficient":  # n > d: the n x n Gram has rank d
+        z = rng.normal(size=(n, 3))
+    elif kind == "duplicated_rows":
+        z[n // 2 :] = z[: n - n // 2]
+    elif kind == "zero_rows":
+        z[[0, 5, 7]] = 0.0
+    elif kind == "near_collinear":  # rows within a small cone around one direction
+        z = np.ones((n, d)) + 0.05 * z
+    elif kind == "wide":  # n < d
+        z = rng.normal(size=(6, 40))
+    elif kind != "random":
+        raise ValueError(kind)
+    return z.astype("float32")
+
+
+def every_collapse_metric():
+    """One instance of every collapse metric, both pairings, with distinct names."""
+    from keras_nc import metrics
+
+    return [
+        metrics.MIR(),
+        metrics.HDR(),
+        metrics.MIR(pairing="class"),
+        metrics.HDR(pairing="class"),
+        metrics.MatrixEntropy(),
+        metrics.MatrixEntropy(normalize=True, name="matrix_entropy_normalized"),
+        metrics.MatrixEntropy(of="head"),
+        metrics.NC1(),
+        metrics.CDNV(),
+        metrics.ETFError(),
+        metrics.Equinorm(),
+        metrics.SelfDuality(),
+        metrics.NCCAgreement(),
+    ]
+
+
+def small_classification_data():
+    """120 samples of 4 separable classes in 12 dimensions (seeded)."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 30).astype("int32")
+    x = (rng.normal(size=(4, 12))[y] + 0.7 * rng.normal(size=(120, 12))).astype("float32")
+    return x, y
+
+
+def small_classifier_and_data():
+    """A compiled `CollapseClassifier` (one Dense backbone) and `small_classification_data()`."""
+    from keras_nc.models import CollapseClassifier
+
+    keras.utils.set_random_seed(0)
+    x, y = small_classification_data()
+    inputs = keras.Input((12,))
+    backbone = keras.Model(inputs, keras.layers.Dense(8, activation="relu")(inputs))
+    model = CollapseClassifier(backbone, num_classes=4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    return model, x, y
+
+
+def residual_backbone(shape=(6, 6, 2)):
+    """A conv stem, two residual blocks and pooled features."""
+    inputs = keras.Input(shape)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for block in (1, 2):
+        y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"b{block}_conv")(x)
+        x = keras.layers.ReLU(name=f"b{block}_out")(keras.layers.Add(name=f"b{block}_add")([x, y]))
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, features, name="tiny_resnet")

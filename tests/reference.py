@@ -109,3 +109,54 @@ def neural_collapse(features, labels, head, num_classes):
         "means": mu,
         "present": present,
     }
+
+
+# RankMe and alpha-ReQ (tests/ops/test_rank.py): from the singular values of the full
+# `(n, d)` matrix (`numpy.linalg.svd` in float64), cut at float64 round-off.
+_EPS64 = 2.0**-52
+
+
+def centred(z, center):
+    z = np.asarray(z, np.float64)
+    return z - z.mean(axis=0) if center else z
+
+
+def singular_values(z):
+    return np.linalg.svd(np.asarray(z, np.float64), compute_uv=False)
+
+
+def nonzero_singular_values(s, shape):
+    """The float64 singular values above float64 round-off (`matrix_rank`'s cut)."""
+    return s[s > max(shape) * _EPS64 * s.max()] if s.size and s.max() > 0 else s[:0]
+
+
+def rank_me(z, center=False, spectrum="singular_values", epsilon=0.0):
+    z = centred(z, center)
+    s = singular_values(z)
+    v = nonzero_singular_values(s, z.shape)
+    if v.size == 0:
+        return 1.0
+    v = v if spectrum == "singular_values" else v**2
+    p = v / v.sum()
+    if epsilon:
+        p = np.concatenate([p, np.zeros(min(z.shape) - p.size)]) + epsilon
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+def fit_points(n_values, fit_range):
+    k = np.arange(1, n_values + 1)
+    if fit_range is None:
+        return np.ones(n_values, bool), k
+    return (k >= fit_range[0]) & (k <= fit_range[1]), k
+
+
+def alpha_req(z, fit_range=None, weighting="uniform", center=True):
+    z = centred(z, center)
+    lam = nonzero_singular_values(singular_values(z), z.shape) ** 2 / len(z)
+    inside, k = fit_points(lam.size, fit_range)
+    lam, k = lam[inside], k[inside]
+    if lam.size < 2:
+        return 0.0
+    w = 1.0 / k if weighting == "inverse_rank" else np.ones(k.size)
+    # polyfit weighs residuals (not their squares) by `w`.
+    return float(-np.polyfit(np.log(k), np.log(lam), 1, w=np.sqrt(w))[0])

@@ -1,6 +1,6 @@
 """The smoke subset: what every Keras release keras-nc declares must run.
 
-`make test-oldest-keras` runs this file (with `tests/test_compat.py`, the Keras
+`make test-oldest-keras` runs this file (with `tests/compat/`, the Keras
 private hooks, and `tests/test_version.py`) on the oldest Keras in
 `pyproject.toml`'s range (`requirements/oldest.txt`); the main suite runs it on
 the newest tested. A `CollapseClassifier` with the sample (MIR, HDR) and class

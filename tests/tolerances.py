@@ -40,6 +40,9 @@ A safety factor of 2 covers the second-order terms the bounds leave out.
 
 import numpy as np
 
+from tests import reference
+from tests.helpers import float64_supported
+
 EPS32 = 2.0**-23
 SAFETY = 2.0
 
@@ -153,3 +156,71 @@ def information_tolerance(k1, k2, kind="mir", alpha=1.0, size=None):
 
     h1, h2, h12 = (reference.entropy(k, alpha) for k in (k1, k2, k12))
     return ratio_tolerance(h1, h2, h12, e1, e2, e12, kind)
+
+
+# RankMe and alpha-ReQ: the analysis is in the notes of tests/ops/test_rank.py.
+def singular_value_errors(z, center=False):
+    """Error bound of each singular value the library computes for float32 `z`, and the cut.
+
+    An SVD in float32 (JAX without x64): `delta = sqrt(max(n, d)) * eps * s_max`
+    for every value. Elsewhere the float64 Gram of the (exact) float32
+    features: eigenvalues to `dl = (n + m) * eps64 * ||Z||_F^2` (the Gram's
+    sums and a backward-stable `eigh`, worst case), so `s_k` to
+    `min(sqrt(dl), dl / (2 s_k))`. The cut is the library's,
+    `sqrt(max(n, d)) * eps * s_max`. Returns `(s, ds, cut, zero_error)`,
+    `zero_error` the largest round-off of a true zero.
+    """
+    z = reference.centred(z, center)
+    s = reference.singular_values(z)
+    n, d = z.shape
+    cut = np.sqrt(max(n, d)) * EPS32 * s.max()
+    if not float64_supported():
+        return s, np.full_like(s, cut), cut, cut
+    dl = (n + min(n, d)) * EPS64 * np.sum(s**2)
+    ds = np.minimum(np.sqrt(dl), dl / (2 * np.where(s > 0, s, np.inf)))
+    return s, ds, cut, np.sqrt(dl)
+
+
+def rank_me_tolerance(z, center=False, spectrum="singular_values"):
+    """Relative float32 error bound of `rank_me(z)` (the module notes)."""
+    s, ds, cut, zero_error = singular_value_errors(z, center)
+    if s.max() == 0:
+        return SAFETY * EPS32
+    zero = s <= max(z.shape) * EPS64 * s.max()
+    if spectrum == "singular_values":
+        v, dv, v_zero = s, ds, zero_error
+    else:
+        v, dv, v_zero = s**2, 2 * s * ds + ds**2, zero_error**2
+    near = s <= cut + ds  # may be dropped: the whole term
+    v, dv, near = v[~zero], dv[~zero], near[~zero]
+    total = v.sum()
+    p = v / total
+    h = -np.sum(p * np.log(p))
+    weight = np.abs(np.log(p) + h) / total
+    error = np.sum(weight * np.where(near, v + dv, dv))
+    if zero_error >= cut:  # the round-off of a true zero may survive the cut
+        q = v_zero / total
+        error += np.count_nonzero(zero) * q * abs(np.log(q) + h)
+    return SAFETY * float(error) + EPS32  # + the float32 result's rounding
+
+
+def alpha_tolerance(z, fit_range=None, weighting="uniform", center=True):
+    """Absolute float32 error bound of `alpha_req(z)` (the module notes).
+
+    Requires every fitted singular value to be far above the cut (a point
+    that may be dropped would move the slope by its whole influence): the
+    test data are chosen so.
+    """
+    s, ds, cut, _ = singular_value_errors(z, center)
+    keep = s > max(z.shape) * EPS64 * s.max()
+    s, ds = s[keep], ds[keep]
+    inside, k = reference.fit_points(s.size, fit_range)
+    s, ds, k = s[inside], ds[inside], k[inside]
+    assert np.all(s > 10 * (cut + ds)), "a fitted value near the cut: no first-order bound"
+    w = 1.0 / k if weighting == "inverse_rank" else np.ones(k.size)
+    x = np.log(k)
+    x_bar = np.sum(w * x) / np.sum(w)
+    sxx = np.sum(w * (x - x_bar) ** 2)
+    alpha = -np.sum(w * (x - x_bar) * 2 * np.log(s)) / sxx
+    error = np.sum(w * np.abs(x - x_bar) * 2 * ds / s) / sxx
+    return SAFETY * float(error) + EPS32 * abs(alpha)  # + the float32 result's rounding

@@ -90,7 +90,7 @@ def test_compiled_with_absent_classes(rng, num_classes, d):
         return nc_ops.neural_collapse_measures(stats, head, block_size=4)
 
     got = compiled(fn)(z, y, head)
-    # NC1 (unchanged here, an SVD) is left to test_class_measures.py: XLA's float64
+    # NC1 (unchanged here, an SVD) is left to tests/metrics/test_class_measures.py: XLA's float64
     # SVD is accurate to ~1e-9 relative, not to the 1e-13 of LAPACK's.
     for key in NC_KEYS[1:]:
         np.testing.assert_allclose(float(to_numpy(got[key])), want[key], rtol=NC_RTOL, err_msg=key)

@@ -5,6 +5,9 @@ function (where no data-dependent error can be raised) bad values give NaN and
 nothing crashes in a backend kernel. Shapes and dtypes raise in both. Degenerate
 but valid inputs (zero features, one sample, one class, C = 1 or 2, an empty
 batch, an all-zero head) give finite values equal to the float64 reference.
+
+Each case runs through every consumer (ops, metrics, losses): they share one guard
+(`keras_nc.ops.guards`). `CollapseClassifier` in `fit`: tests/models/test_bad_input.py.
 """
 
 import keras
@@ -14,7 +17,6 @@ import pytest
 import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
-from keras_nc.models import CollapseClassifier
 from tests.helpers import BACKEND, to_numpy
 
 C, D, N = 3, 4, 9
@@ -79,11 +81,6 @@ def _traced(fn):
     return None
 
 
-# --------------------------------------------------------------------------- #
-# Bad values: eager ValueError naming the argument, NaN when traced
-# --------------------------------------------------------------------------- #
-
-
 def _nan_features(z, y, w):
     z = z.copy()
     z[2, 1] = np.nan
@@ -128,6 +125,7 @@ BAD_VALUES = {
     "negative_label": (_negative_label, r"`labels` must hold class indices in \[0, 3\)"),
     "fractional_label": (_fractional_float_label, r"`labels` must hold integer class indices"),
 }
+
 
 # Each consumer of (features, labels, head rows), called eagerly.
 CONSUMERS = {
@@ -182,10 +180,6 @@ def test_bad_values_give_nan_not_a_backend_crash_when_traced(case):
         else:
             assert np.isnan(value), (key, value)
 
-
-# --------------------------------------------------------------------------- #
-# Wrong shapes and dtypes: errors in eager and traced calls alike
-# --------------------------------------------------------------------------- #
 
 SHAPE_ERRORS = {
     "features_rank_1": (
@@ -256,11 +250,6 @@ def test_wrong_shapes_and_dtypes_raise_clear_errors(case):
     call, message = SHAPE_ERRORS[case]
     with pytest.raises(ValueError, match=message):
         call(*_data())
-
-
-# --------------------------------------------------------------------------- #
-# Degenerate but valid input: defined, finite values
-# --------------------------------------------------------------------------- #
 
 
 def _evaluate(z, y, w):
@@ -360,45 +349,3 @@ def test_metrics_and_losses_accept_an_empty_batch():
     assert float(to_numpy(nc1.result())) == 0.0
     assert float(to_numpy(losses.CMALoss()(y, features=z, head_weights=w))) == 0.0
     assert float(to_numpy(losses.InformationRegularizer()(y, features=z, head_weights=w))) == 0.0
-
-
-def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
-    # A Keras user with one-hot targets and categorical cross-entropy keeps them:
-    # collapse metrics read their argmax. Then NaN inputs: evaluate gives NaN
-    # metrics, like the loss, on every backend (torch's eager step included);
-    # direct eager calls keep their clear errors (tests above).
-    z, y, _ = _data(n=16, d=6)
-    targets = np.eye(C, dtype="float32")[y]
-    model = _model(d=6)
-    model.compile(
-        optimizer="sgd",
-        loss=["categorical_crossentropy", losses.CMALoss(0.5)],
-        metrics=[metrics.MIR(), metrics.MIR(pairing="class", name="mir_class"), metrics.NC1()],
-    )
-    result = model.evaluate(z, targets, batch_size=16, verbose=0, return_dict=True)
-    features = to_numpy(model.extract_features(z)).astype("float64")
-    head = to_numpy(model.head.kernel).T.astype("float64")
-    expected = ref.mir(ref.gram(features, center=True), ref.gram(head[y]))
-    assert result["mir"] == pytest.approx(expected, abs=2e-5)
-
-    z[3, 2] = np.nan
-    # The promise is about non-finite features: make them so for certain. A
-    # ReLU may turn NaN into 0 (oneDNN's fused kernels do), a linear backbone
-    # cannot (NaN * w is NaN for every w), and the claim is checked.
-    model = _model(d=6, activation=None)
-    model.compile(
-        optimizer="sgd",
-        loss=["categorical_crossentropy", losses.CMALoss(0.5)],
-        metrics=[metrics.MIR(), metrics.MIR(pairing="class", name="mir_class"), metrics.NC1()],
-    )
-    assert not np.all(np.isfinite(to_numpy(model.extract_features(z))))
-    result = model.evaluate(z, targets, batch_size=16, verbose=0, return_dict=True)
-    # Epoch-end results of the accumulators are computed eagerly: NaN, no error.
-    for key in ("loss", "mir", "mir_class", "nc1"):
-        assert np.isnan(result[key]), key
-
-
-def _model(d, activation="relu"):
-    inputs = keras.Input((d,))
-    backbone = keras.Model(inputs, keras.layers.Dense(5, activation=activation)(inputs))
-    return CollapseClassifier(backbone, num_classes=C)

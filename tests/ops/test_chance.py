@@ -1,13 +1,11 @@
 """Chance levels of the class pairing (`class_pairing_chance`, `ClassMIR(baseline=...)`)."""
 
-import keras
 import numpy as np
 import pytest
 
 import tests.reference as ref
 from keras_nc import metrics, theory
 from keras_nc import ops as nc
-from keras_nc.models import CollapseClassifier
 from keras_nc.ops.chance import head_permutations
 from tests.helpers import to_numpy
 from tests.tolerances import entropy_tolerance, ratio_tolerance
@@ -91,29 +89,3 @@ def test_absent_classes_keep_their_rows():
 def test_bad_arguments_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         metrics.ClassMIR(**kwargs)
-
-
-def test_metrics_log_value_chance_and_excess(rng):
-    c, d, n = 4, 8, 64
-    y = np.arange(n) % c
-    z = (3.0 * rng.normal(size=(c, d)))[y] + rng.normal(size=(n, d))
-    inputs = keras.Input((d,))
-    model = CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), c)
-    model.compile(
-        loss="sparse_categorical_crossentropy",
-        metrics=[metrics.ClassMIR(), metrics.ClassMIR(baseline="chance"),
-                 metrics.ClassMIR(baseline="excess"), metrics.ClassHDR(baseline="chance")],
-    )  # fmt: skip
-    logs = model.evaluate(z.astype("float32"), y, batch_size=16, verbose=0, return_dict=True)
-    assert logs["mir_class_excess"] == pytest.approx(
-        logs["mir_class"] - logs["mir_class_chance"], abs=1e-6
-    )
-    head = to_numpy(model.head.kernel).T
-    k_m, _ = ref.class_pairing(z, y, head, c)
-    means = z.reshape(-1, c, d).mean(axis=0) - z.mean(axis=0)  # y = arange % c
-    values, bound = _permuted_reference(means, head, head_permutations(c, 16))
-    assert logs["mir_class_chance"] == pytest.approx(values.mean(), abs=bound + 1e-5)
-    assert logs["hdr_class_chance"] == pytest.approx(ref.hdr(k_m, ref.gram(head)), abs=1e-4)
-    config = metrics.ClassMIR(baseline="excess", permutations=8).get_config()
-    restored = metrics.ClassMIR.from_config(config)
-    assert (restored.baseline, restored.permutations, restored.direction) == ("excess", 8, "up")

@@ -1,15 +1,18 @@
-"""Metrics and losses in a custom loop, against keras_nc.ops and the float64 NumPy reference."""
+"""`keras_nc.metrics` in a custom loop, against keras_nc.ops and the float64 NumPy reference.
+
+The losses: tests/test_losses.py.
+"""
 
 import keras
 import numpy as np
 import pytest
 
 import tests.reference as ref
-from keras_nc import losses, metrics
+from keras_nc import metrics
 from keras_nc import ops as nc
 from keras_nc import step as step_module
 from keras_nc.ops import pairing
-from tests.helpers import grad, to_numpy
+from tests.helpers import to_numpy
 
 C, D = 6, 9
 
@@ -173,65 +176,6 @@ def test_metric_config_round_trip(metric):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
     assert type(restored) is type(metric)
     assert restored.get_config() == metric.get_config()
-
-
-# --------------------------------------------------------------------------- #
-# Losses
-# --------------------------------------------------------------------------- #
-
-
-def test_cma_loss_matches_reference_with_absent_and_single_sample_classes(rng):
-    num_classes = 7
-    anchors = rng.normal(size=(num_classes, D)).astype("float32")
-    # Class 2 has one sample; classes 0, 4, 6 are absent from the batch.
-    y = np.array([1, 1, 1, 2, 3, 3, 5, 5, 5, 5], dtype="int32")
-    z = (anchors[y] + 0.5 * rng.normal(size=(len(y), D))).astype("float32")
-    loss = losses.CMALoss(weight=0.5)
-    value = to_numpy(loss(y, features=z, head_weights=anchors))
-    np.testing.assert_allclose(value, 0.5 * ref.cma(z, anchors, y), rtol=1e-4)
-
-
-def test_cma_is_zero_when_groups_are_aligned(rng):
-    anchors = rng.normal(size=(4, D)).astype("float32")
-    y = np.array([0, 0, 2, 2, 2], dtype="int32")
-    z = (anchors[y] * rng.uniform(0.5, 2.0, size=(5, 1))).astype("float32")
-    np.testing.assert_allclose(to_numpy(nc.cma_entropy(z, anchors, y)), 0.0, atol=1e-4)
-
-
-def test_cma_gradients_are_finite_and_reach_features(rng):
-    anchors = rng.normal(size=(5, D)).astype("float32")
-    y = np.array([0, 0, 1, 3, 3, 3], dtype="int32")
-    z = rng.normal(size=(6, D)).astype("float32")
-    z[4] = 0.0  # a zero feature row
-    g = grad(lambda x: nc.cma_entropy(x, anchors, y), z)
-    assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-6
-    g_anchor = grad(lambda a: nc.cma_entropy(z, a, y), anchors)
-    assert np.all(np.isfinite(g_anchor))
-    np.testing.assert_allclose(g_anchor[[2, 4]], 0.0)  # absent classes get no gradient
-    assert np.abs(g_anchor[[0, 1, 3]]).max() > 1e-6
-
-
-def test_information_regularizer_value_and_gradients(rng, head):
-    z, y = _batches(rng, sizes=(16,))[0]
-    reg = losses.InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
-    kz, kw = ref.gram(z, center=True), ref.gram(head[y])
-    expected = 0.2 * ref.hdr(kz, kw) - 0.3 * ref.mir(kz, kw)
-    np.testing.assert_allclose(to_numpy(reg(y, features=z, head_weights=head)), expected, atol=1e-4)
-    g_z = grad(lambda x: reg(y, features=x, head_weights=head), z)
-    g_w = grad(lambda w: reg(y, features=z, head_weights=w), head)
-    for g in (g_z, g_w):
-        assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-6
-
-
-def test_loss_arguments_are_checked():
-    with pytest.raises(ValueError, match="`weight` must be > 0"):
-        losses.CMALoss(weight=-1.0)
-    with pytest.raises(ValueError, match="`mir_weight` must be >= 0"):
-        losses.InformationRegularizer(mir_weight=-0.1)
-    with pytest.raises(ValueError, match="reads the features and head rows"):
-        losses.CMALoss()(np.zeros(3, "int32"))
-    with pytest.raises(ValueError, match="not its predictions"):  # as a plain model calls it
-        losses.CMALoss()(np.zeros(3, "int32"), np.zeros((3, 4), "float32"))
 
 
 def test_mir_and_hdr_share_one_step_computation(rng, head, monkeypatch):

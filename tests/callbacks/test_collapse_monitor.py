@@ -2,40 +2,19 @@
 
 Also: the inputs it accepts (one-hot labels, `(x, y, sample_weight)` batches,
 plain functional models), the errors it raises when `fit` starts (not after an
-epoch), epoch numbers across `fit` calls, and `keras_nc.plotting`.
+epoch), epoch numbers across `fit` calls.
 """
 
 import csv
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
-import keras_nc
 import tests.reference as ref
-from keras_nc import plotting
-from keras_nc.callbacks import MEASURES, CollapseMonitor, EpochEndEvaluator
-from tests.helpers import BLOCK_MATPLOTLIB, to_numpy
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(4), 30).astype("int32")
-    x = (rng.normal(size=(4, 12))[y] + 0.7 * rng.normal(size=(120, 12))).astype("float32")
-    return x, y
-
-
-def _model_and_data():
-    keras.utils.set_random_seed(0)
-    x, y = _data()
-    inputs = keras.Input((12,))
-    backbone = keras.Model(inputs, keras.layers.Dense(8, activation="relu")(inputs))
-    model = keras_nc.models.CollapseClassifier(backbone, num_classes=4)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
-    return model, x, y
+from keras_nc.callbacks import MEASURES, CollapseMonitor
+from tests.helpers import small_classification_data, small_classifier_and_data, to_numpy
 
 
 def _plain_model():
@@ -77,7 +56,7 @@ def _tensorboard_tags(log_dir):
 
 def test_values_go_to_logs_and_keras_writers_write_them(tmp_path):
     pytest.importorskip("tensorboard")
-    model, x, y = _model_and_data()
+    model, x, y = small_classifier_and_data()
     monitor = CollapseMonitor(x[:80], y[:80], every=2)
     # A held-out set named as Keras names validation values.
     held_out = CollapseMonitor(x[80:], y[80:], every=5, prefix="val_collapse_")
@@ -125,7 +104,7 @@ class _Batches(keras.utils.PyDataset):
 
 
 def test_datasets_one_hot_labels_and_sample_weights_give_the_same_report():
-    model, x, y = _model_and_data()
+    model, x, y = small_classifier_and_data()
     one_hot = np.eye(4, dtype="float32")[y[:96]]
     weights = np.ones(96, "float32")
     monitors = [
@@ -153,7 +132,7 @@ def test_datasets_one_hot_labels_and_sample_weights_give_the_same_report():
 
 
 def test_one_hot_dataset_with_sample_weights_in_fit():
-    model, x, y = _model_and_data()
+    model, x, y = small_classifier_and_data()
     one_hot = np.eye(4, dtype="float32")[y]
     batches = [(x[i : i + 40], one_hot[i : i + 40], np.ones(40, "float32")) for i in (0, 40, 80)]
     monitor = CollapseMonitor(batches)
@@ -163,7 +142,7 @@ def test_one_hot_dataset_with_sample_weights_in_fit():
 
 def test_plain_functional_model_is_split_at_its_dense_head():
     model = _plain_model()
-    x, y = _data()
+    x, y = small_classification_data()
     monitor = CollapseMonitor(x, y)
     named = CollapseMonitor(x, y, features_layer="features", head_layer="logits")
     history = model.fit(x, y, epochs=1, batch_size=40, callbacks=[monitor, named], verbose=0)
@@ -185,14 +164,14 @@ class _Subclassed(keras.Model):
 
 def _fit_raises(model, monitor, match):
     """`fit` raises `match` before a single training step."""
-    x, y = _data()
+    x, y = small_classification_data()
     with pytest.raises(ValueError, match=match):
         model.fit(x, y, epochs=1, batch_size=40, callbacks=[monitor], verbose=0)
     assert int(to_numpy(model.optimizer.iterations)) == 0
 
 
 def test_unusable_model_or_data_fail_when_fit_starts():
-    x, y = _data()
+    x, y = small_classification_data()
     model = _Subclassed()
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     _fit_raises(model, CollapseMonitor(x, y), "needs a keras_nc.models.CollapseClassifier")
@@ -200,7 +179,7 @@ def test_unusable_model_or_data_fail_when_fit_starts():
     softmax.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     _fit_raises(softmax, CollapseMonitor(x, y), "CollapseClassifier.*softmax")
     _fit_raises(_plain_model(), CollapseMonitor(x, y, head_layer="nope"), "nope")
-    model, x, y = _model_and_data()
+    model, x, y = small_classifier_and_data()
     _fit_raises(model, CollapseMonitor(x, y + 1), r"labels must be in \[0, 4\).*1 to 4")
     _fit_raises(model, CollapseMonitor([(x,)]), r"`\(inputs, labels\)`.*tuple of length 1")
     _fit_raises(model, CollapseMonitor([(x[:5], y[:4])]), "5 inputs and 4 labels")
@@ -229,7 +208,7 @@ def test_argument_errors_at_construction():
 
 
 def test_epoch_numbers_continue_across_fits(tmp_path):
-    model, x, y = _model_and_data()
+    model, x, y = small_classifier_and_data()
     monitor = CollapseMonitor(x, y, every=3)
     log = str(tmp_path / "log.csv")
 
@@ -246,96 +225,3 @@ def test_epoch_numbers_continue_across_fits(tmp_path):
     fit(epochs=3)  # restarts at 0: the monitor continues with 5, 6 (every 3rd) and 7
     assert [row["epoch"] for row in monitor.history] == [1, 2, 3, 4, 5, 6, 7]
     assert len({row["epoch"] for row in monitor.history}) == len(monitor.history)
-
-
-def test_plot_collapse_history_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
-    rows = [
-        {"epoch": e, **{key: 1.0 / e for key in MEASURES}} for e in (1, 2, 3)
-    ]  # fmt: skip
-    path = str(tmp_path / "collapse.png")
-    plotting.plot_collapse_history(rows, num_classes=4, path=path)
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    # The old location still works, with a warning naming the new one.
-    with pytest.warns(DeprecationWarning, match="keras_nc.plotting.plot_collapse_history"):
-        from keras_nc.callbacks import plot_collapse_history
-    assert plot_collapse_history is plotting.plot_collapse_history
-
-
-def test_the_library_works_without_matplotlib(tmp_path):
-    # Keras imports matplotlib itself when it is installed: block it instead.
-    code = BLOCK_MATPLOTLIB + (
-        "import keras_nc, keras_nc.callbacks, keras_nc.plotting\n"
-        "try:\n"
-        f"    keras_nc.plotting.plot_collapse_history([], 4, {str(tmp_path / 'c.png')!r})\n"
-        "except ImportError as error:\n"
-        "    print(error)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
-    )
-    assert "needs matplotlib: `pip install keras-nc[plot]`" in out.stdout, out.stderr[-2000:]
-
-
-def test_history_rows_of_0_1_keys_read_with_a_warning_and_plotting_draws_old_rows():
-    model, x, y = _model_and_data()
-    monitor = CollapseMonitor(x, y)
-    monitor.set_model(model)
-    row = monitor.evaluate(0)
-    assert "mir" not in row and "feature_entropy" not in row
-    with pytest.warns(DeprecationWarning, match=r'row\["mir_class"\]'):
-        assert row["mir"] == row["mir_class"]
-    with pytest.warns(DeprecationWarning, match="matrix_entropy"):
-        assert row["feature_entropy"] == row["matrix_entropy"]
-    with pytest.raises(KeyError):
-        row["rank_me"]
-    pytest.importorskip("matplotlib")
-    renamed = {"mir_class": "mir", "hdr_class": "hdr", "matrix_entropy": "feature_entropy"}
-    old = [{renamed.get(key, key): value for key, value in row.items()}]
-    with pytest.warns(DeprecationWarning, match="keys of keras-nc 0.1"):
-        figure = plotting.plot_collapse_history(old, num_classes=4)
-    new = plotting.plot_collapse_history([row], num_classes=4)
-    for old_axes, new_axes in zip(figure.axes, new.axes, strict=True):
-        for old_line, new_line in zip(old_axes.lines, new_axes.lines, strict=True):
-            np.testing.assert_array_equal(old_line.get_ydata(), new_line.get_ydata())
-
-
-class _MeanNorm(EpochEndEvaluator):
-    """A subclass measuring the gathered features: their mean norm and the head's shape."""
-
-    def measure(self, features, labels, logits, head_weights):
-        assert logits.shape == (len(labels), head_weights.shape[0])
-        return {"mean": float(np.linalg.norm(features, axis=1).mean()), "rows": 4.0}
-
-
-class _OwnEvaluation(EpochEndEvaluator):
-    """A subclass without data (as the recipes' `model.evaluate` callbacks): its own values."""
-
-    def __init__(self, x, y):
-        super().__init__(prefix="probe")
-        self.x_probe, self.y_probe = x, y
-
-    def measure(self):
-        results = self.model.evaluate(self.x_probe, self.y_probe, verbose=0, return_dict=True)
-        return {"loss": float(results["loss"])}
-
-
-def test_epoch_end_evaluator_subclasses_with_and_without_data(capsys):
-    model, x, y = _model_and_data()
-    norms = _MeanNorm(x, y, epochs=[2, 3], prefix="norm", verbose=True)
-    own = _OwnEvaluation(x, y)
-    history = model.fit(x, y, epochs=3, batch_size=40, callbacks=[norms, own], verbose=0).history
-    assert [row["epoch"] for row in norms.history] == [2, 3]
-    assert [row["epoch"] for row in own.history] == [1, 2, 3]
-    z = to_numpy(model.extract_features(x))
-    expected = np.mean(np.sqrt(np.sum(z.astype("float64") ** 2, axis=1)))
-    assert norms.history[-1]["mean"] == pytest.approx(expected, rel=1e-5)
-    assert "norm_mean" in history and "norm_rows" in history
-    assert history["probe_loss"] == [row["loss"] for row in own.history]
-    assert len(norms.seconds) == 2 and own.classifier is None
-    assert "1/1" in capsys.readouterr().out  # the progress bar of the verbose evaluator
-    with pytest.raises(NotImplementedError, match="must implement `measure`"):
-        EpochEndEvaluator(x, y).measure()
-    with pytest.raises(ValueError, match="`y` was given without `x`"):
-        EpochEndEvaluator(y=y)

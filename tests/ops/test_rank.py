@@ -1,11 +1,12 @@
-"""RankMe and alpha-ReQ (`keras_nc.ops.rank`) against float64 NumPy references, and `RankMe`.
+"""RankMe and alpha-ReQ (`keras_nc.ops.rank`) against float64 NumPy references.
 
-The references are written from the definitions: the singular values of the
-full `(n, d)` matrix (the float32 array the library gets, converted exactly)
-from `numpy.linalg.svd` in float64, with a float64 round-off cut (NumPy's
-`matrix_rank` convention). reptrix's variants (`get_rankme`, `get_alpha`) are
-written again here in NumPy from its code (the PCA spectrum of the centred
-features, `+ 1e-7`, the `1 / k`-weighted normal equations).
+The references (`tests/reference.py`: `rank_me`, `alpha_req`) are written from the
+definitions: the singular values of the full `(n, d)` matrix (the float32 array
+the library gets, converted exactly) from `numpy.linalg.svd` in float64, with a
+float64 round-off cut (NumPy's `matrix_rank` convention). reptrix's variants
+(`get_rankme`, `get_alpha`) are written again here in NumPy from its code (the PCA
+spectrum of the centred features, `+ 1e-7`, the `1 / k`-weighted normal
+equations).
 
 Tolerances (the suite's policy, tests/tolerances.py): every singular value
 the library computes for a float32 matrix is off by at most about
@@ -28,131 +29,15 @@ import keras
 import numpy as np
 import pytest
 
-import keras_nc
+import tests.reference as ref
 from keras_nc import ops as nc_ops
 from tests.helpers import BACKEND, compiled, float64_supported, grad, to_numpy
-
-EPS32 = 2.0**-23
-EPS64 = 2.0**-52
-SAFETY = 2.0
-
-
-def _centred(z, center):
-    z = np.asarray(z, np.float64)
-    return z - z.mean(axis=0) if center else z
-
-
-def _svd(z):
-    return np.linalg.svd(np.asarray(z, np.float64), compute_uv=False)
-
-
-def _nonzero(s, shape):
-    """The float64 singular values above float64 round-off (`matrix_rank`'s cut)."""
-    return s[s > max(shape) * EPS64 * s.max()] if s.size and s.max() > 0 else s[:0]
-
-
-def ref_rank_me(z, center=False, spectrum="singular_values", epsilon=0.0):
-    z = _centred(z, center)
-    s = _svd(z)
-    v = _nonzero(s, z.shape)
-    if v.size == 0:
-        return 1.0
-    v = v if spectrum == "singular_values" else v**2
-    p = v / v.sum()
-    if epsilon:
-        p = np.concatenate([p, np.zeros(min(z.shape) - p.size)]) + epsilon
-    return float(np.exp(-np.sum(p * np.log(p))))
-
-
-def singular_value_errors(z, center=False):
-    """Error bound of each singular value the library computes for float32 `z`, and the cut.
-
-    An SVD in float32 (JAX without x64): `delta = sqrt(max(n, d)) * eps * s_max`
-    for every value. Elsewhere the float64 Gram of the (exact) float32
-    features: eigenvalues to `dl = (n + m) * eps64 * ||Z||_F^2` (the Gram's
-    sums and a backward-stable `eigh`, worst case), so `s_k` to
-    `min(sqrt(dl), dl / (2 s_k))`. The cut is the library's,
-    `sqrt(max(n, d)) * eps * s_max`. Returns `(s, ds, cut, zero_error)`,
-    `zero_error` the largest round-off of a true zero.
-    """
-    z = _centred(z, center)
-    s = _svd(z)
-    n, d = z.shape
-    cut = np.sqrt(max(n, d)) * EPS32 * s.max()
-    if not float64_supported():
-        return s, np.full_like(s, cut), cut, cut
-    dl = (n + min(n, d)) * EPS64 * np.sum(s**2)
-    ds = np.minimum(np.sqrt(dl), dl / (2 * np.where(s > 0, s, np.inf)))
-    return s, ds, cut, np.sqrt(dl)
-
-
-def rank_me_tolerance(z, center=False, spectrum="singular_values"):
-    """Relative float32 error bound of `rank_me(z)` (the module notes)."""
-    s, ds, cut, zero_error = singular_value_errors(z, center)
-    if s.max() == 0:
-        return SAFETY * EPS32
-    zero = s <= max(z.shape) * EPS64 * s.max()
-    if spectrum == "singular_values":
-        v, dv, v_zero = s, ds, zero_error
-    else:
-        v, dv, v_zero = s**2, 2 * s * ds + ds**2, zero_error**2
-    near = s <= cut + ds  # may be dropped: the whole term
-    v, dv, near = v[~zero], dv[~zero], near[~zero]
-    total = v.sum()
-    p = v / total
-    h = -np.sum(p * np.log(p))
-    weight = np.abs(np.log(p) + h) / total
-    error = np.sum(weight * np.where(near, v + dv, dv))
-    if zero_error >= cut:  # the round-off of a true zero may survive the cut
-        q = v_zero / total
-        error += np.count_nonzero(zero) * q * abs(np.log(q) + h)
-    return SAFETY * float(error) + EPS32  # + the float32 result's rounding
-
-
-def _fit_points(n_values, fit_range):
-    k = np.arange(1, n_values + 1)
-    if fit_range is None:
-        return np.ones(n_values, bool), k
-    return (k >= fit_range[0]) & (k <= fit_range[1]), k
-
-
-def ref_alpha_req(z, fit_range=None, weighting="uniform", center=True):
-    z = _centred(z, center)
-    lam = _nonzero(_svd(z), z.shape) ** 2 / len(z)
-    inside, k = _fit_points(lam.size, fit_range)
-    lam, k = lam[inside], k[inside]
-    if lam.size < 2:
-        return 0.0
-    w = 1.0 / k if weighting == "inverse_rank" else np.ones(k.size)
-    # polyfit weighs residuals (not their squares) by `w`.
-    return float(-np.polyfit(np.log(k), np.log(lam), 1, w=np.sqrt(w))[0])
-
-
-def alpha_tolerance(z, fit_range=None, weighting="uniform", center=True):
-    """Absolute float32 error bound of `alpha_req(z)` (the module notes).
-
-    Requires every fitted singular value to be far above the cut (a point
-    that may be dropped would move the slope by its whole influence): the
-    test data are chosen so.
-    """
-    s, ds, cut, _ = singular_value_errors(z, center)
-    keep = s > max(z.shape) * EPS64 * s.max()
-    s, ds = s[keep], ds[keep]
-    inside, k = _fit_points(s.size, fit_range)
-    s, ds, k = s[inside], ds[inside], k[inside]
-    assert np.all(s > 10 * (cut + ds)), "a fitted value near the cut: no first-order bound"
-    w = 1.0 / k if weighting == "inverse_rank" else np.ones(k.size)
-    x = np.log(k)
-    x_bar = np.sum(w * x) / np.sum(w)
-    sxx = np.sum(w * (x - x_bar) ** 2)
-    alpha = -np.sum(w * (x - x_bar) * 2 * np.log(s)) / sxx
-    error = np.sum(w * np.abs(x - x_bar) * 2 * ds / s) / sxx
-    return SAFETY * float(error) + EPS32 * abs(alpha)  # + the float32 result's rounding
+from tests.tolerances import alpha_tolerance, rank_me_tolerance
 
 
 def ref_reptrix_spectrum(z):
     """reptrix's `get_eigenspectrum`: PCA explained-variance ratios of the centred features."""
-    s = _svd(_centred(z, True))
+    s = ref.singular_values(ref.centred(z, True))
     variance = s**2 / (len(z) - 1)
     return variance / variance.sum()
 
@@ -208,7 +93,7 @@ def _value(x):
 
 
 def _assert_rank_me(z, **kwargs):
-    expected = ref_rank_me(z, **kwargs)
+    expected = ref.rank_me(z, **kwargs)
     tolerance = rank_me_tolerance(
         z, kwargs.get("center", False), kwargs.get("spectrum", "singular_values")
     )
@@ -246,10 +131,10 @@ def test_rank_me_resolves_small_singular_values():
 @pytest.mark.parametrize("offset", [0.0, 10.0])
 def test_rank_me_on_relu_features_with_a_common_offset(offset):
     z = _digits_relu(offset)
-    s = _svd(z)
+    s = ref.singular_values(z)
     # The data are what they should be: dead units, a spectrum over > 3 decades.
     assert np.count_nonzero(np.ptp(z, axis=0) == 0) >= 5
-    assert s[_nonzero(s, z.shape).size - 1] < 1e-3 * s[0]
+    assert s[ref.nonzero_singular_values(s, z.shape).size - 1] < 1e-3 * s[0]
     _assert_accepted(z)
     _assert_accepted(z, center=True)
 
@@ -267,7 +152,7 @@ def test_rank_me_matches_reference(shape, center):
     _assert_rank_me(z.astype("float32"), center=center)
     if float64_supported():
         value = _value(nc_ops.rank_me(z, center=center))
-        assert value == pytest.approx(ref_rank_me(z, center), rel=1e-10)
+        assert value == pytest.approx(ref.rank_me(z, center), rel=1e-10)
 
 
 def test_rank_me_of_known_spectra():
@@ -294,10 +179,10 @@ def test_paper_epsilon_and_covariance_spectrum():
         _assert_rank_me(z, **kwargs)
     _assert_rank_me(z, spectrum="covariance")  # uncentred: the second moment's spectrum
     # The Gram form: eigenvalues of the covariance, or singular values from them.
-    cov = (_centred(z, True).T @ _centred(z, True)).astype("float64")
+    cov = (ref.centred(z, True).T @ ref.centred(z, True)).astype("float64")
     if float64_supported():
         value = _value(nc_ops.rank_me_of_gram(cov, spectrum="covariance"))
-        assert value == pytest.approx(ref_rank_me(z, center=True, spectrum="covariance"), 1e-8)
+        assert value == pytest.approx(ref.rank_me(z, center=True, spectrum="covariance"), 1e-8)
     for bad in ({"spectrum": "eigen"}, {"epsilon": -1.0}, {"epsilon": True}, {"center": "no"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             nc_ops.rank_me(z, **bad)
@@ -327,10 +212,10 @@ def test_reptrix_variants_against_an_independent_numpy_implementation():
 def test_alpha_req_matches_reference(decay, weighting):
     z = _power_law(400, 24, decay).astype("float32")
     value = _value(nc_ops.alpha_req(z, weighting=weighting))
-    assert abs(value - ref_alpha_req(z, weighting=weighting)) <= alpha_tolerance(z, None, weighting)
+    assert abs(value - ref.alpha_req(z, weighting=weighting)) <= alpha_tolerance(z, None, weighting)
     assert value == pytest.approx(decay, abs=0.35)  # the sample spectrum follows the law
     ranged = _value(nc_ops.alpha_req(z, fit_range=(2, 10), weighting=weighting))
-    expected = ref_alpha_req(z, (2, 10), weighting)
+    expected = ref.alpha_req(z, (2, 10), weighting)
     assert abs(ranged - expected) <= alpha_tolerance(z, (2, 10), weighting)
 
 
@@ -346,7 +231,7 @@ def test_alpha_req_exact_spectrum_and_degenerate_input():
     assert _value(nc_ops.alpha_req(rank_one, center=False)) == 0.0
     # Rank-deficient: the round-off singular values are left out of the fit.
     low = (np.random.default_rng(0).normal(size=(50, 4)) @ np.eye(4, 16)).astype("float32")
-    assert abs(_value(nc_ops.alpha_req(low)) - ref_alpha_req(low)) <= alpha_tolerance(low)
+    assert abs(_value(nc_ops.alpha_req(low)) - ref.alpha_req(low)) <= alpha_tolerance(low)
     with pytest.raises(ValueError, match="fit_range"):
         nc_ops.alpha_req(low, fit_range=(3, 2))
     with pytest.raises(ValueError, match="weighting"):
@@ -367,11 +252,11 @@ def test_rank_measures_compile_with_static_shapes():
 
     values = compiled(measures)(keras.ops.convert_to_tensor(z), keras.ops.convert_to_tensor(power))
     rank, covariance, alpha, weighted = (_value(v) for v in values)
-    assert abs(rank / ref_rank_me(z) - 1) <= rank_me_tolerance(z)
-    expected = ref_rank_me(z, center=True, spectrum="covariance", epsilon=1e-7)
+    assert abs(rank / ref.rank_me(z) - 1) <= rank_me_tolerance(z)
+    expected = ref.rank_me(z, center=True, spectrum="covariance", epsilon=1e-7)
     assert abs(covariance / expected - 1) <= rank_me_tolerance(z, True, "covariance")
-    assert abs(alpha - ref_alpha_req(power)) <= alpha_tolerance(power)
-    expected = ref_alpha_req(power, (3, 20), "inverse_rank")
+    assert abs(alpha - ref.alpha_req(power)) <= alpha_tolerance(power)
+    expected = ref.alpha_req(power, (3, 20), "inverse_rank")
     assert abs(weighted - expected) <= alpha_tolerance(power, (3, 20), "inverse_rank")
 
 
@@ -385,9 +270,9 @@ def test_rank_me_with_an_unknown_batch_size():
         input_signature=[tf.TensorSpec((None, 30), "float32")],
     )
     plain, paper = (_value(v) for v in fn(tf.constant(z)))
-    assert abs(plain / ref_rank_me(z) - 1) <= rank_me_tolerance(z)
+    assert abs(plain / ref.rank_me(z) - 1) <= rank_me_tolerance(z)
     # epsilon counts min(n, d) = 12 values, not the Gram's 30.
-    assert abs(paper / ref_rank_me(z, epsilon=1e-7) - 1) <= rank_me_tolerance(z)
+    assert abs(paper / ref.rank_me(z, epsilon=1e-7) - 1) <= rank_me_tolerance(z)
 
 
 def test_rank_me_gradient_is_finite():
@@ -403,35 +288,3 @@ def test_rank_me_gradient_is_finite():
 def test_rank_me_eager_bad_input_raises():
     with pytest.raises(ValueError, match="features"):
         nc_ops.rank_me(np.array([[1.0, np.nan], [0.0, 1.0]], "float32"))
-
-
-def test_rank_me_metric_in_a_collapse_classifier(tmp_path):
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype("float32")
-    y = rng.integers(0, 3, 64)
-    inputs = keras.Input((6,))
-    backbone = keras.Model(inputs, keras.layers.Dense(5)(inputs))
-    model = keras_nc.models.CollapseClassifier(backbone, num_classes=3)
-    reptrix = keras_nc.metrics.RankMe(center=True, spectrum="covariance", name="r2")
-    metrics = [keras_nc.metrics.RankMe(), reptrix]
-    model.compile(optimizer="sgd", loss="auto", metrics=metrics)
-    result = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
-    z = to_numpy(model.extract_features(x))
-    halves = (z[:32], z[32:])
-    expected = np.mean([ref_rank_me(h) for h in halves])
-    tolerance = max(rank_me_tolerance(h) for h in halves)
-    assert abs(result["rank_me"] / expected - 1) <= tolerance + 8 * EPS32  # + the float32 mean
-    expected = np.mean([ref_rank_me(h, center=True, spectrum="covariance") for h in halves])
-    tolerance = max(rank_me_tolerance(h, True, "covariance") for h in halves)
-    assert abs(result["r2"] / expected - 1) <= tolerance + 8 * EPS32
-    metric = keras_nc.metrics.RankMe(center=True, spectrum="covariance", epsilon=1e-7, name="r")
-    restored = keras_nc.metrics.RankMe.from_config(metric.get_config())
-    assert (restored.center, restored.spectrum, restored.epsilon, restored.name) == (
-        True,
-        "covariance",
-        1e-7,
-        "r",
-    )
-    with pytest.raises(ValueError, match="spectrum"):
-        keras_nc.metrics.RankMe(spectrum="svd")

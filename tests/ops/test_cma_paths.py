@@ -9,7 +9,7 @@ out (rows of weight 0 leave their group; the others are scaled by
 `sqrt(w / mean positive w)`, the anchor by 1). Tolerances: each group's
 float32 entropy bound (`tests/tolerances.py`) for the size decomposed (at
 most `n + 1`) over `log m_c`, averaged; gradients as in
-`tests/test_dispatch.py` (central differences of the float64 loop: 1e-7 in
+`tests/ops/test_cma_dispatch.py` (central differences of the float64 loop: 1e-7 in
 float64, 2e-4 in float32).
 """
 

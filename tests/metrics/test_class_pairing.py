@@ -1,0 +1,52 @@
+"""The class-pairing metrics with `baseline=...` log the value, its chance level and the excess."""
+
+import keras
+import numpy as np
+import pytest
+
+import tests.reference as ref
+from keras_nc import metrics
+from keras_nc.models import CollapseClassifier
+from keras_nc.ops.chance import head_permutations
+from tests.helpers import to_numpy
+from tests.tolerances import entropy_tolerance, ratio_tolerance
+
+
+def _mir_bound(k_m, k_w):
+    h = [ref.entropy(k_m), ref.entropy(k_w), ref.entropy(k_m * k_w)]
+    e = [entropy_tolerance(k_m), entropy_tolerance(k_w), entropy_tolerance(k_m * k_w)]
+    return ratio_tolerance(*h, *e, "mir")
+
+
+def _permuted_reference(means, head, permutations):
+    """MIR of each permutation of the head rows, in float64 (means already centred)."""
+    k_m = ref.gram(means)
+    values = [ref.mir(k_m, ref.gram(head[perm])) for perm in permutations]
+    bound = max(_mir_bound(k_m, ref.gram(head[perm])) for perm in permutations)
+    return np.asarray(values), bound
+
+
+def test_metrics_log_value_chance_and_excess(rng):
+    c, d, n = 4, 8, 64
+    y = np.arange(n) % c
+    z = (3.0 * rng.normal(size=(c, d)))[y] + rng.normal(size=(n, d))
+    inputs = keras.Input((d,))
+    model = CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), c)
+    model.compile(
+        loss="sparse_categorical_crossentropy",
+        metrics=[metrics.ClassMIR(), metrics.ClassMIR(baseline="chance"),
+                 metrics.ClassMIR(baseline="excess"), metrics.ClassHDR(baseline="chance")],
+    )  # fmt: skip
+    logs = model.evaluate(z.astype("float32"), y, batch_size=16, verbose=0, return_dict=True)
+    assert logs["mir_class_excess"] == pytest.approx(
+        logs["mir_class"] - logs["mir_class_chance"], abs=1e-6
+    )
+    head = to_numpy(model.head.kernel).T
+    k_m, _ = ref.class_pairing(z, y, head, c)
+    means = z.reshape(-1, c, d).mean(axis=0) - z.mean(axis=0)  # y = arange % c
+    values, bound = _permuted_reference(means, head, head_permutations(c, 16))
+    assert logs["mir_class_chance"] == pytest.approx(values.mean(), abs=bound + 1e-5)
+    assert logs["hdr_class_chance"] == pytest.approx(ref.hdr(k_m, ref.gram(head)), abs=1e-4)
+    config = metrics.ClassMIR(baseline="excess", permutations=8).get_config()
+    restored = metrics.ClassMIR.from_config(config)
+    assert (restored.baseline, restored.permutations, restored.direction) == ("excess", 8, "up")

@@ -1,0 +1,94 @@
+"""`keras_nc.losses` (CMALoss, InformationRegularizer) against the float64 NumPy reference.
+
+Also: their argument checks, and scale invariance: features multiplied by
+1e-30 ... 1e30 (finite in float32) give the values of the unscaled features
+(`rtol = 1e-5`, the float32 bound with room: tests/ops/test_edge_cases.py says why).
+"""
+
+import numpy as np
+import pytest
+
+import tests.reference as ref
+from keras_nc import losses
+from tests.helpers import compiled, grad, to_numpy
+
+C, D = 6, 9
+
+
+def _batches(rng, sizes=(20, 17, 25), num_classes=C, absent=(4,)):
+    """Labelled feature batches with class structure; some classes never appear."""
+    centres = 2.0 * rng.normal(size=(num_classes, D))
+    allowed = [c for c in range(num_classes) if c not in absent]
+    out = []
+    for n in sizes:
+        y = rng.choice(allowed, size=n).astype("int32")
+        z = centres[y] + rng.normal(size=(n, D))
+        out.append((z.astype("float32"), y))
+    return out
+
+
+@pytest.fixture
+def head(rng):
+    return rng.normal(size=(C, D)).astype("float32")
+
+
+def test_cma_loss_matches_reference_with_absent_and_single_sample_classes(rng):
+    num_classes = 7
+    anchors = rng.normal(size=(num_classes, D)).astype("float32")
+    # Class 2 has one sample; classes 0, 4, 6 are absent from the batch.
+    y = np.array([1, 1, 1, 2, 3, 3, 5, 5, 5, 5], dtype="int32")
+    z = (anchors[y] + 0.5 * rng.normal(size=(len(y), D))).astype("float32")
+    loss = losses.CMALoss(weight=0.5)
+    value = to_numpy(loss(y, features=z, head_weights=anchors))
+    np.testing.assert_allclose(value, 0.5 * ref.cma(z, anchors, y), rtol=1e-4)
+
+
+def test_information_regularizer_value_and_gradients(rng, head):
+    z, y = _batches(rng, sizes=(16,))[0]
+    reg = losses.InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
+    kz, kw = ref.gram(z, center=True), ref.gram(head[y])
+    expected = 0.2 * ref.hdr(kz, kw) - 0.3 * ref.mir(kz, kw)
+    np.testing.assert_allclose(to_numpy(reg(y, features=z, head_weights=head)), expected, atol=1e-4)
+    g_z = grad(lambda x: reg(y, features=x, head_weights=head), z)
+    g_w = grad(lambda w: reg(y, features=z, head_weights=w), head)
+    for g in (g_z, g_w):
+        assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-6
+
+
+def test_loss_arguments_are_checked():
+    with pytest.raises(ValueError, match="`weight` must be > 0"):
+        losses.CMALoss(weight=-1.0)
+    with pytest.raises(ValueError, match="`mir_weight` must be >= 0"):
+        losses.InformationRegularizer(mir_weight=-0.1)
+    with pytest.raises(ValueError, match="reads the features and head rows"):
+        losses.CMALoss()(np.zeros(3, "int32"))
+    with pytest.raises(ValueError, match="not its predictions"):  # as a plain model calls it
+        losses.CMALoss()(np.zeros(3, "int32"), np.zeros((3, 4), "float32"))
+
+
+SCALES = [1e-30, 1e-20, 1e20, 1e30]
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _scale_data(rng, n=40, num_classes=5, d=8):
+    """Well-conditioned features, labels and head rows (tests/ops/test_edge_cases.py's data)."""
+    centres = 3.0 * rng.normal(size=(num_classes, d))
+    y = np.arange(n) % num_classes
+    z = centres[y] + rng.normal(size=(n, d))
+    head = rng.normal(size=(num_classes, d))
+    return z.astype("float32"), y.astype("int32"), head.astype("float32")
+
+
+def test_collapse_losses_are_scale_invariant(rng):
+    z, y, head = _scale_data(rng)
+    for loss in (losses.CMALoss(1.0), losses.InformationRegularizer(0.5, 0.5)):
+        want = float(to_numpy(loss(y, features=z, head_weights=head)))
+
+        def value(features, loss=loss):
+            return loss(y, features=features, head_weights=head)
+
+        for scale in SCALES:
+            features = (z * scale).astype("float32")
+            for call in (value, compiled(value)):
+                got = float(to_numpy(call(features)))
+                assert got == pytest.approx(want, rel=RTOL, abs=ATOL), (type(loss).__name__, scale)
