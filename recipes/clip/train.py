@@ -8,12 +8,12 @@ entropy of CMA), fine-tunes it with cross-entropy plus `--cma-weight` times
 `CMALoss` and measures it again.
 
 Outputs in `--output`: `results.csv` (the before/after table), `results.json`
-(settings, table, timings), `history.csv` (per epoch) and `model.keras`.
+(settings, table, timings; strict JSON, a non-finite measure as `null`),
+`history.csv` (per epoch) and `model.keras`. The measures are in
+`recipes.clip.evaluation`; docs/clip.md describes the recipe.
 """
 
 import argparse
-import csv
-import json
 import math
 import os
 import sys
@@ -22,17 +22,13 @@ import time
 import keras
 import numpy as np
 
-from keras_nc import ops as nc_ops
 from keras_nc.losses import CMALoss
 from keras_nc.metrics import HDR, MIR
 from recipes.clip import data as data_lib
-from recipes.clip.model import (
-    DEFAULT_TEMPLATES,
-    MODES,
-    CLIPClassifier,
-    PresetUnavailableError,
-)
-from recipes.program import HelpFormatter
+from recipes.clip import evaluation
+from recipes.clip.classifier import MODES, CLIPClassifier
+from recipes.clip.loading import DEFAULT_TEMPLATES, PresetUnavailableError
+from recipes.program import HelpFormatter, banner, start, write_results
 
 # CoOp's hand-crafted prompts of the 11 datasets (Zhou et al. 2022), used for the
 # zero-shot head and the `head`/`full` initialisation. `--templates NAME`.
@@ -188,67 +184,6 @@ def resolve(args):
 
 
 # ---------------------------------------------------------------------- #
-# Measures
-# ---------------------------------------------------------------------- #
-
-
-def within_class_entropy(features, head_weights, labels):
-    """CMA's within-class entropy (arXiv 2409.16767), averaged over the classes present.
-
-    For class `c`: the normalised matrix entropy of the cosine Gram of
-    `{z_i : y_i = c} U {t_c}` (`keras_nc.ops.feature_entropy`, which uses the
-    smaller of the Gram and the `d x d` side). One class at a time: a whole
-    test set is too large for `keras_nc.ops.cma_entropy`'s one-batch layout.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    values = []
-    for c in np.unique(labels):
-        group = np.vstack([features[labels == c], head_weights[c : c + 1]])
-        values.append(float(nc_ops.feature_entropy(group.astype("float32"), normalize=True)))
-    return float(np.mean(values))
-
-
-def class_pairing_ratios(features, labels, head_weights):
-    """Class-pairing MIR and HDR (docs/concepts.md), as `CollapseMonitor` reports them.
-
-    The cosine Gram of the class means (centred by the global mean) of the
-    classes present against the cosine Gram of their head weights
-    (`keras_nc.ops.class_statistics` and `keras_nc.ops.class_pairing_ratios`).
-    """
-    head_weights = np.asarray(head_weights, "float32")
-    stats = nc_ops.class_statistics(
-        np.asarray(features, "float32"), labels, head_weights.shape[0], second_moment=False
-    )
-    mir, hdr = nc_ops.class_pairing_ratios(stats["counts"], stats["sums"], head_weights)
-    return float(mir), float(hdr)
-
-
-def embed(model, dataset):
-    """Image features `(n, d)` (compiled `predict`) and labels of a dataset in order."""
-    features = model.backbone.predict(dataset.map(lambda x, y: x), verbose=0)
-    labels = np.concatenate([np.asarray(y) for _, y in dataset])
-    return np.asarray(features, np.float64), labels
-
-
-def measure(features, labels, head_weights):
-    """Accuracy, class-pairing MIR/HDR and within-class entropy with the given head weights."""
-    head_weights = np.asarray(head_weights, np.float64)
-    logits = features @ head_weights.T  # the logit scale does not change the argmax
-    mir, hdr = class_pairing_ratios(features, labels, head_weights)
-    return {
-        "accuracy": float(np.mean(np.argmax(logits, axis=1) == labels)),
-        "mir": mir,
-        "hdr": hdr,
-        "within_class_entropy": within_class_entropy(features, head_weights, labels),
-    }
-
-
-def current_head_weights(model):
-    """The model's head weights `(C, d)` as NumPy: learned prompts' embeddings or the head."""
-    return keras.ops.convert_to_numpy(model.head_weights).astype("float64")
-
-
-# ---------------------------------------------------------------------- #
 # Program
 # ---------------------------------------------------------------------- #
 
@@ -278,31 +213,8 @@ def compile_model(model, args, steps_per_epoch):
     )
 
 
-def _table(before, after, zero_shot):
-    rows = [("zero-shot accuracy (templates)", zero_shot["test"]["accuracy"], None)]
-    names = {
-        "accuracy": "accuracy",
-        "mir": "MIR, class pairing",
-        "hdr": "HDR, class pairing",
-        "within_class_entropy": "within-class entropy (CMA)",
-    }
-    for split in ("test", "train"):
-        for key, label in names.items():
-            rows.append((f"{split}: {label}", before[split][key], after[split][key]))
-    return rows
-
-
-def format_table(rows):
-    lines = [f"{'measure':<38} {'before':>8} {'after':>8}", "-" * 56]
-    for name, before, after in rows:
-        after_text = "" if after is None else f"{after:8.4f}"
-        lines.append(f"{name:<38} {before:8.4f} {after_text:>8}")
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    """Runs the program; returns the results dict also written to `results.json`."""
-    args = resolve(build_parser().parse_args(argv))
+def load_data(args):
+    """The few-shot training split and the test split: `(folder, train, test)` paths/labels."""
     try:
         folder = data_lib.image_folder(args.data)
         if folder.test_paths is None:
@@ -320,14 +232,16 @@ def main(argv=None):
                 test_paths, test_labels = test_paths[keep], test_labels[keep]
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    train_paths, train_labels = folder.train_paths[train_idx], folder.train_labels[train_idx]
+    train = folder.train_paths[train_idx], folder.train_labels[train_idx]
+    return folder, train, (test_paths, test_labels)
 
-    keras.utils.set_random_seed(args.seed)
-    start = time.time()
+
+def build_model(args, class_names):
+    """The `CLIPClassifier` of the options (a `SystemExit` naming the problem if it fails)."""
     try:
-        model = CLIPClassifier.from_preset(
+        return CLIPClassifier.from_preset(
             args.preset,
-            folder.class_names,
+            class_names,
             mode=args.mode,
             templates=args.template,
             context_length=args.context_length,
@@ -337,32 +251,61 @@ def main(argv=None):
         )
     except (PresetUnavailableError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def announce(args, folder, model, num_train, num_test):
+    """Prints the run's one-line banner (`recipes.program.banner`)."""
+    params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    banner(
+        f"{args.data}: {folder.num_classes} classes",
+        f"{args.shots} shots ({num_train} training images)",
+        f"{num_test} test images",
+        f"{args.preset} {tuple(model.image_converter.image_size)}",
+        f"mode {args.mode}",
+        f"CMA weight {args.cma_weight:g}",
+        f"{args.epochs} epochs",
+        f"{params:,} trainable parameters",
+    )
+
+
+def fit(model, args, paths, labels):
+    """Compiles and fine-tunes on the few-shot images; returns `(history, seconds)`."""
+    train = data_lib.training_dataset(
+        paths, labels, model.image_converter, args.batch_size, args.seed, flip=not args.no_flip
+    )
+    compile_model(model, args, math.ceil(len(labels) / args.batch_size))
+    begin = time.time()
+    history = model.fit(
+        train,
+        epochs=args.epochs,
+        callbacks=[keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"))],
+        verbose=args.verbose,
+        shuffle=False,  # the tf.data pipeline reshuffles every epoch
+    )
+    return history, time.time() - begin
+
+
+def main(argv=None):
+    """Runs the program; returns the results dict also written to `results.json`."""
+    args = resolve(build_parser().parse_args(argv))
+    folder, (train_paths, train_labels), (test_paths, test_labels) = load_data(args)
+    backend = start(args)  # seeds, creates --output
+    begin = time.time()
+    model = build_model(args, folder.class_names)
     converter = model.image_converter
-    os.makedirs(args.output, exist_ok=True)
-    backend = keras.backend.backend()
-    print(
-        f"{args.data}: {folder.num_classes} classes, {args.shots} shots ({len(train_labels)} "
-        f"training images), {len(test_labels)} test images; {args.preset} "
-        f"{tuple(converter.image_size)}, mode {args.mode}, CMA weight {args.cma_weight:g}, "
-        f"{args.epochs} epochs, {backend} backend; "
-        f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters"
-    )
-    test = data_lib.evaluation_dataset(test_paths, test_labels, converter, args.eval_batch_size)
-    train_eval = data_lib.evaluation_dataset(
-        train_paths, train_labels, converter, args.eval_batch_size
-    )
-
-    def evaluate():
-        head = current_head_weights(model)
-        out, embedded = {}, {}
-        for split, dataset in (("test", test), ("train", train_eval)):
-            embedded[split] = embed(model, dataset)
-            out[split] = measure(*embedded[split], head)
-        return out, embedded
-
-    before, embedded = evaluate()
+    announce(args, folder, model, len(train_labels), len(test_labels))
+    datasets = {
+        "test": data_lib.evaluation_dataset(
+            test_paths, test_labels, converter, args.eval_batch_size
+        ),
+        "train": data_lib.evaluation_dataset(
+            train_paths, train_labels, converter, args.eval_batch_size
+        ),
+    }
+    before, embedded = evaluation.evaluate(model, datasets)
     zero_shot = {
-        split: measure(*embedded[split], model.zero_shot_embeddings) for split in ("test", "train")
+        split: evaluation.measure(*embedded[split], model.zero_shot_embeddings)
+        for split in datasets
     }
     print(
         f"zero-shot test accuracy {zero_shot['test']['accuracy']:.4f}; before training: "
@@ -371,47 +314,29 @@ def main(argv=None):
         f"{before['train']['within_class_entropy']:.4f} (train)"
     )
 
-    train = data_lib.training_dataset(
-        train_paths, train_labels, converter, args.batch_size, args.seed, flip=not args.no_flip
-    )
-    steps_per_epoch = math.ceil(len(train_labels) / args.batch_size)
-    compile_model(model, args, steps_per_epoch)
-    fit_start = time.time()
-    history = model.fit(
-        train,
-        epochs=args.epochs,
-        callbacks=[keras.callbacks.CSVLogger(os.path.join(args.output, "history.csv"))],
-        verbose=args.verbose,
-        shuffle=False,  # the tf.data pipeline reshuffles every epoch
-    )
-    train_seconds = time.time() - fit_start
+    history, train_seconds = fit(model, args, train_paths, train_labels)
     model.refresh_head()
-    after, _ = evaluate()
+    after, _ = evaluation.evaluate(model, datasets)
     model.save(os.path.join(args.output, "model.keras"))
 
-    rows = _table(before, after, zero_shot)
+    rows = evaluation.table_rows(before, after, zero_shot)
     title = f"{args.mode}, {args.shots} shots, CMA weight {args.cma_weight:g}, {backend}"
     print(f"\n{title}: {args.epochs} epochs in {train_seconds:.0f} s")
-    print(format_table(rows))
-    with open(os.path.join(args.output, "results.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["measure", "before", "after"])
-        for name, value_before, value_after in rows:
-            writer.writerow([name, value_before, "" if value_after is None else value_after])
+    print(evaluation.format_table(rows))
+    evaluation.write_csv(os.path.join(args.output, "results.csv"), rows)
     summary = {
         "settings": vars(args),
         "backend": backend,
         "class_names": list(folder.class_names),
         "train_seconds": train_seconds,
-        "total_seconds": time.time() - start,
+        "total_seconds": time.time() - begin,
         "zero_shot": zero_shot,
         "before": before,
         "after": after,
         "final_train_accuracy": history.history["accuracy"][-1],
         "table": [{"measure": n, "before": b, "after": a} for n, b, a in rows],
     }
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=float)
+    write_results(args.output, summary)  # strict JSON: a NaN measure is written as null
     print(f"\nwrote results.csv, results.json, history.csv and model.keras to {args.output}")
     return summary
 

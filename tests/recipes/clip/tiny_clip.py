@@ -1,14 +1,50 @@
 """A tiny random CLIP (keras-hub) and a tiny BPE vocabulary, saved as a local preset.
 
-Used by `tests/test_recipes_clip.py` and handy for trying `python -m recipes.clip`
-offline: `python tests/clip_tiny.py DIR` writes the preset to `DIR`.
+Used by the tests in `tests/recipes/clip/` and handy for trying `python -m recipes.clip`
+offline: `python -m tests.recipes.clip.tiny_clip DIR` writes the preset to `DIR`.
 """
 
+import math
 import string
 import sys
 
+from tests.tolerances import EPS32, SAFETY
+
 IMAGE_SIZE = 32
 MAX_SEQUENCE_LENGTH = 24
+WIDTH = 32  # both towers' transformer width (and token-embedding width)
+NUM_LAYERS = 2  # transformer blocks per tower
+
+# Float32 error of a unit CLIP embedding of the tiny CLIP: each stage of a tower (the
+# embeddings, NUM_LAYERS transformer blocks, the final layer norm and the projection)
+# is made of dot products of length WIDTH, each adding a relative round-off of about
+# sqrt(WIDTH) * eps32 (Wilkinson's random-walk rule, tests/tolerances.py); the stages'
+# errors add up, times SAFETY for the second-order terms. |embedding| = 1.
+STAGES = NUM_LAYERS + 3
+EMBEDDING_TOLERANCE = SAFETY * STAGES * math.sqrt(WIDTH) * EPS32
+
+
+CLASSES = ("cat", "ankle boot", "dog")
+
+
+def images(n, seed=0):
+    """`n` random 32 x 32 images (already "converted": standard normal values)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).normal(size=(n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+
+
+def unit(x):
+    """Rows of `x` in float64, divided by their norms."""
+    import numpy as np
+
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def logit_tolerance(scale):
+    """Float32 error of CLIP logits `scale * <z, t>`: both unit embeddings' errors, scaled."""
+    return 2 * EMBEDDING_TOLERANCE * float(scale)
 
 
 def tiny_vocabulary():
@@ -31,7 +67,7 @@ def build_tiny_clip(seed=0):
     import keras
     import keras_hub
 
-    from recipes.clip.model import default_image_converter
+    from recipes.clip.loading import default_image_converter
 
     keras.utils.set_random_seed(seed)
     vocabulary, merges = tiny_vocabulary()
