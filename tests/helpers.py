@@ -2,7 +2,8 @@
 
 Import them as `from tests.helpers import to_numpy, grad, compiled`. The suite runs
 once per `KERAS_BACKEND`; the few backend branches of the tests live here (the
-library's own live in `keras_nc.compat`).
+library's own live in `keras_nc.compat`). Also the small models, data and messages
+that several test files share (a test file never imports another test file).
 
 Tolerance policy: every numerical tolerance follows from the float32 analysis
 of the quantity, evaluated on the float64 reference of the test's own data,
