@@ -28,6 +28,7 @@ from recipes.semi_supervised.models import (
 
 
 def build_parser():
+    """The parser of `python -m recipes.semi_supervised` (USB's defaults, arXiv 2208.07204)."""
     parser = argparse.ArgumentParser(
         prog="python -m recipes.semi_supervised",
         description="Semi-supervised training with few labels: supervised-only baseline, FixMatch "
@@ -38,6 +39,16 @@ def build_parser():
     parser.add_argument(
         "--algorithm", default="freematch", choices=tuple(ALGORITHMS), help="training algorithm"
     )
+    _data_options(parser)
+    _model_options(parser)
+    _optimisation_options(parser)
+    _algorithm_options(parser)
+    _output_options(parser)
+    return parser
+
+
+def _data_options(parser):
+    """The data set, the labelled split, the views and the evaluation sets."""
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset",
@@ -86,6 +97,9 @@ def build_parser():
         "test_accuracy (default: none, the test set is the validation data)",
     )
 
+
+def _model_options(parser):
+    """The backbone."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -96,6 +110,9 @@ def build_parser():
         "--width", type=float, default=1.0, help="channel multiplier (e.g. 0.25 on a CPU)"
     )
 
+
+def _optimisation_options(parser):
+    """Steps, batches, SGD and the weight average (USB's defaults)."""
     opt = parser.add_argument_group("optimisation (USB's defaults)")
     opt.add_argument("--steps", type=int, default=2**20, help="training steps K")
     opt.add_argument(
@@ -116,6 +133,9 @@ def build_parser():
         help="deterministic kernels and augmentation draws: a rerun is bit-identical (slower)",
     )
 
+
+def _algorithm_options(parser):
+    """FixMatch's and FreeMatch's settings, the MIR/HDR weights."""
     algo = parser.add_argument_group("algorithm")
     algo.add_argument("--threshold", type=float, default=0.95, help="FixMatch threshold")
     algo.add_argument("--lambda-u", type=float, default=1.0, help="unsupervised loss weight")
@@ -146,6 +166,9 @@ def build_parser():
         help="also apply the MIR/HDR terms to confident unlabelled samples (pseudo-labels)",
     )
 
+
+def _output_options(parser):
+    """Output folder, resume, verbosity."""
     out = parser.add_argument_group("output")
     out.add_argument(
         "--output",
@@ -156,7 +179,6 @@ def build_parser():
     out.add_argument(
         "--verbose", type=int, default=1, choices=(0, 1, 2), help="fit verbosity: 1 progress bar"
     )
-    return parser
 
 
 def _fairness_sign(text):
