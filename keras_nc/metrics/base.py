@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_nc import sharding
 from keras_nc.metrics.sample_groups import SampleGroups
-from keras_nc.ops.guards import features_tensor, is_concrete
+from keras_nc.ops.guards import features_tensor
 from keras_nc.step import CollapseStep
 
 
@@ -210,24 +210,18 @@ class BatchMeasure(CollapseMetric, keras.metrics.Mean):
             def whole_batch():
                 return self.measure(step, features)
 
-        total, count = self.groups.add(features, labels, weights, measure, whole_batch)
+        completed = self.completed.value
+        # The rows gathered so far are measured too while no group is complete
+        # (in the same loop as the groups: one trace of `measure`).
+        total, count, rest = self.groups.add(
+            features, labels, weights, measure, whole_batch, completed=completed
+        )
         keras.metrics.Mean.update_state(
             self, total / ops.maximum(count, 1e-30), sample_weight=count
         )
-        self.completed.assign(self.completed.value + count)
-        groups = self.groups
-
-        def rest():
-            value = ops.cast(groups.measure_rest(measure), self.dtype)
-            return ops.where(groups.filled.value >= 2, value, ops.zeros_like(value))
-
-        completed = self.completed.value
-        if is_concrete(completed):
-            value = rest() if float(ops.convert_to_numpy(completed)) == 0 else None
-        else:
-            value = ops.cond(completed > 0, lambda: ops.zeros((), self.dtype), rest)
-        if value is not None:
-            self.rest_value.assign(value)
+        self.completed.assign(completed + count)
+        if rest is not None:
+            self.rest_value.assign(ops.cast(rest, self.dtype))
 
     def result(self):
         if self.grouped and self.groups is not None:

@@ -7,7 +7,11 @@ groups of `m` rows, whatever the loader's batch size: the rows of each batch
 are appended to a buffer of at most `m` rows, each full group is measured and
 the buffer keeps the rest. The buffer is a few metric variables of static
 shape, so it works inside compiled steps (`jit_compile=True`) on every
-backend.
+backend. While no group is complete (an epoch of fewer than `m` rows so far),
+the rows gathered so far are measured too, on their own rows (the unfilled
+rows of the group weigh 0, so they leave the Gram matrices): by one more turn
+of the loop that measures the groups, so a compiled step traces the measure
+once.
 """
 
 from keras import ops
@@ -47,7 +51,7 @@ class SampleGroups:
         for variable in (self.features, self.labels, self.weights, self.filled):
             variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
-    def add(self, features, labels, weights, measure, whole_batch=None):
+    def add(self, features, labels, weights, measure, whole_batch=None, completed=None):
         """Appends a batch's rows and measures every group it completes.
 
         Rows of weight 0 are left out (a zero sample weight masks a row); a
@@ -59,14 +63,23 @@ class SampleGroups:
             labels: `(n,)` int32 class indices.
             weights: `(n,)` float32 weights.
             measure: `measure(features, labels, weights)` of one `(size, d)`
-                group: a scalar tensor.
+                group: a scalar tensor. Rows of weight 0 must not count (the
+                rows of a partial group that are not filled weigh 0).
             whole_batch: optional, for a batch of exactly `size` rows of
                 weight 1: `whole_batch()` is its value (one the step may have
                 computed already), used when the buffer is empty.
+            completed: optional, the weight of the groups measured before this
+                batch. When given and no group is complete after this batch (an
+                epoch of fewer than `size` rows so far), the rows gathered so far
+                are measured as well: by the same loop as the groups, so that a
+                compiled step traces `measure` once.
 
         Returns:
-            `(total, count)`: the sum of the groups' values, each times its
-            weight (the sum of its rows' weights), and the sum of those weights.
+            `(total, count, rest)`: the sum of the groups' values, each times its
+            weight (the sum of its rows' weights), the sum of those weights, and
+            the value of the rows gathered so far (0 for fewer than 2 rows)
+            where they were measured; where they were not, `rest` is 0 in a
+            compiled step and None eagerly (or when `completed` is None).
         """
         features = ops.cast(features, "float32")
         labels = ops.cast(labels, "int32")
@@ -74,31 +87,97 @@ class SampleGroups:
         state = tuple(v.value for v in (self.features, self.labels, self.weights, self.filled))
 
         def gather():
-            return self._gather(state, features, labels, weights, measure)
+            return self._gather(state, features, labels, weights, measure, completed)
 
         if whole_batch is None:
-            total, count, state = gather()
+            total, count, rest, state = gather()
         else:
             count = ops.convert_to_tensor(float(self.size), "float32")
             empty = state[3] == 0
             if is_concrete(empty):
                 if bool(ops.convert_to_numpy(empty)):
-                    total = ops.cast(whole_batch(), "float32") * count
+                    total, rest = ops.cast(whole_batch(), "float32") * count, None
                 else:
-                    total, count, state = gather()
+                    total, count, rest, state = gather()
             else:
                 # The batch's value outside the `cond`: the step memoises it
                 # (a value computed inside a branch must not escape it).
                 total = ops.cast(whole_batch(), "float32") * count
-                total, count, state = ops.cond(empty, lambda: (total, count, state), gather)
+                zero = ops.zeros((), "float32")  # a whole group: no rest to measure
+                total, count, rest, state = ops.cond(
+                    empty, lambda: (total, count, zero, state), gather
+                )
         for variable, value in zip(
             (self.features, self.labels, self.weights, self.filled), state, strict=True
         ):
             variable.assign(value)
-        return total, count
+        return total, count, rest
 
-    def _gather(self, state, features, labels, weights, measure):
-        """`add` without its shortcut, as a function of the state: `(total, count, new state)`."""
+    def _gather(self, state, features, labels, weights, measure, completed):
+        """`add` without its shortcut, as a function of the state.
+
+        Returns `(total, count, rest, new state)`.
+        """
+        size, width = self.size, self.feature_dim
+        rows, all_labels, all_weights, available = self._compact(state, features, labels, weights)
+        groups = available // size
+        positions = ops.arange(size)
+
+        def body(k, total, count, rest):
+            # Group `k`, or (`k == groups`) the rows left, fewer than `size`:
+            # the rows past `available` weigh 0 (and leave the Gram matrices).
+            start = k * size
+            group = ops.slice(rows, (start, 0), (size, width))
+            group_labels = ops.slice(all_labels, (start,), (size,))
+            group_weights = ops.slice(all_weights, (start,), (size,))
+            group_weights = ops.where(positions < available - start, group_weights, 0.0)
+            value = ops.cast(measure(group, group_labels, group_weights), "float32")
+            weight = ops.sum(group_weights)
+            left = k >= groups  # the rows left: kept out of the groups' mean
+            total = total + ops.where(left, 0.0, value * weight)
+            count = count + ops.where(left, 0.0, weight)
+            rows_left = available - start
+            rest = ops.where(left, ops.where(rows_left >= 2, value, 0.0), rest)
+            return k + 1, total, count, rest
+
+        zero = ops.zeros((), "float32")
+        if is_concrete(groups):  # eager: a Python loop (no loop to trace each call)
+            total = count = zero
+            for k in range(int(ops.convert_to_numpy(groups))):
+                _, total, count, _ = body(k, total, count, zero)
+            rest = None
+            if completed is not None and float(ops.convert_to_numpy(completed + count)) == 0:
+                rest = body(groups, total, count, zero)[3]
+        else:
+            # One more turn of the same loop measures the rows left while no
+            # group is complete: `measure` is traced once, not once more in a
+            # branch of its own.
+            steps = groups
+            if completed is not None:
+                grouped = ops.arange(ops.shape(all_weights)[0]) < groups * size
+                full = ops.sum(ops.where(grouped, all_weights, 0.0))  # `count`, before the loop
+                unmeasured = ops.logical_not(completed + full > 0.0)
+                steps = groups + ops.cast(unmeasured, "int32")
+            _, total, count, rest = ops.while_loop(
+                lambda k, *_: k < steps, body, (ops.zeros((), "int32"), zero, zero, zero)
+            )
+        start = groups * size
+        rest_rows = available - start
+        state = (
+            ops.slice(rows, (start, 0), (size, width)),
+            ops.slice(all_labels, (start,), (size,)),
+            ops.where(positions < rest_rows, ops.slice(all_weights, (start,), (size,)), 0.0),
+            ops.cast(rest_rows, "int32"),
+        )
+        return total, count, rest, state
+
+    def _compact(self, state, features, labels, weights):
+        """The buffer's rows, then the batch's kept rows, then padding.
+
+        Returns `(rows, labels, weights, available)`: the `available` rows
+        lead, and `size + 1` rows of padding follow the buffer and the batch,
+        so that any group slice stays in range.
+        """
         size, width = self.size, self.feature_dim
         buffer, buffer_labels, buffer_weights, filled = state
         keep = ops.logical_not(weights <= 0.0)
@@ -106,7 +185,7 @@ class SampleGroups:
         # Compaction by a sort key: the buffer's filled rows first, then the
         # batch's kept rows in their order, then the rest (unique keys).
         n = ops.shape(features)[0]
-        spare = size + 1  # rows of padding, so that any group slice stays in range
+        spare = size + 1
         total_rows = size + n + spare
         positions = ops.cast(ops.arange(total_rows), "int32")
         head = positions[:size]
@@ -127,36 +206,7 @@ class SampleGroups:
             ops.concatenate([buffer_weights, weights, ops.zeros((spare,), "float32")]), order
         )
         available = filled + ops.cast(ops.sum(kept), "int32")
-        groups = available // size
-
-        def body(k, total, count):
-            start = k * size
-            group = ops.slice(rows, (start, 0), (size, width))
-            group_labels = ops.slice(all_labels, (start,), (size,))
-            group_weights = ops.slice(all_weights, (start,), (size,))
-            value = ops.cast(measure(group, group_labels, group_weights), "float32")
-            weight = ops.sum(group_weights)
-            return k + 1, total + value * weight, count + weight
-
-        zero = ops.zeros((), "float32")
-        if is_concrete(groups):  # eager: a Python loop (no loop to trace each call)
-            total = count = zero
-            for k in range(int(ops.convert_to_numpy(groups))):
-                _, total, count = body(k, total, count)
-        else:
-            _, total, count = ops.while_loop(
-                lambda k, total, count: k < groups, body, (ops.zeros((), "int32"), zero, zero)
-            )
-        start = groups * size
-        rest = available - start
-        rest_weights = ops.slice(all_weights, (start,), (size,))
-        state = (
-            ops.slice(rows, (start, 0), (size, width)),
-            ops.slice(all_labels, (start,), (size,)),
-            ops.where(ops.arange(size) < rest, rest_weights, 0.0),
-            ops.cast(rest, "int32"),
-        )
-        return total, count, state
+        return rows, all_labels, all_weights, available
 
     def measure_rest(self, measure):
         """`measure` of the rows gathered so far (fewer than `size`): the unfilled rows weigh 0."""
