@@ -23,6 +23,9 @@ NUM_LAYERS = 2  # transformer blocks per tower
 STAGES = NUM_LAYERS + 3
 EMBEDDING_TOLERANCE = SAFETY * STAGES * math.sqrt(WIDTH) * EPS32
 
+# A change the tests make on purpose (a training step, another context) moves logits and
+# embeddings by O(0.1) at least: more than MOVED times the round-off bounds above.
+MOVED = 100
 
 CLASSES = ("cat", "ankle boot", "dog")
 
