@@ -107,11 +107,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/per_device.py
 
 ## Fashion-MNIST experiments: supervised recipe -> docs/recipes.md (about an hour),
-## semi-supervised study -> docs/semi_supervised.md (resumable; many hours on 2 cores).
+## semi-supervised study -> docs/semi_supervised.md (many hours on 2 cores), grokking
+## study -> docs/grokking.md (about 20 minutes). Resumable: each study keeps one record
+## per run in studies/<study>/records/; `--report` rewrites a page from the records alone.
 experiments: $(STAMP)
 	$(BIN)/python benchmarks/fashion_mnist.py dynamics
 	$(BIN)/python benchmarks/fashion_mnist.py ablation --seeds 0 1 2
-	KERAS_BACKEND=tensorflow $(BIN)/python -m recipes.semi_supervised.experiment
+	KERAS_BACKEND=tensorflow $(BIN)/python -m studies.semi_supervised
+	KERAS_BACKEND=jax $(BIN)/python -m studies.grokking --runs default --seeds 0 1 2
+	KERAS_BACKEND=jax $(BIN)/python -m studies.grokking --runs "batch 512" \
+		"batch 512 + MIR/HDR 0.5" "batch 512 + CMA 0.5" --seeds 0
 
 clean:
 	rm -rf $(VENV) site outputs build .pytest_cache .hypothesis

@@ -193,7 +193,7 @@ class CollapseClassifier(CollapseTrainer):
         """Logits `(n, C)` and head weights `(C, d)` of pooled features `(n, d)`.
 
         The one hook for a subclass with another head (see
-        `recipes/clip/model.py`, whose rows are CLIP text embeddings): `call`
+        `recipes/clip/classifier.py`, whose rows are CLIP text embeddings): `call`
         returns these logits, and hands the features and these weights to the
         collapse metrics and losses during `fit` and `evaluate`; a subclass
         overrides this method and never sees how they are passed. Default:

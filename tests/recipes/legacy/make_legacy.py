@@ -15,7 +15,7 @@ import tensorflow as tf
 from recipes.clip.model import CLIPClassifier
 from recipes.semi_supervised.models import FixMatch, FreeMatch
 from recipes.semi_supervised.train import USBCosineDecay
-from tests.clip_tiny import save_tiny_preset
+from tests.recipes.clip.tiny_clip import save_tiny_preset
 
 out = "tests/recipes/legacy"
 
