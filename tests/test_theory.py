@@ -9,14 +9,40 @@ import tests.reference as ref
 from keras_nc import ops as nc
 from keras_nc import theory
 from tests.helpers import to_numpy
+from tests.tolerances import (
+    entropy_tolerance,
+    float64_tolerance,
+    information_tolerance,
+    ratio_tolerance,
+)
 
 # SPEC 2.5: MIR* for C = 3, 4, 10, 100.
 SPEC_VALUES = {3: 0.5, 4: 0.753953, 10: 0.952351, 100: 0.997813}
+# The table prints 6 decimals: half a unit of the last one is its rounding.
+TABLE_ROUNDING = 5e-7
+
+
+def etf_tolerance(c, dim):
+    """Float64 bound of `simplex_etf(c, dim)`'s entries and of their dot products.
+
+    The Helmert frame (a few roundings per entry, sums of up to `c` terms), a
+    Householder QR of a `dim x dim` matrix (orthogonality to `dim * eps64`),
+    the product by its `Q` and a dot product of two rows (`dim` terms each).
+    """
+    return float64_tolerance(terms=c + 3 * dim)
+
+
+def float64_ratio_tolerance(k1, k2, kind):
+    """Float64 bound of `ref.mir`/`ref.hdr` of two Grams (`eigh` round-off, the ratio)."""
+    ks = (k1, k2, k1 * k2)
+    h1, h2, h12 = (ref.entropy(k) for k in ks)
+    e1, e2, e12 = (entropy_tolerance(k, dtype="float64") for k in ks)
+    return ratio_tolerance(h1, h2, h12, e1, e2, e12, kind)
 
 
 @pytest.mark.parametrize("c", sorted(SPEC_VALUES))
 def test_mir_at_collapse_matches_spec_table(c):
-    assert theory.mir_at_collapse(c) == pytest.approx(SPEC_VALUES[c], abs=5e-7)
+    assert theory.mir_at_collapse(c) == pytest.approx(SPEC_VALUES[c], abs=TABLE_ROUNDING)
 
 
 @pytest.mark.parametrize("c", [3, 4, 5, 10, 37, 100])
@@ -24,10 +50,13 @@ def test_closed_forms_match_eigendecomposition_of_etf_gram(c):
     g = ref.etf_gram(c)
     h = ref.entropy(g)
     h_joint = ref.entropy(g * g)
-    assert theory.entropy_at_collapse(c) == pytest.approx(h, rel=1e-10)
-    assert theory.mir_at_collapse(c) == pytest.approx((2 * h - h_joint) / h, rel=1e-10)
+    # The reference's float64 `eigh` against the closed forms (float64 scalar arithmetic).
+    tol_h = entropy_tolerance(g, dtype="float64")
+    assert theory.entropy_at_collapse(c) == pytest.approx(h, abs=tol_h)
+    tol_mir = float64_ratio_tolerance(g, g, "mir")
+    assert theory.mir_at_collapse(c) == pytest.approx((2 * h - h_joint) / h, abs=tol_mir)
     assert theory.hdr_at_collapse(c) == 0.0
-    assert theory.entropy_at_collapse(c) == pytest.approx(math.log(c - 1), rel=1e-15)
+    assert theory.entropy_at_collapse(c) == math.log(c - 1)  # the same expression
 
 
 @pytest.mark.parametrize("c", [2, 3, 7])
@@ -37,9 +66,10 @@ def test_simplex_etf_geometry(c, dim, seed):
     dim = {None: None, "c-1": c - 1, "c+5": c + 5}[dim]
     m = theory.simplex_etf(c, dim=dim, seed=seed)
     assert m.shape == (c, c if dim is None else dim)
-    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=1e-12)
-    np.testing.assert_allclose(m.sum(axis=0), 0.0, atol=1e-12)
-    np.testing.assert_allclose(m @ m.T, ref.etf_gram(c), atol=1e-12)
+    tol = etf_tolerance(c, m.shape[1])
+    np.testing.assert_allclose(np.linalg.norm(m, axis=1), 1.0, atol=tol)
+    np.testing.assert_allclose(m.sum(axis=0), 0.0, atol=tol)
+    np.testing.assert_allclose(m @ m.T, ref.etf_gram(c), atol=tol)
 
 
 @pytest.mark.parametrize("c", [3, 4, 10, 100])
@@ -58,11 +88,19 @@ def test_ops_on_collapsed_features_reach_closed_forms(c):
     head = 0.7 * means
     kz = nc.gram(features.astype("float32"), center=True)
     kw = nc.gram(head[labels].astype("float32"))
-    assert to_numpy(nc.mir(kz, kw)) == pytest.approx(theory.mir_at_collapse(c), abs=2e-3)
-    assert to_numpy(nc.hdr(kz, kw)) == pytest.approx(0.0, abs=2e-3)
-    assert to_numpy(nc.matrix_entropy(kz)) == pytest.approx(theory.entropy_at_collapse(c), rel=1e-3)
+    # The float64 Grams of the same data are collapsed exactly (to float64
+    # round-off): the float32 bounds of the test's own data apply to the closed forms.
+    k_z, k_w = ref.gram(features, center=True), ref.gram(head[labels])
+    tol_mir = information_tolerance(k_z, k_w, "mir")
+    tol_hdr = information_tolerance(k_z, k_w, "hdr")
+    tol_h = entropy_tolerance(k_z)
+    assert to_numpy(nc.mir(kz, kw)) == pytest.approx(theory.mir_at_collapse(c), abs=tol_mir)
+    assert to_numpy(nc.hdr(kz, kw)) == pytest.approx(0.0, abs=tol_hdr)
+    assert to_numpy(nc.matrix_entropy(kz)) == pytest.approx(
+        theory.entropy_at_collapse(c), abs=tol_h
+    )
     assert to_numpy(nc.feature_entropy(features.astype("float32"), center=True)) == (
-        pytest.approx(theory.entropy_at_collapse(c), rel=1e-3)
+        pytest.approx(theory.entropy_at_collapse(c), abs=tol_h)
     )
 
 
@@ -121,9 +159,11 @@ def test_simplex_etf_is_the_same_under_other_blas_kernels(coretype, tmp_path):
     subprocess.run(
         [sys.executable, "-c", _ETF_IN_SUBPROCESS, theory.__file__, str(out)], env=env, check=True
     )
-    np.testing.assert_allclose(
-        np.load(out), theory.simplex_etf(10, dim=32, seed=0), rtol=0, atol=1e-12
-    )
+    # Each run's Q is backward stable: another kernel moves it by up to
+    # cond(A) times its round-off, A the seeded Gaussian matrix it factors.
+    a = np.random.default_rng(0).normal(size=(32, 32))
+    tol = 2 * etf_tolerance(10, 32) * np.linalg.cond(a)
+    np.testing.assert_allclose(np.load(out), theory.simplex_etf(10, dim=32, seed=0), atol=tol)
 
 
 # "Reading the measures" (docs/concepts.md): the collapse values are not bounds, and
@@ -152,15 +192,19 @@ def test_permuted_etf_head_reaches_the_collapse_values(c):
     perm = np.roll(np.arange(c), 1)  # no class keeps its row
     for head in (means, means[perm]):
         kw = ref.gram(head)
-        assert ref.mir(km, kw) == pytest.approx(theory.mir_at_collapse(c), abs=1e-10)
-        assert ref.hdr(km, kw) == pytest.approx(theory.hdr_at_collapse(c), abs=1e-10)
+        tol_mir = float64_ratio_tolerance(km, kw, "mir")
+        tol_hdr = float64_ratio_tolerance(km, kw, "hdr")
+        assert ref.mir(km, kw) == pytest.approx(theory.mir_at_collapse(c), abs=tol_mir)
+        assert ref.hdr(km, kw) == pytest.approx(theory.hdr_at_collapse(c), abs=tol_hdr)
 
     def self_duality(head):
         return np.sum((head / np.linalg.norm(head) - means / np.linalg.norm(means)) ** 2)
 
-    assert self_duality(means) == pytest.approx(0.0, abs=1e-20)
-    # ||a - b||^2 = 2 - 2 <a, b> with <a, b> = -1/(C-1) for permuted ETF rows.
-    assert self_duality(means[perm]) == pytest.approx(2.0 + 2.0 / (c - 1), rel=1e-12)
+    assert self_duality(means) == 0.0  # the same array twice: exact
+    # ||a - b||^2 = 2 - 2 <a, b> with <a, b> = -1/(C-1) for permuted ETF rows:
+    # the frame's round-off, the two norms and the sum of C * dim squares.
+    tol = etf_tolerance(c, c + 3) + float64_tolerance(terms=3 * means.size, scale=4.0)
+    assert self_duality(means[perm]) == pytest.approx(2.0 + 2.0 / (c - 1), abs=tol)
 
 
 def test_hdr_is_blind_to_permuting_the_head():
@@ -168,4 +212,6 @@ def test_hdr_is_blind_to_permuting_the_head():
     means, head = rng.normal(size=(2, 10, 16))
     km = ref.gram(means, center=True)
     values = [ref.hdr(km, ref.gram(head[rng.permutation(10)])) for _ in range(5)]
-    np.testing.assert_allclose(values, ref.hdr(km, ref.gram(head)), rtol=1e-10)
+    # Both sides carry the float64 bound of HDR: their difference twice that.
+    tol = 2 * float64_ratio_tolerance(km, ref.gram(head), "hdr")
+    np.testing.assert_allclose(values, ref.hdr(km, ref.gram(head)), atol=tol)
