@@ -17,12 +17,16 @@ from tests.helpers import (
     grad,
     to_numpy,
 )
+from tests.ops.bounds import float64_ratio_tolerance, gram_tolerance
 
-RTOL = 1e-4
+# Defined values (an all-zero Gram, one sample): the library returns the
+# constant, no rounding is involved.
+EXACT = 0.0
 
 
-def assert_close(actual, expected, rtol=RTOL, atol=1e-6):
-    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+def assert_close(actual, expected, atol):
+    # tol: rtol=0: every bound of tests/tolerances.py and tests/ops/bounds.py is absolute
+    np.testing.assert_allclose(to_numpy(actual), expected, atol=atol)
 
 
 @pytest.mark.parametrize("kind", FEATURE_KINDS)
@@ -30,7 +34,7 @@ def assert_close(actual, expected, rtol=RTOL, atol=1e-6):
 def test_gram_matches_reference(kind, center, rng):
     z = feature_batch(kind, rng)
     k = to_numpy(nc.gram(z, center=center))
-    np.testing.assert_allclose(k, ref.gram(z, center=center), atol=1e-5)
+    np.testing.assert_allclose(k, ref.gram(z, center=center), atol=gram_tolerance(z, center))
     assert k.dtype == np.float32
 
 
@@ -40,11 +44,14 @@ def test_gram_explicit_mean_and_batch(rng):
     k = to_numpy(nc.gram(z.astype("float32"), mean=mean.astype("float32")))
     assert k.shape == (3, 7, 7)
     for b in range(3):
-        np.testing.assert_allclose(k[b], ref.gram(z[b], mean=mean), atol=2e-6)
+        bound = gram_tolerance(z[b].astype("float32"), mean=mean.astype("float32"))
+        np.testing.assert_allclose(k[b], ref.gram(z[b], mean=mean), atol=bound)
     # Per-batch means, shape (..., d).
     means = z.mean(axis=1)
     k2 = to_numpy(nc.gram(z.astype("float32"), mean=means.astype("float32")))
-    np.testing.assert_allclose(k2, to_numpy(nc.gram(z.astype("float32"), center=True)), atol=1e-6)
+    k1 = to_numpy(nc.gram(z.astype("float32"), center=True))
+    bound = max(gram_tolerance(z[b].astype("float32"), center=True) for b in range(3))
+    np.testing.assert_allclose(k2, k1, atol=2 * bound)  # two float32 Grams, each to its bound
 
 
 def test_gram_zero_rows_have_zero_diagonal(rng):
@@ -52,7 +59,7 @@ def test_gram_zero_rows_have_zero_diagonal(rng):
     k = to_numpy(nc.gram(z))
     diag = np.diag(k)
     np.testing.assert_allclose(diag[[0, 5, 7]], 0.0)
-    np.testing.assert_allclose(np.delete(diag, [0, 5, 7]), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.delete(diag, [0, 5, 7]), 1.0, atol=gram_tolerance(z))
 
 
 @pytest.mark.parametrize("kind", FEATURE_KINDS)
@@ -65,7 +72,7 @@ def test_matrix_entropy_matches_reference(kind, alpha, rng):
     # the numerical rank tolerance, and what the cut removes is counted).
     k = ref.gram(z)
     h = nc.matrix_entropy(nc.gram(z), alpha=alpha)
-    assert_close(h, ref.entropy(k, alpha), rtol=0, atol=tol.entropy_tolerance(k, alpha))
+    assert_close(h, ref.entropy(k, alpha), atol=tol.entropy_tolerance(k, alpha))
 
 
 def _digits_pixels(n):
@@ -83,10 +90,10 @@ def test_entropy_of_real_ill_conditioned_features(alpha, center):
     assert np.linalg.cond(k) > 1e6  # the data is what the test claims
     bound = tol.entropy_tolerance(k, alpha, size=64)
     want = ref.entropy(k, alpha)
-    assert_close(nc.feature_entropy(z, center=center, alpha=alpha), want, rtol=0, atol=bound)
+    assert_close(nc.feature_entropy(z, center=center, alpha=alpha), want, atol=bound)
     bound_n = tol.entropy_tolerance(k, alpha)
     got = nc.matrix_entropy(nc.gram(z, center=center), alpha=alpha)
-    assert_close(got, want, rtol=0, atol=bound_n)
+    assert_close(got, want, atol=bound_n)
 
 
 @pytest.mark.parametrize("kind", FEATURE_KINDS)
@@ -98,23 +105,27 @@ def test_feature_entropy_equals_gram_path(kind, center, alpha, rng):
     bound = tol.entropy_tolerance(k, alpha, size=min(z.shape))
     fast = nc.feature_entropy(z, center=center, alpha=alpha)
     slow = nc.matrix_entropy(nc.gram(z, center=center), alpha=alpha)
-    assert_close(fast, to_numpy(slow), rtol=0, atol=bound + tol.entropy_tolerance(k, alpha))
-    assert_close(fast, ref.entropy(k, alpha), rtol=0, atol=bound)
+    assert_close(fast, to_numpy(slow), atol=bound + tol.entropy_tolerance(k, alpha))
+    assert_close(fast, ref.entropy(k, alpha), atol=bound)
 
 
 def test_feature_entropy_normalize_and_mean(rng):
     z = rng.normal(size=(40, 8)) + 1.0
     mean = z.mean(axis=0)
     h = nc.feature_entropy(z.astype("float32"), mean=mean.astype("float32"), normalize=True)
-    assert_close(h, ref.entropy(ref.gram(z, mean=mean)) / np.log(40))
+    k = ref.gram(z, mean=mean)
+    assert_close(h, ref.entropy(k) / np.log(40), atol=tol.entropy_tolerance(k, size=8) / np.log(40))
 
 
 def test_normalized_entropy_bounds():
     n = 6
-    assert_close(nc.matrix_entropy(np.eye(n, dtype="float32"), normalize=True), 1.0)
-    assert_close(nc.matrix_entropy(np.ones((n, n), dtype="float32"), normalize=True), 0.0)
-    assert_close(nc.matrix_entropy(np.eye(n, dtype="float32")), np.log(n))
-    assert_close(nc.effective_rank(np.diag([2.0, 2.0, 2.0, 0.0]).astype("float32")), 3.0)
+    eye, ones, diag = np.eye(n), np.ones((n, n)), np.diag([2.0, 2.0, 2.0, 0.0])
+    e_eye, e_ones = tol.entropy_tolerance(eye), tol.entropy_tolerance(ones)
+    assert_close(nc.matrix_entropy(eye.astype("float32"), normalize=True), 1.0, e_eye / np.log(n))
+    assert_close(nc.matrix_entropy(ones.astype("float32"), normalize=True), 0.0, e_ones / np.log(n))
+    assert_close(nc.matrix_entropy(eye.astype("float32")), np.log(n), e_eye)
+    # exp(H): its error is exp(H) = 3 times the entropy's.
+    assert_close(nc.effective_rank(diag.astype("float32")), 3.0, 3.0 * tol.entropy_tolerance(diag))
 
 
 def test_entropy_is_batched(rng):
@@ -122,15 +133,16 @@ def test_entropy_is_batched(rng):
     k = np.stack([ref.gram(zi) for zi in z])
     h = to_numpy(nc.matrix_entropy(k.astype("float32")))
     assert h.shape == (4,)
-    np.testing.assert_allclose(h, [ref.entropy(ki) for ki in k], rtol=RTOL)
+    bound = np.array([tol.entropy_tolerance(ki) for ki in k])
+    assert np.all(np.abs(h - [ref.entropy(ki) for ki in k]) <= bound)
     hf = to_numpy(nc.feature_entropy(z.astype("float32")))
-    np.testing.assert_allclose(hf, h, rtol=RTOL)
+    assert np.all(np.abs(hf - h) <= 2 * bound)  # two float32 paths, each to its bound
 
 
 def test_all_zero_features_give_zero_entropy():
     z = np.zeros((6, 4), dtype="float32")
     k = nc.gram(z)
-    assert_close(k, np.zeros((6, 6)))
+    assert_close(k, np.zeros((6, 6)), EXACT)
     for value in (
         nc.matrix_entropy(k),
         nc.matrix_entropy(k, alpha=2.0),
@@ -139,14 +151,14 @@ def test_all_zero_features_give_zero_entropy():
         nc.hdr(k, k),
         nc.matrix_mutual_information(k, k),
     ):
-        assert_close(value, 0.0)
-    assert_close(nc.effective_rank(k), 1.0)
+        assert_close(value, 0.0, EXACT)
+    assert_close(nc.effective_rank(k), 1.0, EXACT)
 
 
 def test_single_sample_batch():
     z = np.ones((1, 4), dtype="float32")
-    assert_close(nc.feature_entropy(z), 0.0)
-    assert_close(nc.mir(nc.gram(z), nc.gram(z)), 0.0)
+    assert_close(nc.feature_entropy(z), 0.0, EXACT)
+    assert_close(nc.mir(nc.gram(z), nc.gram(z)), 0.0, EXACT)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -158,7 +170,8 @@ def test_half_precision_is_computed_in_float32(dtype, rng):
     zq = to_numpy(keras.ops.cast(zh, "float32")).astype(np.float64)
     h = nc.feature_entropy(zh)
     assert keras.backend.standardize_dtype(h.dtype) == "float32"
-    assert_close(h, ref.entropy(ref.gram(zq)))
+    kq = ref.gram(zq)  # the half-precision values, exact in float32: float32 bounds
+    assert_close(h, ref.entropy(kq), tol.entropy_tolerance(kq, size=min(zq.shape)))
     k = nc.gram(zh)
     assert keras.backend.standardize_dtype(k.dtype) == "float32"
 
@@ -174,14 +187,19 @@ def test_float64_inputs_stay_float64(rng):
     t2 = keras.ops.convert_to_tensor(k2, dtype="float64")
     value = nc.mir(t1, t2)
     assert keras.backend.standardize_dtype(value.dtype) == "float64"
-    np.testing.assert_allclose(to_numpy(value), ref.mir(k1, k2), rtol=1e-9)
+    # Both sides in float64: the library's and the reference's round-off.
+    bound = 2 * float64_ratio_tolerance(k1, k2, "mir")
+    np.testing.assert_allclose(to_numpy(value), ref.mir(k1, k2), atol=bound)
     # From features: the Gram's matmul too stays float64 (Keras 3.15's torch
     # backend computes float64 @ float64 in float32; the ops avoid that).
     k = nc.gram(keras.ops.convert_to_tensor(z, dtype="float64"))
     assert keras.backend.standardize_dtype(k.dtype) == "float64"
-    np.testing.assert_allclose(to_numpy(k), ref.gram(z), atol=1e-13)
+    np.testing.assert_allclose(
+        to_numpy(k), ref.gram(z), atol=2 * gram_tolerance(z, dtype="float64")
+    )
     h = nc.feature_entropy(keras.ops.convert_to_tensor(z, dtype="float64"))
-    np.testing.assert_allclose(to_numpy(h), ref.entropy(ref.gram(z)), rtol=1e-12)
+    bound = 2 * tol.entropy_tolerance(ref.gram(z), dtype="float64", size=min(z.shape))
+    np.testing.assert_allclose(to_numpy(h), ref.entropy(ref.gram(z)), atol=bound)
 
 
 def test_ops_compile_with_xla(rng):
@@ -194,9 +212,9 @@ def test_ops_compile_with_xla(rng):
 
     got = compiled(step)(z, w)
     kz, kw = ref.gram(z, center=True), ref.gram(w)
-    assert_close(got[0], ref.mir(kz, kw), atol=1e-5)
-    assert_close(got[1], ref.hdr(kz, kw), atol=1e-5)
-    assert_close(got[2], ref.entropy(kz))
+    assert_close(got[0], ref.mir(kz, kw), atol=tol.information_tolerance(kz, kw, "mir"))
+    assert_close(got[1], ref.hdr(kz, kw), atol=tol.information_tolerance(kz, kw, "hdr"))
+    assert_close(got[2], ref.entropy(kz), atol=tol.entropy_tolerance(kz, size=min(z.shape)))
 
 
 def _degenerate_features(rng):
@@ -245,6 +263,10 @@ def test_gradient_matches_finite_differences(rng):
         zp[i, j] += step
         zm[i, j] -= step
         fd = (ref_fn(zp) - ref_fn(zm)) / (2 * step)
+        # A float32 gradient through eigh: errors ~eps32 * ||grad|| / (smallest nonzero
+        # eigenvalue and gap of rho, a few 1e-2 for 10 x 4 rows) ~ 1e-5 relative; the central
+        # difference: step**2 truncation ~1e-10, eps64 / step rounding ~1e-11.
+        # tol: 2e-3 leaves a factor 100 over those; a wrong term or sign fails
         np.testing.assert_allclose(g[i, j], fd, rtol=2e-3, atol=1e-4)
 
 
@@ -256,7 +278,8 @@ def test_eigh_handles_many_zero_rows(rng):
     assert np.isfinite(to_numpy(nc.matrix_entropy(k)))
     g = grad(lambda x: nc.matrix_entropy(nc.gram(x)), z)
     assert np.all(np.isfinite(g))
-    assert_close(nc.matrix_entropy(k), ref.entropy(ref.gram(z)))
+    k64 = ref.gram(z)
+    assert_close(nc.matrix_entropy(k), ref.entropy(k64), tol.entropy_tolerance(k64))
 
 
 def test_errors_name_the_argument():
