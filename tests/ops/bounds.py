@@ -41,3 +41,21 @@ def float64_ratio_tolerance(k1, k2, kind, alpha=1.0):
     h = [reference.entropy(k, alpha) for k in ks]
     e = [entropy_tolerance(k, alpha, dtype="float64") for k in ks]
     return ratio_tolerance(*h, *e, kind=kind)
+
+
+def cma_tolerance(z, anchors, labels, size=None):
+    """Float32 bound of `cma_entropy(z, anchors, labels)` (tests/tolerances.py, "CMA").
+
+    The mean over the classes present of each group's entropy bound (its
+    `n_c` rows and its anchor, decomposed at `size`, by default `n + P` the
+    block-diagonal matrix's size) divided by `log m_c`.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    anchors = np.asarray(anchors, dtype=np.float64)
+    labels = np.asarray(labels)
+    size = size or len(z) + len(anchors)
+    bounds = []
+    for c in np.unique(labels):
+        group = np.vstack([z[labels == c], anchors[c : c + 1]])
+        bounds.append(entropy_tolerance(reference.gram(group), size=size) / np.log(len(group)))
+    return float(np.mean(bounds))
