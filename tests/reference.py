@@ -1,4 +1,4 @@
-"""Independent float64 NumPy reference for the mathematics of SPEC section 2.
+"""Independent float64 NumPy reference for the mathematics of arXiv 2409.16767 (section 2).
 
 Written from the definitions, not from `keras_nc.ops`: plain `numpy.linalg.eigvalsh`
 on the full n x n matrices, no fast paths, no tolerances beyond clipping the
@@ -37,7 +37,7 @@ def mutual_information(k1, k2, alpha=1.0):
 
 
 def mir(k1, k2, alpha=1.0):
-    """MIR; 0 when a Gram has rank 1 (SPEC 2.3 leaves the value to us: keras_nc says 0)."""
+    """MIR; 0 when a Gram has rank 1 (the paper leaves the value open: keras_nc says 0)."""
     h1, h2 = entropy(k1, alpha), entropy(k2, alpha)
     den = min(h1, h2)
     return 0.0 if den <= 1e-12 else mutual_information(k1, k2, alpha) / den
@@ -56,7 +56,7 @@ def etf_gram(num_classes):
 
 
 def cma(features, anchors, labels):
-    """SPEC 2.8 with a Python loop over the classes present, as the authors' code does."""
+    """The CMA entropy (arXiv 2409.16767) with a Python loop over the classes present, as the authors' code does."""
     values = []
     for c in np.unique(labels):
         group = np.vstack([features[labels == c], anchors[c : c + 1]])

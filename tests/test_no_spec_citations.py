@@ -13,7 +13,7 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCANNED = ("keras_nc", "recipes", "docs", "README.md")
+SCANNED = ("keras_nc", "recipes", "studies", "docs", "README.md")
 SPEC_WORD = re.compile(r"\bSPEC\b")
 # `--fairness-sign spec`, `fairness_sign="spec"`, "spec-sign" (study cells), and
 # a bare "spec" string (e.g. an argv entry of a study record).

@@ -14,7 +14,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = sorted(
     path
-    for folder in ("keras_nc", "recipes")
+    for folder in ("keras_nc", "recipes", "studies")
     for path in (ROOT / folder).rglob("*.py")
     if "__pycache__" not in path.parts
 )

@@ -1,7 +1,7 @@
 """The Keras private names keras-nc relies on, in one place.
 
 Keras offers no public hook for some of what keras-nc needs. Each such use
-lives here, with a test in `tests/test_compat.py` that fails loudly when a
+lives here, with a test in `tests/compat/` that fails loudly when a
 Keras release changes it, so that a Keras upgrade names what it broke.
 
 `keras_nc.compat.metrics` (Keras' metric internals, re-exported here):
@@ -66,7 +66,7 @@ backends' private names it takes; re-exported here):
   variables can be reused while they are unchanged; None elsewhere.
 
 `keras_nc.compat.training` (how `CollapseClassifier` hooks into Keras'
-training loop; re-exported here; tests in `tests/test_compat_training.py`):
+training loop; re-exported here; tests in `tests/compat/test_training.py`):
 `untracked_setattr` (an attribute Keras' automatic tracking does not
 collect), `portable_optimizer_config` (PyTorch saves optimizers under
 `keras.src.backend...`), `LocalBatchSymbolicBuild` (Keras' private

@@ -1,7 +1,7 @@
 """How `CollapseClassifier` hooks into Keras' training loop where Keras has no public way.
 
 Each function or class here is named for what it does, and
-`tests/test_compat_training.py` fails, naming `keras.__version__` and the hook,
+`tests/compat/test_training.py` fails, naming `keras.__version__` and the hook,
 when a Keras release changes what it relies on. Where a public Keras API could
 do the job it is used instead (the compile config is kept by overriding
 `get_compile_config`; the compiled metrics are found in `model.metrics`; a
