@@ -56,7 +56,7 @@ def etf_gram(num_classes):
 
 
 def cma(features, anchors, labels):
-    """The CMA entropy (arXiv 2409.16767) with a Python loop over the classes present, as the authors' code does."""
+    """The CMA entropy (arXiv 2409.16767), a Python loop over the classes present."""
     values = []
     for c in np.unique(labels):
         group = np.vstack([features[labels == c], anchors[c : c + 1]])
