@@ -50,7 +50,8 @@ class LegacyName:
         warnings.warn(
             f"`{self.legacy_name}` was saved by keras-nc 0.2.0 or earlier; it loads as "
             f"`{keras.saving.get_registered_name(self.cls)}`, and the old name stops loading "
-            f"after keras-nc {LEGACY_UNTIL}. Save the model again to write the new name.",
+            f"after keras-nc {LEGACY_UNTIL} (deprecated since 0.3.0). Save the model again "
+            "to write the new name.",
             DeprecationWarning,
             stacklevel=2,
         )

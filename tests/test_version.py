@@ -48,7 +48,7 @@ def _declared():
 
 
 def test_version_is_pyprojects():
-    assert keras_nc.__version__ == PROJECT["version"] == "0.2.0"
+    assert keras_nc.__version__ == PROJECT["version"] == "0.3.0"
 
 
 def test_version_without_installed_metadata_is_read_from_pyproject():

@@ -81,7 +81,7 @@ def parse(argv=None):
     if args.table_only:
         from keras_nc.deprecation import warn_renamed
 
-        warn_renamed("--table-only", "--report", stacklevel=2)
+        warn_renamed("--table-only", "--report", since="0.3.0", stacklevel=2)
         args.report = True
     return args
 

@@ -110,7 +110,7 @@ def parse(argv=None):
     if args.report_only:
         from keras_nc.deprecation import warn_renamed  # imports Keras: only when needed
 
-        warn_renamed("--report-only", "--report", stacklevel=2)
+        warn_renamed("--report-only", "--report", since="0.3.0", stacklevel=2)
         args.report = True
     return args
 
