@@ -25,6 +25,7 @@ print(driver.command_line(job, "tensorflow"))
 ```
 """
 
+import argparse
 import contextlib
 import json
 import math
@@ -70,6 +71,34 @@ def backend_name():
 def command_line(job, backend):
     """The job's shell command, backend included (what a record keeps as `command`)."""
     return f"KERAS_BACKEND={backend} python -m {job.module} {shlex.join(job.argv)}"
+
+
+def run_header(job, backend, results, wall_seconds):
+    """The fields every record starts with: command, arguments, backend, times."""
+    return {
+        "command": command_line(job, backend),
+        "argv": list(job.argv),
+        "backend": backend,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "train_seconds": float(results["train_seconds"]),
+        "wall_seconds": number(wall_seconds),
+    }
+
+
+def report_flag(parser, deprecated, help):
+    """Adds `--report` and its hidden deprecated spelling `deprecated` to `parser`."""
+    parser.add_argument("--report", action="store_true", help=help)
+    parser.add_argument(deprecated, action="store_true", help=argparse.SUPPRESS)
+
+
+def resolve_report(args, deprecated):
+    """Maps the deprecated spelling of `--report` onto it, with a `DeprecationWarning`."""
+    if getattr(args, deprecated.lstrip("-").replace("-", "_")):
+        from keras_nc.deprecation import warn_renamed  # imports Keras: only when needed
+
+        warn_renamed(deprecated, "--report", since="0.3.0", stacklevel=3)
+        args.report = True
+    return args
 
 
 def number(value):

@@ -25,7 +25,6 @@ import csv
 import os
 import sys
 import textwrap
-import time
 
 from studies import docs, driver
 from studies.grokking import table
@@ -68,22 +67,13 @@ def build_parser():
     parser.add_argument(
         "--dry-run", action="store_true", help="print every run's command, run nothing"
     )
-    parser.add_argument(
-        "--report", action="store_true", help="run nothing: tabulate the recorded runs"
-    )
-    parser.add_argument("--table-only", action="store_true", help=argparse.SUPPRESS)
+    driver.report_flag(parser, "--table-only", "run nothing: tabulate the recorded runs")
     return parser
 
 
 def parse(argv=None):
     """The parsed options; `--table-only` (deprecated) means `--report`."""
-    args = build_parser().parse_args(argv)
-    if args.table_only:
-        from keras_nc.deprecation import warn_renamed
-
-        warn_renamed("--table-only", "--report", since="0.3.0", stacklevel=2)
-        args.report = True
-    return args
+    return driver.resolve_report(build_parser().parse_args(argv), "--table-only")
 
 
 def slug(name, seed):
@@ -116,12 +106,7 @@ def summarize(results, job, backend, wall_seconds):
     backend = results.get("backend", backend)  # a reused run's own backend
     return {
         "cell": job.cell,
-        "command": driver.command_line(job, backend),
-        "argv": list(job.argv),
-        "backend": backend,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "train_seconds": float(results["train_seconds"]),
-        "wall_seconds": driver.number(wall_seconds),
+        **driver.run_header(job, backend, results, wall_seconds),
         "train_size": results["train_size"],
         "test_size": results["test_size"],
         "steps_to": results["steps_to"],

@@ -17,7 +17,6 @@ print(cell.name)  # grid-40-freematch-s0
 
 import os
 import shlex
-import time
 from dataclasses import dataclass
 
 from studies import driver
@@ -204,12 +203,7 @@ def summarize(results, job, backend, wall_seconds):
             "seed": cell.seed,
             "weight": cell.weight,
         },
-        "command": driver.command_line(job, backend),
-        "argv": list(job.argv),
-        "backend": backend,
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "train_seconds": float(results["train_seconds"]),
-        "wall_seconds": driver.number(wall_seconds),
+        **driver.run_header(job, backend, results, wall_seconds),
         "test_samples": results["test_samples"],
         "validation_samples": results["validation_samples"],
         "final": final,

@@ -97,22 +97,13 @@ def build_parser():
         action="store_true",
         help="print every cell's command (the finished ones marked), run nothing",
     )
-    what.add_argument(
-        "--report", action="store_true", help="run nothing: write the report from the records"
-    )
-    what.add_argument("--report-only", action="store_true", help=argparse.SUPPRESS)
+    driver.report_flag(what, "--report-only", "run nothing: write the report from the records")
     return parser
 
 
 def parse(argv=None):
     """The parsed options; `--report-only` (deprecated) means `--report`."""
-    args = build_parser().parse_args(argv)
-    if args.report_only:
-        from keras_nc.deprecation import warn_renamed  # imports Keras: only when needed
-
-        warn_renamed("--report-only", "--report", since="0.3.0", stacklevel=2)
-        args.report = True
-    return args
+    return driver.resolve_report(build_parser().parse_args(argv), "--report-only")
 
 
 def run(args, runner=None):
