@@ -59,3 +59,45 @@ def cma_tolerance(z, anchors, labels, size=None):
         group = np.vstack([z[labels == c], anchors[c : c + 1]])
         bounds.append(entropy_tolerance(reference.gram(group), size=size) / np.log(len(group)))
     return float(np.mean(bounds))
+
+
+def rank_me_float64_tolerance(z, center=False, spectrum="singular_values"):
+    """Relative bound of the library's float64 `rank_me(z)` against the float64 reference.
+
+    Both sides in float64: the library's float64 Gram (`singular_value_errors`'
+    float64 path) and the reference's SVD (`sqrt(max(n, d)) * eps64 * s_max`
+    per value), through `dH = sum |log p_k + H| dv_k / T` (tests/ops/test_rank.py
+    notes). True zeros of the reference (rank-deficient data) count as in
+    `rank_me_tolerance`: their round-off adds a term only if it survives the
+    library's cut; a value within its error of the cut may be dropped (its whole term).
+    """
+    from tests.tolerances import singular_value_errors
+
+    z = np.asarray(z, dtype=np.float64)
+    s, ds, cut, zero_error = singular_value_errors(z, center)
+    ds = ds + np.sqrt(max(z.shape)) * EPS64 * s.max()
+    zero = s <= max(z.shape) * EPS64 * s.max()
+    near = (s <= cut + ds)[~zero]  # may be dropped: the whole term
+    square = spectrum != "singular_values"
+    v, dv = (s**2, 2 * s * ds + ds**2) if square else (s, ds)
+    v, dv = v[~zero], dv[~zero]
+    p = v / v.sum()
+    h = -np.sum(p * np.log(p))
+    error = np.sum(np.abs(np.log(p) + h) * np.where(near, v + dv, dv)) / v.sum()
+    if zero_error >= cut:  # the round-off of a true zero may survive the cut
+        q = (zero_error**2 if square else zero_error) / v.sum()
+        error += np.count_nonzero(zero) * q * abs(np.log(q) + h)
+    return SAFETY * float(error) + EPS64
+
+
+def spectrum_ratio_errors(z):
+    """Absolute float32 errors of the explained-variance ratios `s_k^2 / sum s^2` of centred `z`.
+
+    A float32 SVD moves each `s_k` by `delta = sqrt(max(n, d)) * eps * s_max`;
+    `s_k^2` by `2 s_k delta + delta^2`, the sum by the sum of those.
+    """
+    s = reference.singular_values(reference.centred(np.asarray(z, np.float64), True))
+    delta = np.sqrt(max(np.shape(z))) * EPS32 * s.max()
+    dv = 2 * s * delta + delta**2
+    total = np.sum(s**2)
+    return SAFETY * (dv / total + s**2 / total * dv.sum() / total)
