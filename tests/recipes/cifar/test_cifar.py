@@ -162,6 +162,7 @@ def test_schedule_is_linear_warmup_then_cosine_and_decay_is_coupled():
         for s in range(steps + 1)
     ]  # fmt: skip
     got = [float(to_numpy(schedule(s))) for s in range(steps + 1)]
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(got[warmup:], expected[warmup:], rtol=0, atol=SCHEDULE_ATOL)
     assert got[0] < got[1] < got[warmup] and got[warmup] == pytest.approx(0.2)
     assert model.optimizer.nesterov and model.optimizer.momentum == 0.9

@@ -148,6 +148,7 @@ def test_transformer_trains_and_survives_safe_mode_loading(tmp_path):
     x = split.x_test
     expected = to_numpy(model(x))
     tolerance = float32_tolerance(TRANSFORMER_TERMS, np.abs(expected).max())
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(to_numpy(loaded(x)), expected, rtol=0, atol=tolerance)
     assert loaded.count_params() == model.count_params()
     assert "position_embedding" in [layer.name for layer in loaded.backbone.layers]
@@ -212,6 +213,7 @@ def test_program_end_to_end_and_safe_mode_loading(tmp_path, capsys, monkeypatch)
     split = data.modular_dataset(8, "+", train_fraction=0.5, seed=1)
     expected = saved_logits(out, split.x_test)
     tolerance = float32_tolerance(MLP_TERMS, np.abs(expected).max())
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(to_numpy(loaded(split.x_test)), expected, rtol=0, atol=tolerance)
     # 32 test pairs: the accuracy is a multiple of 1/32, exact in float32 and in the CSV.
     evaluated = loaded.evaluate(split.x_test, split.y_test, verbose=0, return_dict=True)

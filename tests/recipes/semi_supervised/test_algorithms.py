@@ -83,6 +83,7 @@ def test_masked_information_ratios_equal_those_of_the_subset(rng):
     for got, want, kind in ((mir, reference.mir(k_z, k_w), "mir"),
                             (hdr, reference.hdr(k_z, k_w), "hdr")):  # fmt: skip
         tol = information_tolerance(k_z, k_w, kind, size=len(mask))
+        # tol: rtol=0, the computed atol is the whole bound
         np.testing.assert_allclose(float(to_numpy(got)), want, rtol=0, atol=tol)
     assert float(to_numpy(valid)) == 1.0
     one = np.eye(10, dtype="float32")[0]
@@ -107,6 +108,7 @@ def test_regularizer_of_the_confident_samples_is_that_of_the_subset(rng):
 
     rest = (features, head)
     want, tol = want_and_tolerance(k_z, k_w)
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(term(mask), want, rtol=0, atol=tol)
     assert abs(want) > 10 * tol  # a value that could be wrong
     assert term(np.eye(10, dtype="float32")[0]) == 0.0  # fewer than two confident samples
@@ -114,4 +116,5 @@ def test_regularizer_of_the_confident_samples_is_that_of_the_subset(rng):
     want, tol = want_and_tolerance(
         reference.gram(features, center=True), reference.gram(head[labels])
     )
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(term(np.ones(10, "float32")), want, rtol=0, atol=tol)

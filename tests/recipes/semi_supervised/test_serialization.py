@@ -71,6 +71,7 @@ def test_each_class_saves_and_loads_in_safe_mode_under_the_recipe_package(cls, t
     )
     got = keras.ops.convert_to_numpy(loaded.predict(images, verbose=0))
     tol = float32_tolerance(terms=LOGITS_TERMS, scale=np.abs(want).max())
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
 
 
@@ -84,6 +85,7 @@ def test_models_saved_by_0_2_0_load_with_a_warning_and_predict_as_then(cls):
     want = expected[name]
     got = keras.ops.convert_to_numpy(model.predict(expected["probe"], verbose=0))
     tol = float32_tolerance(terms=LOGITS_TERMS, scale=np.abs(want).max())
+    # tol: rtol=0, the computed atol is the whole bound
     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
     # The optimizer's schedule, after the one step it took: USBCosineDecay(0.03, 100) at 1.
     assert _schedule_config(model) == (
