@@ -16,8 +16,13 @@ from keras_nc import metrics
 from keras_nc import ops as nc_ops
 from keras_nc.models import CollapseClassifier
 from tests.helpers import BACKEND
+from tests.tolerances import float32_tolerance
 
 NC_KEYS = ("nc1", "cdnv", "etf_error", "equinorm", "self_duality")
+# The suite's 1% rule for the NC measures against float64 (tests/tolerances.py,
+# "NC measures"): float32 sums and the pseudo-inverse's round-off cut, with room
+# for cond(M M^T) up to 1e6.
+NC_RTOL = 1e-2
 
 
 def _class_metrics():
@@ -64,7 +69,7 @@ def _reference(z, y, head, num_classes):
 
 def _assert_within_one_percent(result, want, keys):
     for key in keys:
-        assert result[key] == pytest.approx(want[key], rel=1e-2), key
+        assert result[key] == pytest.approx(want[key], rel=NC_RTOL), key
 
 
 def test_ill_conditioned_class_means_match_float64(rng):
@@ -73,6 +78,8 @@ def test_ill_conditioned_class_means_match_float64(rng):
     centred = means - z.mean(axis=0, dtype=np.float64)
     singular = np.linalg.svd(centred, compute_uv=False)
     # The data is what the test claims: cond(M M^T) = 1e6 over the non-degenerate directions.
+    # tol: statistical: the sample means move the smallest scale 1e-2 by noise / sqrt(n / C)
+    # = 3e-3; only the order of 1e6 is claimed
     assert (singular[0] / singular[-2]) ** 2 == pytest.approx(1e6, rel=0.5)
     model = _identity_classifier(16, 10)
     model.compile(loss="sparse_categorical_crossentropy", metrics=_class_metrics())
@@ -134,8 +141,8 @@ def test_epoch_measures_are_computed_once_per_epoch_not_per_step(rng, monkeypatc
     # The epoch values are exact for the epoch's data (the weights do not
     # change: the identity backbone has none and the head's rows enter only self-duality).
     want = _reference(z, y, keras.ops.convert_to_numpy(model.head.kernel).T, 10)
-    assert history.history["nc1"][-1] == pytest.approx(want["nc1"], rel=1e-2)
-    assert history.history["etf_error"][-1] == pytest.approx(want["etf_error"], rel=1e-2)
+    assert history.history["nc1"][-1] == pytest.approx(want["nc1"], rel=NC_RTOL)
+    assert history.history["etf_error"][-1] == pytest.approx(want["etf_error"], rel=NC_RTOL)
 
 
 def test_in_step_logs_show_the_last_epoch_value(rng):
@@ -162,7 +169,7 @@ def test_evaluating_twice_then_fitting_keeps_the_epoch_values(rng):
     model.compile(loss="sparse_categorical_crossentropy", metrics=[metrics.NC1()])
     first = model.evaluate(z, y, batch_size=32, verbose=0, return_dict=True)["nc1"]
     second = model.evaluate(z, y, batch_size=32, verbose=0, return_dict=True)["nc1"]
-    assert second == pytest.approx(first, rel=1e-6) and np.isfinite(first)
+    assert second == first and np.isfinite(first)  # the memoised value itself
     history = model.fit(z, y, batch_size=32, epochs=1, verbose=0).history
     assert np.isfinite(history["nc1"][0])
 
@@ -179,11 +186,19 @@ def test_class_statistics_of_float64_features(rng):
     z, y = _ill_conditioned(rng, n=50)
     wide = nc_ops.class_statistics(z.astype("float64"), y, 10)
     narrow = nc_ops.class_statistics(z, y, 10)
-    for key in ("counts", "sums", "sq_norms", "second_moment"):
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(wide[key]), keras.ops.convert_to_numpy(narrow[key]),
-            rtol=1e-5,
-        )  # fmt: skip
+    # The same float32 values summed in float64 and in float32: each float32 sum
+    # of n terms (and a row norm of d) is off by n eps times the sum of |terms|.
+    a, onehot = np.abs(z.astype(np.float64)), np.eye(10)[y]
+    scale = {
+        "counts": np.bincount(y, minlength=10),
+        "sums": onehot.T @ a,
+        "sq_norms": onehot.T @ (a**2).sum(axis=1),
+        "second_moment": a.T @ a,
+    }
+    for key, size in scale.items():
+        bound = float32_tolerance(terms=len(z) + z.shape[1]) * size
+        got, want = (keras.ops.convert_to_numpy(s[key]) for s in (narrow, wide))
+        assert np.all(np.abs(got - want) <= bound), key
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(wide["counts"]), np.bincount(y, minlength=10)
     )
