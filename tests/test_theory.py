@@ -9,11 +9,11 @@ import tests.reference as ref
 from keras_nc import ops as nc
 from keras_nc import theory
 from tests.helpers import to_numpy
+from tests.ops.bounds import float64_ratio_tolerance
 from tests.tolerances import (
     entropy_tolerance,
     float64_tolerance,
     information_tolerance,
-    ratio_tolerance,
 )
 
 # SPEC 2.5: MIR* for C = 3, 4, 10, 100.
@@ -30,14 +30,6 @@ def etf_tolerance(c, dim):
     the product by its `Q` and a dot product of two rows (`dim` terms each).
     """
     return float64_tolerance(terms=c + 3 * dim)
-
-
-def float64_ratio_tolerance(k1, k2, kind):
-    """Float64 bound of `ref.mir`/`ref.hdr` of two Grams (`eigh` round-off, the ratio)."""
-    ks = (k1, k2, k1 * k2)
-    h1, h2, h12 = (ref.entropy(k) for k in ks)
-    e1, e2, e12 = (entropy_tolerance(k, dtype="float64") for k in ks)
-    return ratio_tolerance(h1, h2, h12, e1, e2, e12, kind)
 
 
 @pytest.mark.parametrize("c", sorted(SPEC_VALUES))

@@ -10,6 +10,9 @@
 - `float64_ratio_tolerance`: MIR/HDR computed in float64 (the reference's
   `eigvalsh`, or the library on float64 inputs): `entropy_tolerance(..., dtype=
   "float64")` of each Gram propagated through `ratio_tolerance`.
+- `cma_tolerance`: the CMA bound of tests/tolerances.py ("CMA").
+- `rank_me_float64_tolerance`, `spectrum_ratio_errors`: RankMe in float64 and
+  PCA's explained-variance ratios from a float32 SVD (tests/ops/test_rank.py notes).
 """
 
 import numpy as np
