@@ -55,6 +55,13 @@ def etf_gram(num_classes):
     return c / (c - 1) * np.eye(c) - np.ones((c, c)) / (c - 1)
 
 
+def cross_entropy(logits, labels):
+    """Mean sparse categorical cross-entropy of `logits` (a log-sum-exp per row) in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(labels)), labels]))
+
+
 def cma(features, anchors, labels):
     """The CMA entropy (arXiv 2409.16767), a Python loop over the classes present."""
     values = []

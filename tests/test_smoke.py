@@ -22,8 +22,6 @@ from keras_nc.metrics import HDR, MIR, NC1, ClassMIR
 from tests.helpers import to_numpy
 
 NUM_CLASSES = 4
-# NC measures against float64: the suite's 1% rule (tests/tolerances.py).
-NC_RTOL = 0.01
 # The logits: two Dense layers of fan-in at most 12.
 LOGIT_TERMS = 2 * 12
 
@@ -80,7 +78,7 @@ def test_monitor_measures_equal_the_float64_reference(fitted):
     mir_tol = tol.ratio_tolerance(*entropies, *bounds, "mir")
     np.testing.assert_allclose(history["smoke_mir_class"][-1], ref.mir(k_m, k_w), atol=mir_tol)
     nc1 = ref.neural_collapse(z, y, head, NUM_CLASSES)["nc1"]
-    np.testing.assert_allclose(history["smoke_nc1"][-1], nc1, rtol=NC_RTOL)
+    np.testing.assert_allclose(history["smoke_nc1"][-1], nc1, rtol=tol.NC_RTOL)
 
 
 def test_save_and_load_in_safe_mode_keep_predictions_and_metrics(fitted, tmp_path):
@@ -114,21 +112,15 @@ def _bounds(model, x, y):
     """
     z = np.asarray(to_numpy(model.extract_features(x)), np.float64)
     head = np.asarray(_head_weights(model), np.float64)
-    logits = z @ head.T + to_numpy(model.head.bias)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    ce = np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(y)), y])
-    groups = [np.vstack([z[y == c], head[c : c + 1]]) for c in range(NUM_CLASSES)]
-    size = len(z) + NUM_CLASSES
-    cma = 0.5 * np.mean([tol.entropy_tolerance(ref.gram(g), size=size) / np.log(len(g))
-                         for g in groups])  # fmt: skip
+    cma = 0.5 * tol.cma_tolerance(z, head, y)
     k_z, k_w = ref.gram(z, center=True), ref.gram(head[y])
     k_m, k_h = ref.class_pairing(z, y, head, NUM_CLASSES)
     return {
-        "loss": tol.float32_tolerance(terms=NUM_CLASSES + len(y), scale=ce) + cma,
+        "loss": tol.cross_entropy_tolerance(z @ head.T + to_numpy(model.head.bias), y) + cma,
         "cma_loss": cma,
         "accuracy": 0.5 / len(y),
         "mir": tol.information_tolerance(k_z, k_w),
         "hdr": tol.information_tolerance(k_z, k_w, "hdr"),
         "mir_class": tol.information_tolerance(k_m, k_h),
-        "nc1": NC_RTOL * ref.neural_collapse(z, y, head, NUM_CLASSES)["nc1"],
+        "nc1": tol.NC_RTOL * ref.neural_collapse(z, y, head, NUM_CLASSES)["nc1"],
     }

@@ -9,9 +9,9 @@ import tests.reference as ref
 from keras_nc import ops as nc
 from keras_nc import theory
 from tests.helpers import to_numpy
-from tests.ops.bounds import float64_ratio_tolerance
 from tests.tolerances import (
     entropy_tolerance,
+    float64_ratio_tolerance,
     float64_tolerance,
     information_tolerance,
 )

@@ -16,10 +16,12 @@ from keras_nc.losses import CMALoss, InformationRegularizer
 from keras_nc.models import CollapseClassifier
 from tests.helpers import to_numpy
 from tests.tolerances import (
-    entropy_tolerance,
+    cma_tolerance,
+    cross_entropy_tolerance,
     float32_tolerance,
     float64_tolerance,
     information_tolerance,
+    logit_tolerance,
 )
 
 NUM_CLASSES = 4
@@ -27,30 +29,13 @@ NUM_CLASSES = 4
 NESTED_TERMS = 3 * 16
 
 
-def logit_tolerance(logits, terms=NESTED_TERMS):
-    """Float32 round-off of a network's outputs: `terms` = fan-in x layers, at their scale."""
-    return float32_tolerance(terms=terms, scale=np.abs(logits).max())
-
-
 def ce_tolerance(logits, labels):
     """Keras' cross-entropy of its own float32 logits vs the float64 one of `predict`'s.
 
-    A log-sum-exp of C terms and a mean of n at the loss's scale, plus the two
-    evaluations' logits apart by twice their round-off (cross-entropy moves by at
-    most twice the largest change of a logit).
+    `cross_entropy_tolerance`, plus the two evaluations' logits apart by twice their
+    round-off (cross-entropy moves by at most twice the largest change of a logit).
     """
-    loss = log_softmax_ce(logits, labels)
-    own = float32_tolerance(terms=np.shape(logits)[1] + len(labels), scale=loss)
-    return own + 2 * 2 * logit_tolerance(logits)
-
-
-def cma_tolerance(features, anchors, labels):
-    """CMA: each class group's entropy bound (a matrix of n + C rows) over log of its size."""
-    size = len(features) + len(anchors)
-    groups = [np.vstack([features[labels == c], anchors[c : c + 1]]) for c in np.unique(labels)]
-    return float(
-        np.mean([entropy_tolerance(ref.gram(g), size=size) / np.log(len(g)) for g in groups])
-    )
+    return cross_entropy_tolerance(logits, labels) + 2 * 2 * logit_tolerance(logits, NESTED_TERMS)
 
 
 @pytest.fixture(scope="module")

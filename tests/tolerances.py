@@ -36,15 +36,18 @@ eigenspace) passes whenever the library is right. The analysis, per quantity:
   `log m_c`.
 
 A safety factor of 2 covers the second-order terms the bounds leave out.
+
+The module imports only NumPy (tests.reference and tests.helpers lazily): the
+oldest-Keras job (`make test-oldest-keras`) imports it from tests/test_smoke.py.
 """
 
 import numpy as np
 
-from tests import reference
-from tests.helpers import float64_supported
-
 EPS32 = 2.0**-23
+EPS64 = 2.0**-52
 SAFETY = 2.0
+# NC measures against float64: the suite's 1% rule ("NC measures" above).
+NC_RTOL = 0.01
 
 
 def _spectrum(k):
@@ -116,9 +119,6 @@ def ratio_tolerance(h1, h2, h12, e1, e2, e12, kind):
     return float((e_num + abs(num / den) * e_den) / (den - e_den))
 
 
-EPS64 = 2.0**-52
-
-
 def float64_tolerance(terms=1, scale=1.0):
     """Bound of a float64 closed form of `terms` rounded operations on values of `scale`.
 
@@ -170,6 +170,9 @@ def singular_value_errors(z, center=False):
     `sqrt(max(n, d)) * eps * s_max`. Returns `(s, ds, cut, zero_error)`,
     `zero_error` the largest round-off of a true zero.
     """
+    from tests import reference
+    from tests.helpers import float64_supported
+
     z = reference.centred(z, center)
     s = reference.singular_values(z)
     n, d = z.shape
@@ -211,6 +214,8 @@ def alpha_tolerance(z, fit_range=None, weighting="uniform", center=True):
     that may be dropped would move the slope by its whole influence): the
     test data are chosen so.
     """
+    from tests import reference
+
     s, ds, cut, _ = singular_value_errors(z, center)
     keep = s > max(z.shape) * EPS64 * s.max()
     s, ds = s[keep], ds[keep]
@@ -224,3 +229,147 @@ def alpha_tolerance(z, fit_range=None, weighting="uniform", center=True):
     alpha = -np.sum(w * (x - x_bar) * 2 * np.log(s)) / sxx
     error = np.sum(w * np.abs(x - x_bar) * 2 * ds / s) / sxx
     return SAFETY * float(error) + EPS32 * abs(alpha)  # + the float32 result's rounding
+
+
+# Bounds of single quantities the tests of several modules compare.
+def gram_tolerance(z, center=False, mean=None, dtype="float32"):
+    """Absolute bound of the entries of the library's `gram(z, center, mean)`.
+
+    An entry of the Gram of unit rows is a dot product of `d` float32 terms of
+    rows normalised by a norm of `d` terms and a division (`2 d + 2` roundings,
+    worst case, on entries of scale 1). Centring rounds relative to the raw
+    rows: the mean is a sum of `n` terms and the difference one more rounding,
+    relative to `max ||z_i|| + ||mean||`, which the normalisation divides by
+    `||z_i - mean||`: that ratio (the condition number of centring) multiplies
+    those `n + 1` roundings, twice (two rows per entry).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    n, d = z.shape[-2:]
+    eps = EPS32 if dtype == "float32" else EPS64
+    terms = 2 * d + 2
+    if center or mean is not None:
+        m = z.mean(axis=0) if mean is None else np.asarray(mean, dtype=np.float64)
+        norms = np.linalg.norm(z - m, axis=-1)
+        raw = np.linalg.norm(z, axis=-1).max() + np.linalg.norm(m)
+        live = norms > 0
+        amplification = raw / norms[live].min() if live.any() else 1.0
+        terms += 2 * (n + 1) * amplification
+    return SAFETY * terms * eps
+
+
+def float64_ratio_tolerance(k1, k2, kind, alpha=1.0):
+    """Float64 bound of MIR (`kind="mir"`) or HDR (`"hdr"`) of two Grams.
+
+    MIR/HDR computed in float64 (the reference's `eigvalsh`, or the library on
+    float64 inputs): `entropy_tolerance(..., dtype="float64")` of each Gram
+    propagated through `ratio_tolerance`.
+    """
+    from tests import reference
+
+    ks = [np.asarray(k, dtype=np.float64) for k in (k1, k2)]
+    ks.append(ks[0] * ks[1])
+    h = [reference.entropy(k, alpha) for k in ks]
+    e = [entropy_tolerance(k, alpha, dtype="float64") for k in ks]
+    return ratio_tolerance(*h, *e, kind=kind)
+
+
+def cma_tolerance(z, anchors, labels, size=None):
+    """Float32 bound of `cma_entropy(z, anchors, labels)` (the module notes, "CMA").
+
+    The mean over the classes present of each group's entropy bound (its
+    `n_c` rows and its anchor, decomposed at `size`, by default `n + P` the
+    block-diagonal matrix's size, `P = len(anchors)`) divided by `log m_c`.
+    """
+    from tests import reference
+
+    z = np.asarray(z, dtype=np.float64)
+    anchors = np.asarray(anchors, dtype=np.float64)
+    labels = np.asarray(labels)
+    size = size or len(z) + len(anchors)
+    bounds = []
+    for c in np.unique(labels):
+        group = np.vstack([z[labels == c], anchors[c : c + 1]])
+        bounds.append(entropy_tolerance(reference.gram(group), size=size) / np.log(len(group)))
+    return float(np.mean(bounds))
+
+
+def cross_entropy_tolerance(logits, labels, loss=None):
+    """Float32 bound of the mean cross-entropy of `logits` (`n` rows of `C`) and `labels`.
+
+    A log-sum-exp of `C` terms and a mean of `n`, at the loss's scale:
+    `float32_tolerance(C + n, scale=|loss|)`; `loss` defaults to the float64
+    reference's (`reference.cross_entropy`).
+    """
+    if loss is None:
+        from tests import reference
+
+        loss = reference.cross_entropy(logits, labels)
+    return float32_tolerance(terms=np.shape(logits)[1] + len(labels), scale=abs(loss))
+
+
+def logit_tolerance(outputs, terms):
+    """Float32 round-off of a network's outputs: `terms` = fan-in x layers, at their scale."""
+    return float32_tolerance(terms=terms, scale=np.max(np.abs(outputs)))
+
+
+def nc_tolerance(z, y, key=None):
+    """Float32 bound of an NC measure of `(z, y)` (the module notes, "NC measures").
+
+    The class statistics are float32 sums of `n` rows (`n + d` roundings with a
+    row's norm), relative to the raw rows; the measures read centred class
+    means, so that error is amplified by `(max ||z_i|| / min ||mu_c - mu_G||)^2`
+    (second moments). NC1 multiplies by `Sigma_B`'s pseudo-inverse: the
+    condition number of its non-zero spectrum.
+    """
+    z = np.asarray(z, np.float64)
+    means = np.stack([z[y == c].mean(axis=0) for c in np.unique(y)]) - z.mean(axis=0)
+    norms = np.linalg.norm(means, axis=1)
+    amplification = (np.linalg.norm(z, axis=1).max() / norms.min()) ** 2
+    bound = float32_tolerance(terms=len(z) + z.shape[1], scale=amplification)
+    if key == "nc1":
+        s = np.linalg.svd(means, compute_uv=False)
+        s = s[s > max(means.shape) * EPS64 * s[0]]
+        bound *= (s[0] / s[-1]) ** 2
+    return bound
+
+
+def rank_me_float64_tolerance(z, center=False, spectrum="singular_values"):
+    """Relative bound of the library's float64 `rank_me(z)` against the float64 reference.
+
+    Both sides in float64: the library's float64 Gram (`singular_value_errors`'
+    float64 path) and the reference's SVD (`sqrt(max(n, d)) * eps64 * s_max`
+    per value), through `dH = sum |log p_k + H| dv_k / T` (tests/ops/test_rank.py
+    notes). True zeros of the reference (rank-deficient data) count as in
+    `rank_me_tolerance`: their round-off adds a term only if it survives the
+    library's cut; a value within its error of the cut may be dropped (its whole term).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    s, ds, cut, zero_error = singular_value_errors(z, center)
+    ds = ds + np.sqrt(max(z.shape)) * EPS64 * s.max()
+    zero = s <= max(z.shape) * EPS64 * s.max()
+    near = (s <= cut + ds)[~zero]  # may be dropped: the whole term
+    square = spectrum != "singular_values"
+    v, dv = (s**2, 2 * s * ds + ds**2) if square else (s, ds)
+    v, dv = v[~zero], dv[~zero]
+    p = v / v.sum()
+    h = -np.sum(p * np.log(p))
+    error = np.sum(np.abs(np.log(p) + h) * np.where(near, v + dv, dv)) / v.sum()
+    if zero_error >= cut:  # the round-off of a true zero may survive the cut
+        q = (zero_error**2 if square else zero_error) / v.sum()
+        error += np.count_nonzero(zero) * q * abs(np.log(q) + h)
+    return SAFETY * float(error) + EPS64
+
+
+def spectrum_ratio_errors(z):
+    """Absolute float32 errors of the explained-variance ratios `s_k^2 / sum s^2` of centred `z`.
+
+    A float32 SVD moves each `s_k` by `delta = sqrt(max(n, d)) * eps * s_max`;
+    `s_k^2` by `2 s_k delta + delta^2`, the sum by the sum of those.
+    """
+    from tests import reference
+
+    s = reference.singular_values(reference.centred(np.asarray(z, np.float64), True))
+    delta = np.sqrt(max(np.shape(z))) * EPS32 * s.max()
+    dv = 2 * s * delta + delta**2
+    total = np.sum(s**2)
+    return SAFETY * (dv / total + s**2 / total * dv.sum() / total)

@@ -15,10 +15,8 @@ import pytest
 import tests.reference as ref
 from keras_nc.callbacks import MEASURES, CollapseMonitor
 from tests.helpers import small_classification_data, small_classifier_and_data, to_numpy
-from tests.tolerances import EPS32, entropy_tolerance, information_tolerance
+from tests.tolerances import EPS32, NC_RTOL, entropy_tolerance, information_tolerance
 
-# NC measures against float64: the suite's 1% rule (tests/tolerances.py).
-NC_RTOL = 0.01
 NC_KEYS = ("nc1", "cdnv", "etf_error", "equinorm", "self_duality")
 # A float32 value logged by Keras, written by CSVLogger as its shortest text and read
 # back as float64: half a float32 unit in the last place.

@@ -18,6 +18,7 @@ from keras_nc.layerwise import LAYER_MEASURES
 from tests.helpers import residual_backbone, to_numpy
 from tests.tolerances import (
     EPS32,
+    NC_RTOL,
     SAFETY,
     entropy_tolerance,
     float32_tolerance,
@@ -25,8 +26,6 @@ from tests.tolerances import (
 )
 
 C = 3
-# NC measures against float64: the suite's 1% rule (tests/tolerances.py).
-NC_RTOL = 0.01
 NC_KEYS = ("nc1", "cdnv")
 
 

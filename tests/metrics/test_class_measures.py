@@ -16,13 +16,9 @@ from keras_nc import metrics
 from keras_nc import ops as nc_ops
 from keras_nc.models import CollapseClassifier
 from tests.helpers import BACKEND
-from tests.tolerances import float32_tolerance
+from tests.tolerances import NC_RTOL, float32_tolerance
 
 NC_KEYS = ("nc1", "cdnv", "etf_error", "equinorm", "self_duality")
-# The suite's 1% rule for the NC measures against float64 (tests/tolerances.py,
-# "NC measures"): float32 sums and the pseudo-inverse's round-off cut, with room
-# for cond(M M^T) up to 1e6.
-NC_RTOL = 1e-2
 
 
 def _class_metrics():

@@ -14,34 +14,13 @@ from keras_nc import step as step_module
 from keras_nc.ops import pairing
 from tests.helpers import to_numpy
 from tests.tolerances import (
-    EPS64,
     entropy_tolerance,
     float32_tolerance,
     information_tolerance,
+    nc_tolerance,
 )
 
 C, D = 6, 9
-
-
-def nc_tolerance(z, y, key=None):
-    """Float32 bound of an NC measure of `(z, y)` (tests/tolerances.py, "NC measures").
-
-    The class statistics are float32 sums of `n` rows (`n + d` roundings with a
-    row's norm), relative to the raw rows; the measures read centred class
-    means, so that error is amplified by `(max ||z_i|| / min ||mu_c - mu_G||)^2`
-    (second moments). NC1 multiplies by `Sigma_B`'s pseudo-inverse: the
-    condition number of its non-zero spectrum.
-    """
-    z = np.asarray(z, np.float64)
-    means = np.stack([z[y == c].mean(axis=0) for c in np.unique(y)]) - z.mean(axis=0)
-    norms = np.linalg.norm(means, axis=1)
-    amplification = (np.linalg.norm(z, axis=1).max() / norms.min()) ** 2
-    bound = float32_tolerance(terms=len(z) + z.shape[1], scale=amplification)
-    if key == "nc1":
-        s = np.linalg.svd(means, compute_uv=False)
-        s = s[s > max(means.shape) * EPS64 * s[0]]
-        bound *= (s[0] / s[-1]) ** 2
-    return bound
 
 
 def _batches(rng, sizes=(20, 17, 25), num_classes=C, absent=(4,)):

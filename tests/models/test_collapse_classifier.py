@@ -13,39 +13,17 @@ from keras_nc.metrics import HDR, MIR, MatrixEntropy
 from keras_nc.ops import pairing
 from tests.helpers import BACKEND, to_numpy
 from tests.tolerances import (
+    NC_RTOL,
+    cma_tolerance,
+    cross_entropy_tolerance,
     entropy_tolerance,
     float32_tolerance,
     information_tolerance,
+    logit_tolerance,
 )
 
-# NC measures against float64: the suite's 1% rule (tests/tolerances.py).
-NC_RTOL = 0.01
 # The MLP's logits: three Dense layers whose dot products sum at most 64 terms.
 MLP_TERMS = 3 * 64
-
-
-def _logit_tolerance(logits, terms=MLP_TERMS):
-    """Float32 round-off of a network's outputs: `terms` = fan-in x layers, at their scale."""
-    return float32_tolerance(terms=terms, scale=np.max(np.abs(logits)))
-
-
-def _ce_tolerance(logits, labels, loss=None):
-    """Cross-entropy of float32 logits vs float64: a log-sum-exp of C terms, a mean of n."""
-    logits = np.asarray(logits, np.float64)
-    if loss is None:
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        loss = np.mean(np.log(np.exp(shifted).sum(1)) - shifted[np.arange(len(labels)), labels])
-    return float32_tolerance(terms=logits.shape[1] + len(labels), scale=abs(loss))
-
-
-def _cma_tolerance(features, anchors, labels):
-    """CMA: each class group's entropy bound (matrix of n + C rows) over log of its size."""
-    size = len(features) + len(anchors)
-    bounds = []
-    for c in np.unique(labels):
-        group = np.vstack([features[labels == c], anchors[c : c + 1]])
-        bounds.append(entropy_tolerance(ref.gram(group), size=size) / np.log(len(group)))
-    return float(np.mean(bounds))
 
 
 def _batch_bounds(model, x, y, batch_size, cma=0.0, mir=0.0, hdr=0.0):
@@ -66,7 +44,7 @@ def _batch_bounds(model, x, y, batch_size, cma=0.0, mir=0.0, hdr=0.0):
         k_m, k_h = ref.class_pairing(z, t, head, classes)
         row = {
             "accuracy": 0.5 / len(y),
-            "cma_loss": cma * _cma_tolerance(z, head, t) if cma else 0.0,
+            "cma_loss": cma * cma_tolerance(z, head, t) if cma else 0.0,
             "mir": information_tolerance(k_z, k_w, "mir"),
             "hdr": information_tolerance(k_z, k_w, "hdr"),
             "mir_class": information_tolerance(k_m, k_h, "mir"),
@@ -77,7 +55,9 @@ def _batch_bounds(model, x, y, batch_size, cma=0.0, mir=0.0, hdr=0.0):
         }
         row["information_regularizer_loss"] = mir * row["mir"] + hdr * row["hdr"]
         row["loss"] = (
-            _ce_tolerance(logits[part], t) + row["cma_loss"] + row["information_regularizer_loss"]
+            cross_entropy_tolerance(logits[part], t)
+            + row["cma_loss"]
+            + row["information_regularizer_loss"]
         )
         rows.append(row)
     return {key: max(row[key] for row in rows) for key in rows[0]}
@@ -133,7 +113,9 @@ def test_spec_usage_logs_collapse_metrics_and_they_move_towards_collapse(digits)
     assert history["accuracy"][-1] > 0.8
     logits = model.predict(x[:5], verbose=0)
     assert logits.shape == (5, 10)
-    np.testing.assert_allclose(logits, to_numpy(model(x[:5])), atol=2 * _logit_tolerance(logits))
+    np.testing.assert_allclose(
+        logits, to_numpy(model(x[:5])), atol=2 * logit_tolerance(logits, MLP_TERMS)
+    )
 
 
 def test_spec_usage_with_cma_loss_list(digits):
@@ -155,7 +137,7 @@ def test_spec_usage_with_cma_loss_list(digits):
     logits = to_numpy(model(x))
     ce = to_numpy(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits))
     expected = ce + 0.5 * ref.cma(features, head, y)
-    atol = _ce_tolerance(logits, y) + 0.5 * _cma_tolerance(features, head, y)
+    atol = cross_entropy_tolerance(logits, y) + 0.5 * cma_tolerance(features, head, y)
     np.testing.assert_allclose(result["loss"], expected, atol=atol)
     kz, kw = ref.gram(features, center=True), ref.gram(head[y])
     np.testing.assert_allclose(result["mir"], ref.mir(kz, kw), atol=information_tolerance(kz, kw))
@@ -175,7 +157,9 @@ def test_plain_losses_in_a_list_are_summed(digits):
     ce_per_sample = -log_probs[np.arange(len(y)), y]
     # The string loss is resolved with from_logits=True: three cross-entropies.
     expected = np.mean(weights * 3 * ce_per_sample)
-    np.testing.assert_allclose(result[0], expected, atol=_ce_tolerance(logits, y, loss=expected))
+    np.testing.assert_allclose(
+        result[0], expected, atol=cross_entropy_tolerance(logits, y, loss=expected)
+    )
 
 
 def test_cma_lowers_within_class_entropy(digits):
@@ -236,7 +220,7 @@ def test_save_load_round_trip_in_safe_mode(digits, tmp_path):
     restored = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(restored, keras_nc.models.CollapseClassifier)
     logits = model.predict(x, verbose=0)
-    atol = 2 * _logit_tolerance(logits)  # two float32 evaluations
+    atol = 2 * logit_tolerance(logits, MLP_TERMS)  # two float32 evaluations
     np.testing.assert_allclose(restored.predict(x, verbose=0), logits, atol=atol)
     r1 = model.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)
     r2 = restored.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)
@@ -343,7 +327,7 @@ def test_losses_and_metrics_share_the_step_entropies(digits, monkeypatch, run_ea
         logs["matrix_entropy"], ref.entropy(k_z), atol=entropy_tolerance(k_z)
     )
     expected_loss = ce + 0.2 * expected_hdr - 0.3 * expected_mir
-    atol = _ce_tolerance(logits, y, loss=ce) + 0.2 * e_hdr + 0.3 * e_mir
+    atol = cross_entropy_tolerance(logits, y, loss=ce) + 0.2 * e_hdr + 0.3 * e_mir
     np.testing.assert_allclose(logs["loss"], expected_loss, atol=atol)
 
 
@@ -465,7 +449,7 @@ def test_unbuilt_backbone_builds_at_the_first_batch_and_round_trips(digits, kind
     restored = keras.saving.load_model(path, safe_mode=True)
     assert restored.feature_dim == 16
     # One Dense layer of fan-in 64 and the head's of 16, evaluated twice in float32.
-    atol = 2 * _logit_tolerance(logits, terms=64 + 16)
+    atol = 2 * logit_tolerance(logits, terms=64 + 16)
     np.testing.assert_allclose(to_numpy(restored(x)), logits, atol=atol)
     again = restored.evaluate(x, y, batch_size=96, verbose=0, return_dict=True)
     _assert_same_results(again, result, bounds)
@@ -600,10 +584,10 @@ def test_classify_hook_feeds_its_rows_to_the_collapse_terms(digits, classifier):
     features = to_numpy(model.extract_features(x))
     logits = 2.0 * features.astype(np.float64) @ rows.T
     # The head's dot products of 32 terms, in float32 by the model and by NumPy.
-    atol = 2 * _logit_tolerance(logits, terms=32)
+    atol = 2 * logit_tolerance(logits, terms=32)
     np.testing.assert_allclose(model.predict(x, verbose=0), 2.0 * features @ rows.T, atol=atol)
     ce = to_numpy(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits))
-    atol = _ce_tolerance(logits, y, loss=ce) + 0.5 * _cma_tolerance(features, rows, y)
+    atol = cross_entropy_tolerance(logits, y, loss=ce) + 0.5 * cma_tolerance(features, rows, y)
     np.testing.assert_allclose(result["loss"], ce + 0.5 * ref.cma(features, rows, y), atol=atol)
     k_z, k_w = ref.gram(features, center=True), ref.gram(rows[y])
     np.testing.assert_allclose(

@@ -18,8 +18,12 @@ import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from tests.helpers import BACKEND, to_numpy
-from tests.ops.bounds import cma_tolerance
-from tests.tolerances import entropy_tolerance, float32_tolerance, information_tolerance
+from tests.tolerances import (
+    cma_tolerance,
+    entropy_tolerance,
+    float32_tolerance,
+    information_tolerance,
+)
 
 C, D, N = 3, 4, 9
 

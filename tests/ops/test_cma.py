@@ -8,7 +8,7 @@ import pytest
 import tests.reference as ref
 from keras_nc import ops as nc
 from tests.helpers import grad, to_numpy
-from tests.ops.bounds import cma_tolerance
+from tests.tolerances import cma_tolerance
 
 C, D = 6, 9
 

@@ -17,7 +17,7 @@ from tests.helpers import (
     grad,
     to_numpy,
 )
-from tests.ops.bounds import float64_ratio_tolerance, gram_tolerance
+from tests.tolerances import float64_ratio_tolerance, gram_tolerance
 
 # Defined values (an all-zero Gram, one sample): the library returns the
 # constant, no rounding is involved.
@@ -25,7 +25,7 @@ EXACT = 0.0
 
 
 def assert_close(actual, expected, atol):
-    # tol: rtol=0: every bound of tests/tolerances.py and tests/ops/bounds.py is absolute
+    # tol: rtol=0: every bound of tests/tolerances.py is absolute
     np.testing.assert_allclose(to_numpy(actual), expected, atol=atol)
 
 

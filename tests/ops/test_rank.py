@@ -32,8 +32,14 @@ import pytest
 import tests.reference as ref
 from keras_nc import ops as nc_ops
 from tests.helpers import BACKEND, compiled, float64_supported, grad, to_numpy
-from tests.ops.bounds import rank_me_float64_tolerance, spectrum_ratio_errors
-from tests.tolerances import EPS32, SAFETY, alpha_tolerance, rank_me_tolerance
+from tests.tolerances import (
+    EPS32,
+    SAFETY,
+    alpha_tolerance,
+    rank_me_float64_tolerance,
+    rank_me_tolerance,
+    spectrum_ratio_errors,
+)
 
 # A value printed to 4 decimals: half a unit of the last one.
 PRINTED_4 = 5e-5

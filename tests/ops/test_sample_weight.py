@@ -15,7 +15,7 @@ import tests.reference as ref
 import tests.tolerances as tol
 from keras_nc import ops as nc
 from tests.helpers import compiled, grad, to_numpy
-from tests.ops.bounds import gram_tolerance
+from tests.tolerances import gram_tolerance
 
 K, M, D, C = 12, 6, 5, 3
 
