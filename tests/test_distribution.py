@@ -245,7 +245,9 @@ print(json.dumps({
     "evaluate": evaluated,
     "last_batch_logs": last_batch.logs,
     "head_read_scale": head_read_scale,
-    "head_read_residual": float(np.abs(head_read - head_read_scale * head).max()),
+    "head_read_residual": float(
+        np.abs(head_read - head_read_scale * head).max() / np.abs(head).max()
+    ),
     "history": history_floats(history),
     "weights_finite": all(bool(np.isfinite(w).all()) for w in model.get_weights()),
     "weights_changed": max(
@@ -362,7 +364,9 @@ def test_tensorflow_mirrored_strategy_metrics(tensorflow_runs):
     # The head rows are stored in an "only_first_replica" metric variable: read
     # outside a replica they are the rows every replica assigned, not their sum.
     assert four["head_read_scale"] == pytest.approx(1.0, rel=HEAD_READ_RTOL)
-    assert four["head_read_residual"] < 1e-5
+    # Each entry within HEAD_READ_RTOL of its row, the fitted scale within it of 1:
+    # the residual, relative to the largest entry, within twice.
+    assert four["head_read_residual"] <= 2 * HEAD_READ_RTOL
 
     # A short fit with the collapse losses: finite, and the weights move.
     for key, values in four["history"].items():

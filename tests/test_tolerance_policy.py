@@ -7,7 +7,10 @@ above) that says why that literal is right (exact arithmetic, one float32 roundi
 a statistical bound, ...). This test parses every test module and counts the bare
 float literals given as tolerances: `atol=`/`rtol=`/`abs=`/`rel=`/`decimal=` keywords,
 the positional tolerance of `pytest.approx`, `np.allclose`, `np.isclose` and
-`np.testing.assert_allclose`, and `abs(a - b) < 1e-6`-style comparisons.
+`np.testing.assert_allclose` (the whole argument a literal, or a small float literal,
+`0 < |v| < 0.1`, anywhere inside it: `abs=bound + 1e-5`), and comparisons `x < 1e-6`,
+`x <= 4 * spread + 1e-4` (a small float literal anywhere on the bounding side of a
+`<`, `<=`, `>` or `>=`).
 """
 
 import ast
@@ -50,11 +53,25 @@ def _name(func):
     return ""
 
 
-def _has_abs(node):
-    return any(
-        isinstance(sub, ast.Call) and _name(sub.func) in {"abs", "fabs", "norm"}
-        for sub in ast.walk(node)
-    )
+def _small_floats(node):
+    """Line numbers of the small float literals anywhere inside the expression `node`."""
+    return [sub.lineno for sub in ast.walk(node) if _small_float(sub)]
+
+
+def _tolerance(node):
+    """Line numbers of the literals of a tolerance argument (whole or small inside)."""
+    return [node.lineno] if _is_literal(node) else _small_floats(node)
+
+
+def _bounding_sides(node):
+    """The upper bounds of a comparison: right of `<`/`<=`, left of `>`/`>=`."""
+    left = node.left
+    for op, right in zip(node.ops, node.comparators, strict=True):
+        if isinstance(op, (ast.Lt, ast.LtE)):
+            yield right
+        elif isinstance(op, (ast.Gt, ast.GtE)):
+            yield left
+        left = right
 
 
 def _literal_tolerances(tree):
@@ -62,15 +79,14 @@ def _literal_tolerances(tree):
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             for keyword in node.keywords:
-                if keyword.arg in KEYWORDS and _is_literal(keyword.value):
-                    yield keyword.value.lineno
+                if keyword.arg in KEYWORDS:
+                    yield from _tolerance(keyword.value)
             index = POSITIONAL.get(_name(node.func))
-            if index is not None and len(node.args) > index and _is_literal(node.args[index]):
-                yield node.args[index].lineno
-        elif isinstance(node, ast.Compare) and _has_abs(node.left):
-            for op, right in zip(node.ops, node.comparators, strict=True):
-                if isinstance(op, (ast.Lt, ast.LtE)) and _small_float(right):
-                    yield right.lineno
+            if index is not None and len(node.args) > index:
+                yield from _tolerance(node.args[index])
+        elif isinstance(node, ast.Compare):
+            for side in _bounding_sides(node):
+                yield from _small_floats(side)
 
 
 def unjustified(path):
@@ -110,9 +126,16 @@ def test_the_scan_finds_each_kind_of_literal(tmp_path):
         "np.testing.assert_allclose(a, b, rtol=1e-6)\n"
         "np.testing.assert_allclose(a, b, atol=TOL)\n"
         "assert abs(n - 3) < 1\n"
+        "assert x == pytest.approx(y, abs=bound + 1e-5)\n"
+        "np.testing.assert_allclose(a, b, 2 * tol * 1e-3)\n"
+        "assert residual < 1e-5\n"
+        "assert gap <= 4 * spread + 1e-4\n"
+        "assert 1e-6 > residual\n"
+        "assert x == pytest.approx(y, abs=0.5 * bound)\n"
+        "assert x > 0.05\n"
     )
     hits = [hit.split(":")[1] for hit in unjustified_at(sample)]
-    assert hits == ["1", "2", "3", "4", "5"]
+    assert hits == ["1", "2", "3", "4", "5", "10", "11", "12", "13", "14"]
 
 
 def unjustified_at(path):

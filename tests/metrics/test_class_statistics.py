@@ -70,7 +70,8 @@ def _identity_classifier():
 def test_nc1_and_cdnv_from_evaluate_with_a_common_offset(offset):
     z, y = _offset_data(offset)
     tolerance = _tolerance(z, y)
-    assert tolerance < 1e-4  # the acceptance bound holds on this data
+    # tol: a precondition on the data, not a comparison: the acceptance bound 1e-4
+    assert tolerance < 1e-4
     model = _identity_classifier()
     model.compile(loss="sparse_categorical_crossentropy", metrics=[metrics.NC1(), metrics.CDNV()])
     result = model.evaluate(z, y, batch_size=100, verbose=0, return_dict=True)  # 4 batches

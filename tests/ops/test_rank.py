@@ -171,6 +171,7 @@ def test_rank_me_on_relu_features_with_a_common_offset(offset):
     s = ref.singular_values(z)
     # The data are what they should be: dead units, a spectrum over > 3 decades.
     assert np.count_nonzero(np.ptp(z, axis=0) == 0) >= 5
+    # tol: a precondition on the data: the smallest kept value three decades below the largest
     assert s[ref.nonzero_singular_values(s, z.shape).size - 1] < 1e-3 * s[0]
     _assert_accepted(z)
     _assert_accepted(z, center=True)

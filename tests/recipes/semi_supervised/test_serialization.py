@@ -95,6 +95,7 @@ def test_models_saved_by_0_2_0_load_with_a_warning_and_predict_as_then(cls):
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
     rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     want_rate = 0.03 * math.cos(7 * math.pi * (1 / 100) / 16)
+    # tol: 0.03 is the scale of the bound (the initial learning rate), not a tolerance
     assert rate == pytest.approx(want_rate, abs=float32_tolerance(SCHEDULE_TERMS, 0.03))
 
 
@@ -103,6 +104,7 @@ def test_schedule_is_usb_cosine_decay():
     for step, progress in ((0, 0.0), (50, 0.5), (100, 1.0), (400, 1.0)):  # capped at K
         want = 0.03 * math.cos(7 * math.pi * progress / 16)
         got = float(keras.ops.convert_to_numpy(schedule(step)))
+        # tol: 0.03 is the scale of the bound (the initial learning rate), not a tolerance
         assert got == pytest.approx(want, abs=float32_tolerance(SCHEDULE_TERMS, 0.03))
     with pytest.raises(ValueError, match="`total_steps` must be a positive integer"):
         USBCosineDecay(0.03, total_steps=0)
