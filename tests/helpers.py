@@ -146,6 +146,50 @@ def every_collapse_metric():
     ]
 
 
+# Edge-case data: C = 5 classes in D = 8 dimensions, class centres 3x the noise.
+EDGE_CLASSES, EDGE_DIM = 5, 8
+# Feature scales whose products stay finite in float32 (scale invariance tests).
+EXTREME_SCALES = [1e-30, 1e-20, 1e20, 1e30]
+
+
+def edge_case_data(rng, n=40):
+    """`(z, y, head)` in float32: `n` rows cycling over `EDGE_CLASSES` separated classes."""
+    centres = 3.0 * rng.normal(size=(EDGE_CLASSES, EDGE_DIM))
+    y = np.arange(n) % EDGE_CLASSES
+    z = centres[y] + rng.normal(size=(n, EDGE_DIM))
+    head = rng.normal(size=(EDGE_CLASSES, EDGE_DIM))
+    return z.astype("float32"), y.astype("int32"), head.astype("float32")
+
+
+def identity_classifier(dim=EDGE_DIM, num_classes=EDGE_CLASSES):
+    """A `CollapseClassifier` whose backbone is the identity: its features are its inputs."""
+    from keras_nc.models import CollapseClassifier
+
+    inputs = keras.Input((dim,))
+    return CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), num_classes)
+
+
+def labelled_batches(rng, sizes=(20, 17, 25), num_classes=6, dim=9, absent=(4,)):
+    """Float32 `(z, y)` batches of the given sizes with class structure; `absent` never appear."""
+    centres = 2.0 * rng.normal(size=(num_classes, dim))
+    allowed = [c for c in range(num_classes) if c not in absent]
+    out = []
+    for n in sizes:
+        y = rng.choice(allowed, size=n).astype("int32")
+        z = centres[y] + rng.normal(size=(n, dim))
+        out.append((z.astype("float32"), y))
+    return out
+
+
+def random_batch(n=9, c=3, d=4, seed=0):
+    """Float32 `(z, y, w)`: `n` normal feature rows, labels cycling over `c`, `c` head rows."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d)).astype("float32")
+    y = (np.arange(n) % c).astype("int32")
+    w = rng.normal(size=(c, d)).astype("float32")
+    return z, y, w
+
+
 def small_classification_data():
     """120 samples of 4 separable classes in 12 dimensions (seeded)."""
     rng = np.random.default_rng(0)

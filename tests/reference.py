@@ -71,6 +71,12 @@ def cma(features, anchors, labels):
     return float(np.mean(values))
 
 
+def permuted_mir(means, head, permutations):
+    """MIR of the (centred) class means' Gram with each permutation of the head rows'."""
+    k_m = gram(means)
+    return np.asarray([mir(k_m, gram(head[perm])) for perm in permutations])
+
+
 def class_pairing(features, labels, head, num_classes):
     """Class pairing Grams: globally centred means of present classes vs their head rows."""
     present = [c for c in range(num_classes) if np.any(labels == c)]

@@ -2,7 +2,7 @@
 
 Also: their argument checks, and scale invariance: features multiplied by
 1e-30 ... 1e30 (finite in float32) give the values of the unscaled features
-(`rtol = 1e-5`, the float32 bound with room: tests/ops/test_edge_cases.py says why).
+(`SCALE_RTOL`, `SCALE_ATOL`: tests/tolerances.py says why).
 """
 
 import numpy as np
@@ -10,22 +10,11 @@ import pytest
 
 import tests.reference as ref
 from keras_nc import losses
-from tests.helpers import compiled, grad, to_numpy
-from tests.tolerances import cma_tolerance, information_tolerance
+from tests.helpers import EXTREME_SCALES, compiled, edge_case_data, grad, labelled_batches, to_numpy
+from tests.tolerances import SCALE_ATOL, SCALE_RTOL, cma_tolerance, information_tolerance
 
+# The data of `labelled_batches`: C classes in D dimensions.
 C, D = 6, 9
-
-
-def _batches(rng, sizes=(20, 17, 25), num_classes=C, absent=(4,)):
-    """Labelled feature batches with class structure; some classes never appear."""
-    centres = 2.0 * rng.normal(size=(num_classes, D))
-    allowed = [c for c in range(num_classes) if c not in absent]
-    out = []
-    for n in sizes:
-        y = rng.choice(allowed, size=n).astype("int32")
-        z = centres[y] + rng.normal(size=(n, D))
-        out.append((z.astype("float32"), y))
-    return out
 
 
 @pytest.fixture
@@ -47,7 +36,7 @@ def test_cma_loss_matches_reference_with_absent_and_single_sample_classes(rng):
 
 
 def test_information_regularizer_value_and_gradients(rng, head):
-    z, y = _batches(rng, sizes=(16,))[0]
+    z, y = labelled_batches(rng, sizes=(16,))[0]
     reg = losses.InformationRegularizer(mir_weight=0.3, hdr_weight=0.2)
     kz, kw = ref.gram(z, center=True), ref.gram(head[y])
     expected = 0.2 * ref.hdr(kz, kw) - 0.3 * ref.mir(kz, kw)
@@ -70,29 +59,19 @@ def test_loss_arguments_are_checked():
         losses.CMALoss()(np.zeros(3, "int32"), np.zeros((3, 4), "float32"))
 
 
-SCALES = [1e-30, 1e-20, 1e20, 1e30]
-RTOL, ATOL = 1e-5, 1e-6
-
-
-def _scale_data(rng, n=40, num_classes=5, d=8):
-    """Well-conditioned features, labels and head rows (tests/ops/test_edge_cases.py's data)."""
-    centres = 3.0 * rng.normal(size=(num_classes, d))
-    y = np.arange(n) % num_classes
-    z = centres[y] + rng.normal(size=(n, d))
-    head = rng.normal(size=(num_classes, d))
-    return z.astype("float32"), y.astype("int32"), head.astype("float32")
-
-
 def test_collapse_losses_are_scale_invariant(rng):
-    z, y, head = _scale_data(rng)
+    z, y, head = edge_case_data(rng)
     for loss in (losses.CMALoss(1.0), losses.InformationRegularizer(0.5, 0.5)):
         want = float(to_numpy(loss(y, features=z, head_weights=head)))
 
         def value(features, loss=loss):
             return loss(y, features=features, head_weights=head)
 
-        for scale in SCALES:
+        for scale in EXTREME_SCALES:
             features = (z * scale).astype("float32")
             for call in (value, compiled(value)):
                 got = float(to_numpy(call(features)))
-                assert got == pytest.approx(want, rel=RTOL, abs=ATOL), (type(loss).__name__, scale)
+                assert got == pytest.approx(want, rel=SCALE_RTOL, abs=SCALE_ATOL), (
+                    type(loss).__name__,
+                    scale,
+                )

@@ -231,6 +231,15 @@ def alpha_tolerance(z, fit_range=None, weighting="uniform", center=True):
     return SAFETY * float(error) + EPS32 * abs(alpha)  # + the float32 result's rounding
 
 
+# Scale invariance: every measure is scale-invariant, so features multiplied by
+# 1e-30 ... 1e30 (finite in float32) must give the values of the unscaled features.
+# Multiplying by a power of ten rounds every entry (relative `eps = 6e-8`); on
+# well-conditioned data (tests.helpers.edge_case_data) the measures move by a few
+# `eps` at first order, so `rtol = 1e-5` (plus `atol = 1e-6` for values near 0) is
+# the float32 bound with room, not a value read off one machine.
+SCALE_RTOL, SCALE_ATOL = 1e-5, 1e-6
+
+
 # Bounds of single quantities the tests of several modules compare.
 def gram_tolerance(z, center=False, mean=None, dtype="float32"):
     """Absolute bound of the entries of the library's `gram(z, center, mean)`.
@@ -310,6 +319,17 @@ def cross_entropy_tolerance(logits, labels, loss=None):
 def logit_tolerance(outputs, terms):
     """Float32 round-off of a network's outputs: `terms` = fan-in x layers, at their scale."""
     return float32_tolerance(terms=terms, scale=np.max(np.abs(outputs)))
+
+
+def chance_tolerance(means, head, permutations):
+    """Float32 bound of MIR's chance level: the mean of `permuted_mir`'s values.
+
+    A mean of MIRs, each within its `information_tolerance`: within the largest.
+    """
+    from tests import reference
+
+    k_m = reference.gram(means)
+    return max(information_tolerance(k_m, reference.gram(head[perm])) for perm in permutations)
 
 
 def nc_tolerance(z, y, key=None):

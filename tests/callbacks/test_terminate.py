@@ -1,32 +1,17 @@
 """`TerminateOnNonFiniteWeights` (`keras_nc.callbacks.terminate`): stops a diverged run only."""
 
-import keras
 import numpy as np
 import pytest
 
 from keras_nc.callbacks import TerminateOnNonFiniteWeights
-from keras_nc.models import CollapseClassifier
-from tests.helpers import to_numpy
+from tests.helpers import EDGE_CLASSES, EDGE_DIM, edge_case_data, identity_classifier, to_numpy
 
-C, D = 5, 8
-
-
-def _data(rng, n=40):
-    centres = 3.0 * rng.normal(size=(C, D))
-    y = np.arange(n) % C
-    z = centres[y] + rng.normal(size=(n, D))
-    head = rng.normal(size=(C, D))
-    return z.astype("float32"), y.astype("int32"), head.astype("float32")
-
-
-def _identity_model():
-    inputs = keras.Input((D,))
-    return CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), C)
+C, D = EDGE_CLASSES, EDGE_DIM
 
 
 def test_terminate_on_non_finite_weights(rng):
-    z, y, _ = _data(rng)
-    model = _identity_model()
+    z, y, _ = edge_case_data(rng)
+    model = identity_classifier()
     model.compile(optimizer="sgd")  # (collapse metrics would raise on NaN head rows on torch)
     kernel = to_numpy(model.head.kernel).copy()
     kernel[0, 0] = np.nan
@@ -40,8 +25,8 @@ def test_terminate_on_non_finite_weights(rng):
 
 
 def test_terminate_on_non_finite_weights_leaves_a_finite_run_alone(rng):
-    z, y, _ = _data(rng)
-    model = _identity_model()
+    z, y, _ = edge_case_data(rng)
+    model = identity_classifier()
     model.compile(optimizer="sgd")
     stopper = TerminateOnNonFiniteWeights(every_n_batches=2)
     history = model.fit(z, y, batch_size=8, epochs=2, verbose=0, callbacks=[stopper])

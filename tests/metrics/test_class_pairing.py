@@ -10,25 +10,10 @@ from keras_nc.models import CollapseClassifier
 from keras_nc.ops.chance import head_permutations
 from tests.helpers import to_numpy
 from tests.tolerances import (
-    entropy_tolerance,
+    chance_tolerance,
     float32_tolerance,
     information_tolerance,
-    ratio_tolerance,
 )
-
-
-def _mir_bound(k_m, k_w):
-    h = [ref.entropy(k_m), ref.entropy(k_w), ref.entropy(k_m * k_w)]
-    e = [entropy_tolerance(k_m), entropy_tolerance(k_w), entropy_tolerance(k_m * k_w)]
-    return ratio_tolerance(*h, *e, "mir")
-
-
-def _permuted_reference(means, head, permutations):
-    """MIR of each permutation of the head rows, in float64 (means already centred)."""
-    k_m = ref.gram(means)
-    values = [ref.mir(k_m, ref.gram(head[perm])) for perm in permutations]
-    bound = max(_mir_bound(k_m, ref.gram(head[perm])) for perm in permutations)
-    return np.asarray(values), bound
 
 
 def test_metrics_log_value_chance_and_excess(rng):
@@ -51,7 +36,8 @@ def test_metrics_log_value_chance_and_excess(rng):
     head = to_numpy(model.head.kernel).T
     k_m, _ = ref.class_pairing(z, y, head, c)
     means = z.reshape(-1, c, d).mean(axis=0) - z.mean(axis=0)  # y = arange % c
-    values, bound = _permuted_reference(means, head, head_permutations(c, 16))
+    perms = head_permutations(c, 16)
+    values, bound = ref.permuted_mir(means, head, perms), chance_tolerance(means, head, perms)
     # The class means are float32 sums of the raw rows: the Gram's rounding, which
     # `entropy_tolerance` takes on unit rows, is amplified by the condition number of
     # centring, max ||z_i|| / min ||mu_c - mu_G|| (as in `gram_tolerance`).

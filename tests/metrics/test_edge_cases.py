@@ -1,61 +1,48 @@
 """Edge cases of the metrics: extreme feature scales in `evaluate`, default names.
 
 Scale: every measure is scale-invariant, so features multiplied by 1e-30 ... 1e30
-(finite in float32) must give the values of the unscaled features. Multiplying
-by a power of ten rounds every entry (relative `eps = 6e-8`); on this
-well-conditioned data the measures move by a few `eps` at first order, so
-`rtol = 1e-5` (plus `atol = 1e-6` for values near 0) is the float32 bound with
-room, not a value read off one machine.
+(finite in float32) must give the values of the unscaled features, within
+`SCALE_RTOL`/`SCALE_ATOL` (tests/tolerances.py says why).
 """
 
-import keras
 import numpy as np
 import pytest
 
 from keras_nc import metrics
-from keras_nc.models import CollapseClassifier
-from tests.helpers import every_collapse_metric
+from tests.helpers import (
+    EDGE_CLASSES,
+    EDGE_DIM,
+    EXTREME_SCALES,
+    edge_case_data,
+    every_collapse_metric,
+    identity_classifier,
+)
+from tests.tolerances import SCALE_ATOL, SCALE_RTOL
 
-C, D = 5, 8
-
-
-SCALES = [1e-30, 1e-20, 1e20, 1e30]
-
-
-RTOL, ATOL = 1e-5, 1e-6
-
-
-def _data(rng, n=40):
-    centres = 3.0 * rng.normal(size=(C, D))
-    y = np.arange(n) % C
-    z = centres[y] + rng.normal(size=(n, D))
-    head = rng.normal(size=(C, D))
-    return z.astype("float32"), y.astype("int32"), head.astype("float32")
-
-
-def _identity_model():
-    inputs = keras.Input((D,))
-    return CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), C)
+C, D = EDGE_CLASSES, EDGE_DIM
 
 
 def test_metrics_in_evaluate_are_scale_invariant(rng):
-    z, y, head = _data(rng, n=60)
-    model = _identity_model()
+    z, y, head = edge_case_data(rng, n=60)
+    model = identity_classifier()
     model.head.kernel.assign(head.T)
     model.compile(loss="sparse_categorical_crossentropy", metrics=every_collapse_metric())
     want = model.evaluate(z, y, batch_size=20, verbose=0, return_dict=True)
     keys = [m.name for m in every_collapse_metric()]
-    for scale in SCALES:
+    for scale in EXTREME_SCALES:
         got = model.evaluate((z * scale).astype("float32"), y, batch_size=20, verbose=0,
                              return_dict=True)  # fmt: skip
         for key in keys:
             assert np.isfinite(got[key]), (scale, key)
-            assert got[key] == pytest.approx(want[key], rel=RTOL, abs=ATOL), (scale, key)
+            assert got[key] == pytest.approx(want[key], rel=SCALE_RTOL, abs=SCALE_ATOL), (
+                scale,
+                key,
+            )
 
 
 def test_default_names_keep_both_pairings(rng):
-    z, y, _ = _data(rng)
-    model = _identity_model()
+    z, y, _ = edge_case_data(rng)
+    model = identity_classifier()
     model.compile(
         loss="sparse_categorical_crossentropy",
         metrics=[metrics.MIR(), metrics.MIR(pairing="class"), metrics.HDR(),

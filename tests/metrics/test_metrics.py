@@ -12,7 +12,7 @@ from keras_nc import metrics
 from keras_nc import ops as nc
 from keras_nc import step as step_module
 from keras_nc.ops import pairing
-from tests.helpers import to_numpy
+from tests.helpers import labelled_batches, to_numpy
 from tests.tolerances import (
     entropy_tolerance,
     float32_tolerance,
@@ -20,19 +20,8 @@ from tests.tolerances import (
     nc_tolerance,
 )
 
+# The data of `labelled_batches`: C classes in D dimensions.
 C, D = 6, 9
-
-
-def _batches(rng, sizes=(20, 17, 25), num_classes=C, absent=(4,)):
-    """Labelled feature batches with class structure; some classes never appear."""
-    centres = 2.0 * rng.normal(size=(num_classes, D))
-    allowed = [c for c in range(num_classes) if c not in absent]
-    out = []
-    for n in sizes:
-        y = rng.choice(allowed, size=n).astype("int32")
-        z = centres[y] + rng.normal(size=(n, D))
-        out.append((z.astype("float32"), y))
-    return out
 
 
 @pytest.fixture
@@ -41,7 +30,7 @@ def head(rng):
 
 
 def test_one_batch_values_equal_ops(rng, head):
-    z, y = _batches(rng, sizes=(30,))[0]
+    z, y = labelled_batches(rng, sizes=(30,))[0]
     k_z, k_w = nc.gram(z, center=True), nc.gram(head[y])
     expected = {
         "mir": to_numpy(nc.mir(k_z, k_w)),
@@ -70,7 +59,7 @@ def test_one_batch_values_equal_ops(rng, head):
 
 
 def test_sample_pairing_averages_batches_by_size(rng, head):
-    batches = _batches(rng)
+    batches = labelled_batches(rng)
     metric = metrics.MIR(center=False, sample_size=None)  # one estimate per batch
     values, sizes, bounds = [], [], []
     for z, y in batches:
@@ -90,7 +79,7 @@ def test_sample_pairing_averages_batches_by_size(rng, head):
 
 @pytest.mark.parametrize("ratio", ["mir", "hdr"])
 def test_class_pairing_accumulates_like_concatenated_data(ratio, rng, head):
-    batches = _batches(rng)
+    batches = labelled_batches(rng)
     metric = (metrics.MIR if ratio == "mir" else metrics.HDR)(pairing="class", num_classes=C)
     for z, y in batches:
         metric.update_state(y, features=z, head_weights=head)
@@ -115,7 +104,7 @@ def test_class_pairing_accumulates_like_concatenated_data(ratio, rng, head):
     ],
 )
 def test_nc_measures_accumulate_like_concatenated_data(cls, key, rng, head):
-    batches = _batches(rng)
+    batches = labelled_batches(rng)
     metric = cls()  # sized on the first update from head_weights
     for z, y in batches:
         metric.update_state(y, features=z, head_weights=head)
@@ -127,7 +116,7 @@ def test_nc_measures_accumulate_like_concatenated_data(cls, key, rng, head):
 
 
 def test_ncc_agreement_with_final_means_on_one_batch(rng, head):
-    z, y = _batches(rng, sizes=(40,))[0]
+    z, y = labelled_batches(rng, sizes=(40,))[0]
     logits = z @ head.T
     metric = metrics.NCCAgreement(num_classes=C, feature_dim=D)
     metric.update_state(y, features=z, head_weights=head, logits=logits)
@@ -180,7 +169,7 @@ def test_collapsed_features_give_collapse_values(rng):
 
 
 def test_metric_errors_are_clear(rng, head):
-    z, y = _batches(rng, sizes=(10,))[0]
+    z, y = labelled_batches(rng, sizes=(10,))[0]
     with pytest.raises(ValueError, match="needs `head_weights`"):
         metrics.MIR().update_state(y, features=z)
     with pytest.raises(ValueError, match="`pairing` must be"):
@@ -208,7 +197,7 @@ def test_metric_config_round_trip(metric):
 
 
 def test_mir_and_hdr_share_one_step_computation(rng, head, monkeypatch):
-    z, y = _batches(rng, sizes=(24,))[0]
+    z, y = labelled_batches(rng, sizes=(24,))[0]
     calls = []
     compute = pairing.sample_head_entropies_of
 
@@ -243,7 +232,7 @@ def test_mir_and_hdr_share_one_step_computation(rng, head, monkeypatch):
 
 def test_class_statistics_head_is_a_deprecated_alias_of_head_weights(rng, head):
     """`ClassStatistics.head` and `.head_rows` warn and return the new names' values."""
-    z, y = _batches(rng, sizes=(12,))[0]
+    z, y = labelled_batches(rng, sizes=(12,))[0]
     stats = metrics.ClassStatistics(num_classes=head.shape[0], feature_dim=z.shape[1])
     stats.update_state(y, features=z, head_weights=head)
     np.testing.assert_array_equal(to_numpy(stats.head_weights), head)  # a stored copy

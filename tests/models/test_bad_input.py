@@ -7,18 +7,10 @@ import pytest
 import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc.models import CollapseClassifier
-from tests.helpers import to_numpy
+from tests.helpers import random_batch, to_numpy
 from tests.tolerances import information_tolerance
 
-C, D, N = 3, 4, 9
-
-
-def _data(n=N, c=C, d=D, seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, d)).astype("float32")
-    y = (np.arange(n) % c).astype("int32")
-    w = rng.normal(size=(c, d)).astype("float32")
-    return z, y, w
+C = 3
 
 
 def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
@@ -26,7 +18,7 @@ def test_collapse_classifier_with_one_hot_targets_and_then_nan_inputs():
     # collapse metrics read their argmax. Then NaN inputs: evaluate gives NaN
     # metrics, like the loss, on every backend (torch's eager step included);
     # direct eager calls keep their clear errors (tests above).
-    z, y, _ = _data(n=16, d=6)
+    z, y, _ = random_batch(n=16, d=6)
     targets = np.eye(C, dtype="float32")[y]
     model = _model(d=6)
     model.compile(

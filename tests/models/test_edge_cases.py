@@ -8,27 +8,21 @@ import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
 from keras_nc.models import CollapseClassifier
-from tests.helpers import every_collapse_metric, to_numpy
+from tests.helpers import (
+    EDGE_CLASSES,
+    EDGE_DIM,
+    edge_case_data,
+    every_collapse_metric,
+    identity_classifier,
+    to_numpy,
+)
 from tests.tolerances import entropy_tolerance, information_tolerance
 
-C, D = 5, 8
-
-
-def _data(rng, n=40):
-    centres = 3.0 * rng.normal(size=(C, D))
-    y = np.arange(n) % C
-    z = centres[y] + rng.normal(size=(n, D))
-    head = rng.normal(size=(C, D))
-    return z.astype("float32"), y.astype("int32"), head.astype("float32")
-
-
-def _identity_model():
-    inputs = keras.Input((D,))
-    return CollapseClassifier(keras.Model(inputs, keras.layers.Identity()(inputs)), C)
+C, D = EDGE_CLASSES, EDGE_DIM
 
 
 def test_duplicate_metric_names_are_refused():
-    model = _identity_model()
+    model = identity_classifier()
     with pytest.raises(ValueError, match=r"several metrics named \['mir'\]"):
         model.compile(metrics=[metrics.MIR(), metrics.MIR(center=False)])
 
@@ -36,8 +30,8 @@ def test_duplicate_metric_names_are_refused():
 @pytest.mark.parametrize("batch_size", [256, 1])
 def test_ragged_last_batch_of_one_in_fit_and_evaluate(batch_size, rng):
     n = 257 if batch_size == 256 else 12
-    z, y, head = _data(rng, n=n)
-    model = _identity_model()
+    z, y, head = edge_case_data(rng, n=n)
+    model = identity_classifier()
     model.head.kernel.assign(head.T)
     model.compile(
         optimizer="sgd",

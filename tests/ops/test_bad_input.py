@@ -17,7 +17,7 @@ import pytest
 import tests.reference as ref
 from keras_nc import losses, metrics
 from keras_nc import ops as nc
-from tests.helpers import BACKEND, to_numpy
+from tests.helpers import BACKEND, random_batch, to_numpy
 from tests.tolerances import (
     cma_tolerance,
     entropy_tolerance,
@@ -26,14 +26,6 @@ from tests.tolerances import (
 )
 
 C, D, N = 3, 4, 9
-
-
-def _data(n=N, c=C, d=D, seed=0):
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, d)).astype("float32")
-    y = (np.arange(n) % c).astype("int32")
-    w = rng.normal(size=(c, d)).astype("float32")
-    return z, y, w
 
 
 def _measures(z, y, w):
@@ -162,7 +154,7 @@ def test_bad_values_raise_clear_errors_in_eager_calls(case, consumer):
     if case == "inf_head" and consumer == "class_statistics":
         pytest.skip("class_statistics does not read head rows")
     with pytest.raises(ValueError, match=message):
-        CONSUMERS[consumer](*make(*_data()))
+        CONSUMERS[consumer](*make(*random_batch()))
 
 
 @pytest.mark.parametrize(
@@ -180,7 +172,7 @@ def test_bad_values_raise_clear_errors_in_eager_calls(case, consumer):
     ],
 )
 def test_non_finite_matrices_raise_in_every_entry_point(call, message):
-    z, _, _ = _nan_features(*_data())
+    z, _, _ = _nan_features(*random_batch())
     with pytest.raises(ValueError, match=message):
         call(z)
 
@@ -190,7 +182,7 @@ def test_bad_values_give_nan_not_a_backend_crash_when_traced(case):
     fn = _traced(_measures)
     if fn is None:
         pytest.skip("torch runs fit eagerly: bad values raise (previous test)")
-    z, y, w = BAD_VALUES[case][0](*_data())
+    z, y, w = BAD_VALUES[case][0](*random_batch())
     values = _numpy(fn(z, y, w))
     # The feature entropy reads neither labels nor head rows.
     finite_by_design = set() if case.endswith("features") else {"entropy"}
@@ -269,7 +261,7 @@ SHAPE_ERRORS = {
 def test_wrong_shapes_and_dtypes_raise_clear_errors(case):
     call, message = SHAPE_ERRORS[case]
     with pytest.raises(ValueError, match=message):
-        call(*_data())
+        call(*random_batch())
 
 
 def _evaluate(z, y, w):
@@ -291,7 +283,7 @@ def _check_against_reference(z, y, w):
 
 
 def test_one_hot_and_integral_float_labels_equal_integer_labels():
-    z, y, w = _data()
+    z, y, w = random_batch()
     expected_k_w = to_numpy(nc.sample_head_grams(z, y, w)[1])
     expected_counts = np.bincount(y, minlength=C)
     for labels in (np.eye(C, dtype="float32")[y], y.astype("float32"), y[:, None]):
@@ -305,7 +297,7 @@ def test_one_hot_and_integral_float_labels_equal_integer_labels():
 
 
 def test_all_zero_features():
-    z, y, w = _data()
+    z, y, w = random_batch()
     values = _check_against_reference(np.zeros_like(z), y, w)
     # H(K_Z) = 0, so MIR = 0 (documented degenerate case) and HDR = 1.
     assert (values["entropy"], values["mir"], values["hdr"]) == (0.0, 0.0, 1.0)
@@ -317,7 +309,7 @@ def test_all_zero_features():
 
 
 def test_all_zero_head_as_in_a_bias_only_model():
-    z, y, w = _data()
+    z, y, w = random_batch()
     values = _check_against_reference(z, y, np.zeros_like(w))
     assert values["mir"] == 0.0 and values["hdr"] == pytest.approx(1.0)
     assert values["class_mir"] == 0.0
@@ -328,7 +320,7 @@ def test_all_zero_head_as_in_a_bias_only_model():
 
 
 def test_a_batch_of_one_sample():
-    z, y, w = _data(n=1)
+    z, y, w = random_batch(n=1)
     values = _check_against_reference(z, y, w)
     assert values["entropy"] == values["mir"] == values["hdr"] == 0.0
     assert values["ncc"] in (0.0, 1.0)
@@ -337,7 +329,7 @@ def test_a_batch_of_one_sample():
 
 
 def test_a_one_class_batch():
-    z, y, w = _data()
+    z, y, w = random_batch()
     y = np.full_like(y, 2)
     values = _check_against_reference(z, y, w)
     # K_W is all ones (rank 1): MIR = 0 and HDR = 1; class measures need two classes.
@@ -348,7 +340,7 @@ def test_a_one_class_batch():
 
 @pytest.mark.parametrize("num_classes", [1, 2])
 def test_one_and_two_classes(num_classes):
-    z, y, w = _data(c=num_classes)
+    z, y, w = random_batch(c=num_classes)
     values = _check_against_reference(z, y, w)
     if num_classes == 2:
         # Two centred class means are antipodal: a rank-1 class Gram (SPEC 2.5: degenerate).
@@ -356,7 +348,7 @@ def test_one_and_two_classes(num_classes):
 
 
 def test_an_empty_batch():
-    z, y, w = _data(n=0)
+    z, y, w = random_batch(n=0)
     values = _evaluate(z, y, w)
     for key, value in values.items():
         assert value == 0.0, (key, value)
@@ -365,7 +357,7 @@ def test_an_empty_batch():
 
 
 def test_metrics_and_losses_accept_an_empty_batch():
-    z, y, w = _data(n=0)
+    z, y, w = random_batch(n=0)
     metric = metrics.MIR()
     metric.update_state(y, features=z, head_weights=w)
     assert float(to_numpy(metric.result())) == 0.0

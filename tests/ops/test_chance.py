@@ -8,28 +8,18 @@ from keras_nc import metrics, theory
 from keras_nc import ops as nc
 from keras_nc.ops.chance import head_permutations
 from tests.helpers import to_numpy
-from tests.tolerances import entropy_tolerance, information_tolerance, ratio_tolerance
-
-
-def _mir_bound(k_m, k_w):
-    h = [ref.entropy(k_m), ref.entropy(k_w), ref.entropy(k_m * k_w)]
-    e = [entropy_tolerance(k_m), entropy_tolerance(k_w), entropy_tolerance(k_m * k_w)]
-    return ratio_tolerance(*h, *e, "mir")
-
-
-def _permuted_reference(means, head, permutations):
-    """MIR of each permutation of the head rows, in float64 (means already centred)."""
-    k_m = ref.gram(means)
-    values = [ref.mir(k_m, ref.gram(head[perm])) for perm in permutations]
-    bound = max(_mir_bound(k_m, ref.gram(head[perm])) for perm in permutations)
-    return np.asarray(values), bound
+from tests.tolerances import (
+    chance_tolerance,
+    information_tolerance,
+)
 
 
 def test_chance_is_the_mean_over_permutations(rng):
     c, d = 10, 32
     means, head = rng.normal(size=(c, d)), rng.normal(size=(c, d))
     mir_chance, hdr_chance = nc.class_pairing_chance(np.ones(c), means, head, center=False)
-    values, bound = _permuted_reference(means, head, head_permutations(c, 16))
+    perms = head_permutations(c, 16)
+    values, bound = ref.permuted_mir(means, head, perms), chance_tolerance(means, head, perms)
     assert float(to_numpy(mir_chance)) == pytest.approx(values.mean(), abs=bound)
     # A permutation keeps the head's spectrum: HDR's chance level is HDR itself.
     _, hdr = nc.class_pairing_ratios(np.ones(c), means, head, center=False)
@@ -47,7 +37,11 @@ def test_unrelated_rows_score_at_chance(rng, d):
     chance, _ = nc.class_pairing_chance(np.ones(c), means, head, center=False)
     # The spread of MIR over relabellings (many of them): the value of an
     # unrelated pairing is one draw from that distribution.
-    values, chance_bound = _permuted_reference(means, head, head_permutations(c, 200, seed=1))
+    perms = head_permutations(c, 200, seed=1)
+    values, chance_bound = (
+        ref.permuted_mir(means, head, perms),
+        chance_tolerance(means, head, perms),
+    )
     # Plus the float32 round-off of the two values: MIR's bound and the chance level's
     # (a mean of permuted MIRs, within the largest of their bounds).
     round_off = information_tolerance(ref.gram(means), ref.gram(head)) + chance_bound
@@ -61,7 +55,7 @@ def test_etf_aligned_head_is_at_collapse_and_at_chance():
     metric_value, hdr = nc.class_pairing_ratios(np.ones(c), means, means, center=False)
     chance, _ = nc.class_pairing_chance(np.ones(c), means, means, center=False)
     k = ref.etf_gram(c)
-    bound = _mir_bound(k, k)
+    bound = information_tolerance(k, k)
     assert float(to_numpy(metric_value)) == pytest.approx(theory.mir_at_collapse(c), abs=bound)
     assert float(to_numpy(hdr)) == pytest.approx(0.0, abs=information_tolerance(k, k, "hdr"))
     assert float(to_numpy(chance)) == pytest.approx(theory.mir_at_collapse(c), abs=bound)
@@ -75,7 +69,7 @@ def test_shared_class_structure_scores_above_chance(rng):
     head = family + rng.normal(size=(c, d))
     mir, _ = nc.class_pairing_ratios(np.ones(c), means, head, center=False)
     chance, _ = nc.class_pairing_chance(np.ones(c), means, head, center=False)
-    spread = _permuted_reference(means, head, head_permutations(c, 200, seed=1))[0].std()
+    spread = ref.permuted_mir(means, head, head_permutations(c, 200, seed=1)).std()
     assert float(to_numpy(mir)) - float(to_numpy(chance)) > 3 * spread
 
 

@@ -1,11 +1,8 @@
 """Edge cases of the ops: extreme feature scales, eager and compiled.
 
 Scale: every measure is scale-invariant, so features multiplied by 1e-30 ... 1e30
-(finite in float32) must give the values of the unscaled features. Multiplying
-by a power of ten rounds every entry (relative `eps = 6e-8`); on this
-well-conditioned data the measures move by a few `eps` at first order, so
-`rtol = 1e-5` (plus `atol = 1e-6` for values near 0) is the float32 bound with
-room, not a value read off one machine.
+(finite in float32) must give the values of the unscaled features, within
+`SCALE_RTOL`/`SCALE_ATOL` (tests/tolerances.py says why).
 """
 
 import keras
@@ -14,24 +11,10 @@ import pytest
 
 import tests.reference as ref
 from keras_nc import ops as nc
-from tests.helpers import compiled, to_numpy
-from tests.tolerances import entropy_tolerance, ratio_tolerance
+from tests.helpers import EDGE_CLASSES, EDGE_DIM, EXTREME_SCALES, compiled, edge_case_data, to_numpy
+from tests.tolerances import SCALE_ATOL, SCALE_RTOL, entropy_tolerance, ratio_tolerance
 
-C, D = 5, 8
-
-
-SCALES = [1e-30, 1e-20, 1e20, 1e30]
-
-
-RTOL, ATOL = 1e-5, 1e-6
-
-
-def _data(rng, n=40):
-    centres = 3.0 * rng.normal(size=(C, D))
-    y = np.arange(n) % C
-    z = centres[y] + rng.normal(size=(n, D))
-    head = rng.normal(size=(C, D))
-    return z.astype("float32"), y.astype("int32"), head.astype("float32")
+C, D = EDGE_CLASSES, EDGE_DIM
 
 
 def _op_values(z, y, head):
@@ -58,10 +41,10 @@ def _op_values(z, y, head):
     return {key: float(to_numpy(value)) for key, value in values.items()}
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", EXTREME_SCALES)
 @pytest.mark.parametrize("mode", ["eager", "compiled"])
 def test_every_op_is_scale_invariant(scale, mode, rng):
-    z, y, head = _data(rng)
+    z, y, head = edge_case_data(rng)
     want = _op_values(z, y, head)
 
     def values(features):
@@ -92,7 +75,7 @@ def test_every_op_is_scale_invariant(scale, mode, rng):
         assert np.isfinite(value), key
         # Scaled features round differently, and a compiled graph may take
         # another exact path: both sides carry the float32 error of the value.
-        bound = max(RTOL * abs(want[key]) + ATOL, 2 * bounds.get(key, 0.0))
+        bound = max(SCALE_RTOL * abs(want[key]) + SCALE_ATOL, 2 * bounds.get(key, 0.0))
         assert value == pytest.approx(want[key], abs=bound), key
 
 
