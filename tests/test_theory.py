@@ -16,8 +16,9 @@ from tests.tolerances import (
     information_tolerance,
 )
 
-# SPEC 2.5: MIR* for C = 3, 4, 10, 100.
-SPEC_VALUES = {3: 0.5, 4: 0.753953, 10: 0.952351, 100: 0.997813}
+# MIR* for C = 3, 4, 10, 100: the table of docs/concepts.md, "Values at Neural Collapse"
+# (the closed forms of arXiv 2409.16767).
+MIR_STAR_TABLE = {3: 0.5, 4: 0.753953, 10: 0.952351, 100: 0.997813}
 # The table prints 6 decimals: half a unit of the last one is its rounding.
 TABLE_ROUNDING = 5e-7
 
@@ -32,9 +33,9 @@ def etf_tolerance(c, dim):
     return float64_tolerance(terms=c + 3 * dim)
 
 
-@pytest.mark.parametrize("c", sorted(SPEC_VALUES))
+@pytest.mark.parametrize("c", sorted(MIR_STAR_TABLE))
 def test_mir_at_collapse_matches_spec_table(c):
-    assert theory.mir_at_collapse(c) == pytest.approx(SPEC_VALUES[c], abs=TABLE_ROUNDING)
+    assert theory.mir_at_collapse(c) == pytest.approx(MIR_STAR_TABLE[c], abs=TABLE_ROUNDING)
 
 
 @pytest.mark.parametrize("c", [3, 4, 5, 10, 37, 100])
@@ -97,7 +98,10 @@ def test_ops_on_collapsed_features_reach_closed_forms(c):
 
 
 def test_uncentred_relu_features_miss_the_collapse_values():
-    """SPEC 2.5: without centring, shifted collapsed features do not reach MIR*/HDR*."""
+    """Without centring, shifted collapsed features do not reach MIR*/HDR*.
+
+    docs/concepts.md, "Why centring matters".
+    """
     c = 10
     labels = np.repeat(np.arange(c), 3)
     means = theory.simplex_etf(c, seed=0)

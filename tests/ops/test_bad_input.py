@@ -49,7 +49,7 @@ def _measures(z, y, w):
 
 
 def _reference(z, y, w):
-    """The float64 reference of `_measures` where SPEC defines it (NC measures: see tests)."""
+    """The float64 reference of `_measures` where it is defined (NC measures: see tests)."""
     z64 = np.asarray(z, np.float64)
     k_z, k_w = ref.gram(z64, center=True), ref.gram(np.asarray(w, np.float64)[y])
     out = {
@@ -343,7 +343,8 @@ def test_one_and_two_classes(num_classes):
     z, y, w = random_batch(c=num_classes)
     values = _check_against_reference(z, y, w)
     if num_classes == 2:
-        # Two centred class means are antipodal: a rank-1 class Gram (SPEC 2.5: degenerate).
+        # Two centred class means are antipodal: a rank-1 class Gram, degenerate
+        # (docs/concepts.md, "Values at Neural Collapse").
         assert values["class_mir"] == 0.0 and values["class_hdr"] == pytest.approx(1.0)
 
 
