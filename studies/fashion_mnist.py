@@ -61,8 +61,9 @@ class Splits:
     test: tuple
 
 
-def load(train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS,
-         test_per_class=TEST_PER_CLASS):
+def load(
+    train_per_class=TRAIN_PER_CLASS, val_per_class=VAL_PER_CLASS, test_per_class=TEST_PER_CLASS
+):
     """The fixed, class-balanced subsets of Fashion-MNIST (standardised, `(28, 28, 1)`)."""
     images = data_lib.load_dataset("fashion_mnist")
     rng = np.random.default_rng(DATA_SEED)
@@ -90,8 +91,7 @@ def convnet(seed=0, input_shape=(28, 28, 1)):
     inputs = keras.Input(input_shape)
     x = inputs
     for index, filters in enumerate((16, 32, 64)):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                name=f"conv{index}")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index}")(x)
         x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{index}")(x)
         x = keras.layers.ReLU()(x)
         if index < 2:

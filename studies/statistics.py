@@ -87,7 +87,7 @@ def paired_difference(a, b, level=LEVEL):
     """Paired t-test of `a - b` over seeds (pairs with a missing value are dropped)."""
     pairs = [
         (float(x), float(y))
-        for x, y in zip(a, b)
+        for x, y in zip(a, b, strict=True)
         if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
     ]
     differences = [x - y for x, y in pairs]
@@ -115,12 +115,12 @@ def spearman(x, y, permutations=10000, seed=0):
     """Spearman's rho of paired finite values, p-value by permutation of `y`'s ranks."""
     pairs = [
         (float(a), float(b))
-        for a, b in zip(x, y)
+        for a, b in zip(x, y, strict=True)
         if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
     ]
     if len(pairs) < 3:
         return Correlation(math.nan, math.nan, len(pairs))
-    xs, ys = (np.array(column) for column in zip(*pairs))
+    xs, ys = (np.array(column) for column in zip(*pairs, strict=True))
     if np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return Correlation(math.nan, math.nan, len(pairs))
     rho = float(stats.spearmanr(xs, ys).statistic)
