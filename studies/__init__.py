@@ -14,6 +14,12 @@ Studies (not part of the `keras-nc` wheel):
   FreeMatch on Fashion-MNIST? (`docs/semi_supervised.md`)
 - `studies.grokking`: do the collapse measures move before test accuracy?
   (`docs/grokking.md`)
+- the phenomena studies, on one small conv net and fixed Fashion-MNIST subsets
+  (`studies.fashion_mnist`, with the small-sample statistics of
+  `studies.statistics`): `studies.mode_connectivity` (linear mode
+  connectivity, `docs/mode_connectivity.md`), `studies.pruning`
+  (`docs/pruning.md`), `studies.label_smoothing` (`docs/label_smoothing.md`)
+  and `studies.early_stopping` (`docs/early_stopping.md`).
 
 Example:
 
