@@ -18,6 +18,21 @@ NC1, the ETF error and the self-duality decide (see the "Reading the measures"
 section of the Concepts page of the documentation, and
 `keras_nc.ops.class_pairing_chance` for the chance levels).
 
+Label smoothing does not change these values. With Keras' smoothing `s`
+(`keras.losses.CategoricalCrossentropy(label_smoothing=s)`: target
+`(1 - s) one_hot + s/C`) and weight decay, the global minimisers of the
+unconstrained-features model are still a simplex ETF with the head rows
+aligned to the class means (Zhou et al., "Are All Losses Created Equal: A
+Neural Collapse Perspective", NeurIPS 2022; Guo et al., "Cross Entropy versus
+Label Smoothing: A Neural Collapse Perspective", TMLR 2025), only with
+smaller, finite norms. MIR and HDR compare cosine Grams, which do not see
+norms, so `MIR*` and `HDR* = 0` hold for every `s < 1` (as long as the weight
+decay leaves a non-zero minimiser; at `s = 1` the target is uniform and nothing
+is learned). What smoothing changes is the scale: the smoothed cross-entropy at
+collapse (`cross_entropy_at_collapse`) and the logit gap between the true class
+and the others (`logit_gap_at_collapse`). The derivation is on the Label
+smoothing page of the documentation.
+
 These functions are plain Python/NumPy (float64): they are reference values,
 not part of a computational graph.
 """
@@ -95,6 +110,8 @@ def simplex_etf(num_classes, dim=None, seed=None):
 def entropy_at_collapse(num_classes):
     """Matrix entropy of the simplex ETF Gram, `log(C - 1)` nats.
 
+    The same under any label smoothing `s < 1` (see the module docstring).
+
     Args:
         num_classes: number of classes `C >= 3`.
 
@@ -123,6 +140,10 @@ def mir_at_collapse(num_classes):
     (`keras_nc.ops.class_pairing_chance`) and with NC1, the ETF error and the
     self-duality (the Concepts page, "Reading the measures").
 
+    The same under any label smoothing `s < 1`: the minimisers of smoothed
+    cross-entropy collapse to the same simplex ETF, with smaller norms, which
+    the cosine Grams do not see (the module docstring; the Label smoothing page).
+
     Args:
         num_classes: number of classes `C >= 3`.
 
@@ -149,6 +170,8 @@ def hdr_at_collapse(num_classes):
     necessary for collapse, not sufficient: NC1, the ETF error and the
     self-duality decide (the Concepts page, "Reading the measures").
 
+    The same under any label smoothing `s < 1` (the module docstring).
+
     Args:
         num_classes: number of classes `C >= 3`.
 
@@ -163,3 +186,89 @@ def hdr_at_collapse(num_classes):
     """
     _check_num_classes(num_classes)
     return 0.0
+
+
+def _check_smoothing(label_smoothing):
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise ValueError(
+            f"`label_smoothing` must be a number in [0, 1); received {label_smoothing!r}."
+        )
+    s = float(label_smoothing)
+    if not 0.0 <= s < 1.0:
+        raise ValueError(
+            "`label_smoothing` must lie in [0, 1): at 1 Keras' smoothed target is uniform, "
+            "any constant logits minimise the loss and nothing collapses; "
+            f"received {label_smoothing!r}."
+        )
+    return s
+
+
+def cross_entropy_at_collapse(num_classes, label_smoothing=0.0):
+    """Smoothed cross-entropy at Neural Collapse: the entropy of the smoothed target (nats).
+
+    With Keras' label smoothing `s` the target of a sample of class `k` is
+    `(1 - s) e_k + s/C`: `p = 1 - s + s/C` on the true class, `q = s/C` on
+    each other. Cross-entropy is at least the target's entropy,
+    `-p log p - (C - 1) q log q`, with equality exactly when the softmax equals
+    the target, which collapsed logits with the gap `logit_gap_at_collapse`
+    achieve. This is the floor of the training loss: 0 without smoothing
+    (approached, never reached, as the logits grow), positive and reached at
+    finite logits with it. With weight decay the minimiser stops short of the
+    gap, so the loss it reaches lies above this floor.
+
+    Args:
+        num_classes: number of classes `C >= 2`.
+        label_smoothing: Keras' `label_smoothing`, in `[0, 1)`.
+
+    Returns:
+        A Python float.
+
+    Example:
+
+    >>> from keras_nc import theory
+    >>> theory.cross_entropy_at_collapse(10)
+    0.0
+    >>> round(theory.cross_entropy_at_collapse(10, label_smoothing=0.1), 6)
+    0.500288
+    """
+    c = _check_num_classes(num_classes, minimum=2)
+    s = _check_smoothing(label_smoothing)
+    if s == 0.0:
+        return 0.0
+    off = s * (c - 1) / c  # target mass off the true class
+    q = s / c
+    return -(1.0 - off) * math.log1p(-off) - (c - 1) * q * math.log(q)
+
+
+def logit_gap_at_collapse(num_classes, label_smoothing):
+    """Logit of the true class minus each other logit, where the loss meets its floor.
+
+    The softmax equals the smoothed target `(1 - s) e_k + s/C` when the true
+    logit exceeds every other one by `log(1 + C (1 - s) / s)` (the other
+    logits equal): the gap that minimises the smoothed cross-entropy of
+    collapsed logits without weight decay. It is infinite at `s = 0` (plain
+    cross-entropy keeps pushing the logits apart) and falls to 0 as `s -> 1`.
+    Weight decay stops the minimiser at a smaller gap, approaching this one
+    as the decay goes to 0 (the Label smoothing page derives it for the
+    unconstrained-features model).
+
+    Args:
+        num_classes: number of classes `C >= 2`.
+        label_smoothing: Keras' `label_smoothing`, in `[0, 1)`.
+
+    Returns:
+        A Python float (`math.inf` at `label_smoothing=0`).
+
+    Example:
+
+    >>> from keras_nc import theory
+    >>> round(theory.logit_gap_at_collapse(10, label_smoothing=0.1), 6)
+    4.51086
+    >>> theory.logit_gap_at_collapse(10, label_smoothing=0.0)
+    inf
+    """
+    c = _check_num_classes(num_classes, minimum=2)
+    s = _check_smoothing(label_smoothing)
+    if s == 0.0:
+        return math.inf
+    return math.log1p(c * (1.0 - s) / s)

@@ -1,16 +1,22 @@
 """Closed forms at Neural Collapse, and the ops reproducing them on collapsed features."""
 
+import functools
 import math
 
+import keras
 import numpy as np
 import pytest
+from scipy import optimize
 
 import tests.reference as ref
 from keras_nc import ops as nc
 from keras_nc import theory
 from tests.helpers import to_numpy
 from tests.tolerances import (
+    EPS32,
+    SAFETY,
     entropy_tolerance,
+    float32_tolerance,
     float64_ratio_tolerance,
     float64_tolerance,
     information_tolerance,
@@ -217,3 +223,230 @@ def test_hdr_is_blind_to_permuting_the_head():
     # Both sides carry the float64 bound of HDR: their difference twice that.
     tol = 2 * float64_ratio_tolerance(km, ref.gram(head), "hdr")
     np.testing.assert_allclose(values, ref.hdr(km, ref.gram(head)), atol=tol)
+
+
+# --------------------------------------------------------------------------- #
+# Label smoothing (docs/label_smoothing.md): Keras' target (1 - s) one_hot + s/C.
+# --------------------------------------------------------------------------- #
+
+SMOOTHED_CASES = [(4, 0.05), (5, 0.1), (6, 0.3)]
+DECAYS = (5e-3, 5e-4)  # both below the threshold (1 - s) / C of every case
+
+
+def smoothed_target(c, s):
+    return (1.0 - s) * np.eye(c) + s / c
+
+
+def collapsed_cross_entropy(c, s, gap):
+    """Smoothed cross-entropy of collapsed logits (true logit `gap` above the C - 1 others).
+
+    `log-sum-exp - <target, logits>` with the true logit at 0 and the others at `-gap`.
+    """
+    return math.log1p((c - 1) * math.exp(-gap)) + (c - 1) * s / c * gap
+
+
+def regularised_gap(c, s, decay):
+    """The logit gap of the unconstrained-features model's minimiser (derived, not fitted).
+
+    The model: `(1/C) sum_k CE_s(W h_k, k) + decay/2 (|W|^2 + |H|^2)`, one feature row per
+    class. Its minimiser's logits `Z = H W^T` solve the convex `min CE + decay |Z|_*`
+    (the balanced factorisation), whose class-symmetric solution is
+    `Z = g (I - 11^T/C)`: objective `F(g) = log(1 + (C-1) e^-g) + (C-1) (s/C + decay) g`,
+    and `F'(g) = 0` where a wrong class's softmax is `tau = s/C + decay`:
+    `g = log(1/tau - (C - 1))`, positive while `decay < (1 - s)/C`. At `decay = 0` it is
+    `log(1 + C (1 - s)/s)`, `theory.logit_gap_at_collapse`.
+    """
+    tau = s / c + decay
+    return math.log(1.0 / tau - (c - 1))
+
+
+def ufm_objective(x, c, dim, s, decay):
+    """Value and gradient of the model of `regularised_gap`, `x` = (W, H) flattened."""
+    w, h = x[: c * dim].reshape(c, dim), x[c * dim :].reshape(c, dim)
+    y = smoothed_target(c, s)
+    z = h @ w.T
+    top = z.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    g = (np.exp(z - lse[:, None]) - y) / c
+    value = np.mean(lse - (y * z).sum(axis=1)) + decay / 2 * (x @ x)
+    return value, np.concatenate([(g.T @ h).ravel(), (g @ w).ravel()]) + decay * x
+
+
+@functools.cache
+def ufm_minimiser(c, s, decay, seed=0):
+    """`(W, H, |grad|)`: a float64 minimiser from a random start, independent of keras_nc.
+
+    L-BFGS, then Newton steps on a central-difference Hessian (least squares: the
+    rotations `W R, H R` are flat directions) down to float64 round-off.
+    """
+    dim = c + 2
+    args = (c, dim, s, decay)
+    x = np.random.default_rng(seed).normal(size=2 * c * dim)
+    x = optimize.minimize(ufm_objective, x, args=args, jac=True, method="L-BFGS-B").x
+    step = 1e-6
+    for _ in range(3):
+        grad = ufm_objective(x, *args)[1]
+        columns = [ufm_objective(x + e, *args)[1] - ufm_objective(x - e, *args)[1]
+                   for e in step * np.eye(x.size)]  # fmt: skip
+        hessian = np.stack(columns) / (2 * step)
+        x = x - np.linalg.lstsq((hessian + hessian.T) / 2, grad, rcond=1e-10)[0]
+    w, h = x[: c * dim].reshape(c, dim), x[c * dim :].reshape(c, dim)
+    return w, h, float(np.linalg.norm(ufm_objective(x, *args)[1]))
+
+
+def etf_gram_bound(c):
+    """How far from the ETF Gram the optimum's Grams may be for the float32 bounds to hold.
+
+    The float32 analysis (tests/tolerances.py) moves each eigenvalue of `rho = K / C` by
+    `delta = sqrt(C) eps32 max(rho)`, `max(rho) = 1/(C - 1)` for the ETF; entries off by
+    at most `eta` move them by at most `||dK||_F / C <= eta`. So `eta <= delta` keeps the
+    optimiser's error inside one float32 delta.
+    """
+    return math.sqrt(c) * EPS32 / (c - 1)
+
+
+def gap_tolerance(c, s, decay, w, grad_norm, logits):
+    """Bound of the found gap's distance from `regularised_gap` (first order).
+
+    Along the collapsed path `W = H = a M` (`M` unit ETF rows), `g = a^2 C/(C-1)` and
+    `|F'(g)| <= |grad| sqrt(2C) (C-1) / (2 a C)`; `F'' = (C-1) tau (1 - (C-1) tau)` at the
+    minimum turns that into a distance; plus the float64 rounding of the logits
+    (`dim` products at their scale) and of the difference.
+    """
+    a = float(np.sqrt(np.mean(np.sum(w**2, axis=1))))
+    slope = grad_norm * math.sqrt(2 * c) * (c - 1) / (2 * a * c)
+    tau = s / c + decay
+    curvature = (c - 1) * tau * (1 - (c - 1) * tau)
+    rounding = float64_tolerance(terms=w.shape[1] + 2, scale=np.max(np.abs(logits)))
+    return SAFETY * slope / curvature + rounding
+
+
+def found_gaps(w, h):
+    z = h @ w.T  # row k: the logits of class k's feature
+    gaps = np.diag(z)[:, None] - z
+    return z, gaps[~np.eye(len(z), dtype=bool)]
+
+
+@pytest.mark.parametrize("c", [2, 3, 10, 100])
+@pytest.mark.parametrize("s", [0.01, 0.1, 0.3, 0.9])
+def test_smoothed_cross_entropy_floor_is_the_target_entropy(c, s):
+    y = smoothed_target(c, s)[0]
+    entropy = -np.sum(y * np.log(y))
+    floor = theory.cross_entropy_at_collapse(c, s)
+    # Both float64 sums of C terms of magnitude at most log C.
+    tol = float64_tolerance(terms=2 * c, scale=max(1.0, math.log(c)))
+    assert floor == pytest.approx(entropy, abs=tol)
+    # At the gap the softmax is the target, so the loss meets the floor.
+    gap = theory.logit_gap_at_collapse(c, s)
+    logits = np.where(np.arange(c) == 0, gap, 0.0)
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(softmax, y, rtol=float64_tolerance(terms=2 * c, scale=gap))
+    assert collapsed_cross_entropy(c, s, gap) == pytest.approx(floor, abs=tol * gap)
+    assert regularised_gap(c, s, 0.0) == pytest.approx(gap, rel=float64_tolerance(terms=4))
+
+
+def test_smoothing_moves_the_floor_and_the_gap_only():
+    assert theory.cross_entropy_at_collapse(10) == 0.0
+    assert theory.logit_gap_at_collapse(10, 0.0) == math.inf
+    smoothings = [0.0, 0.05, 0.1, 0.2, 0.3, 0.9, 0.999]
+    floors = [theory.cross_entropy_at_collapse(10, s) for s in smoothings]
+    gaps = [theory.logit_gap_at_collapse(10, s) for s in smoothings]
+    assert np.all(np.diff(floors) > 0) and np.all(np.diff(gaps) < 0)
+    assert floors[-1] < math.log(10) and 0 < gaps[-1] < 0.02  # s -> 1: log C and 0
+    # Keras' smoothing at s = 0.1, C = 10: p = 0.91, q = 0.01 (the docs' numbers).
+    assert theory.cross_entropy_at_collapse(10, 0.1) == pytest.approx(0.500288, abs=5e-7)
+    assert theory.logit_gap_at_collapse(10, 0.1) == pytest.approx(math.log(91), abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, math.nan, "0.1", True, None])
+def test_smoothing_functions_reject_bad_label_smoothing(bad):
+    for fn in (theory.cross_entropy_at_collapse, theory.logit_gap_at_collapse):
+        with pytest.raises(ValueError, match="`label_smoothing`"):
+            fn(10, bad)
+        with pytest.raises(ValueError, match="`num_classes`"):
+            fn(1, 0.1)
+
+
+@pytest.mark.parametrize("s", [0.05, 0.1, 0.3])
+def test_keras_smoothed_loss_meets_the_floor_at_the_gap(s):
+    """Keras' `CategoricalCrossentropy(label_smoothing=s)` is the loss the closed forms describe."""
+    c = 10
+    gap = theory.logit_gap_at_collapse(c, s)
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s)
+    labels = np.eye(c, dtype="float32")
+    for shift in (-0.5, 0.0, 0.5):
+        logits = ((gap + shift) * np.eye(c)).astype("float32")
+        value = float(to_numpy(loss(labels, logits)))
+        expected = collapsed_cross_entropy(c, s, gap + shift)
+        # A log-sum-exp of C terms and a mean of C rows, at the logits' scale.
+        tol = float32_tolerance(terms=2 * c, scale=gap + abs(shift) + expected)
+        assert value == pytest.approx(expected, abs=tol)
+        if shift:  # the floor is a strict minimum over the gap
+            assert expected > theory.cross_entropy_at_collapse(c, s) + tol
+
+
+@pytest.mark.parametrize("c, s", SMOOTHED_CASES)
+@pytest.mark.parametrize("decay", DECAYS)
+def test_unconstrained_features_minimiser_is_the_simplex_etf(c, s, decay):
+    """Float64, no keras_nc: smoothed CE + weight decay collapses to the ETF at every s."""
+    w, h, grad_norm = ufm_minimiser(c, s, decay)
+    eta = etf_gram_bound(c)
+    np.testing.assert_allclose(ref.gram(h, center=True), ref.etf_gram(c), atol=eta)
+    np.testing.assert_allclose(ref.gram(w), ref.etf_gram(c), atol=eta)
+    # Self-duality: the head rows are the class features (the balanced factorisation).
+    np.testing.assert_allclose(w, h, atol=eta * np.abs(w).max())
+    logits, gaps = found_gaps(w, h)
+    tol = gap_tolerance(c, s, decay, w, grad_norm, logits)
+    np.testing.assert_allclose(gaps, regularised_gap(c, s, decay), atol=tol)
+    assert gaps.max() < theory.logit_gap_at_collapse(c, s)
+    # Its smoothed cross-entropy: the closed form at that gap, above the floor.
+    measured = float(np.mean(ufm_objective(np.concatenate([w.ravel(), h.ravel()]), c,
+                                           c + 2, s, 0.0)[0]))  # fmt: skip
+    expected = collapsed_cross_entropy(c, s, regularised_gap(c, s, decay))
+    slope = (c - 1) * decay  # |F_0'(g)| at the regularised gap (F_0: no decay)
+    assert measured == pytest.approx(expected, abs=slope * tol + float64_tolerance(4 * c))
+    assert measured > theory.cross_entropy_at_collapse(c, s) + slope * tol
+
+
+@pytest.mark.parametrize("c, s", SMOOTHED_CASES)
+def test_less_weight_decay_approaches_the_unregularised_gap_and_floor(c, s):
+    (w1, h1, _), (w2, h2, _) = (ufm_minimiser(c, s, decay) for decay in DECAYS)
+    floor, gap = theory.cross_entropy_at_collapse(c, s), theory.logit_gap_at_collapse(c, s)
+    losses = [ufm_objective(np.concatenate([w.ravel(), h.ravel()]), c, c + 2, s, 0.0)[0]
+              for w, h in ((w1, h1), (w2, h2))]  # fmt: skip
+    assert floor < losses[1] < losses[0]
+    assert found_gaps(w1, h1)[1].mean() < found_gaps(w2, h2)[1].mean() < gap
+    # The closed form's limit: |g(decay) - g(0)| <= decay / (tau (1 - (C-1) tau)) at tau = s/C.
+    tau = s / c
+    for decay in (1e-6, 1e-9):
+        bound = decay / (tau * (1 - (c - 1) * (tau + decay)))
+        assert 0 < gap - regularised_gap(c, s, decay) <= bound
+
+
+def test_weight_decay_above_the_threshold_learns_nothing():
+    """At decay > (1 - s)/C the minimiser is W = H = 0: no features, no collapse (s -> 1)."""
+    c, s = 5, 0.3
+    decay = 1.5 * (1 - s) / c
+    w, h, grad_norm = ufm_minimiser(c, s, decay)
+    # Near 0 the objective is strongly convex with modulus decay - (1 - s)/C (the
+    # gradient at 0 has operator norm (1 - s)/C): the distance to 0 is at most |grad| / that.
+    bound = SAFETY * grad_norm / (decay - (1 - s) / c)
+    assert np.sqrt(np.sum(w**2) + np.sum(h**2)) <= bound
+
+
+@pytest.mark.parametrize("c, s", SMOOTHED_CASES)
+def test_measures_of_the_smoothed_minimiser_are_the_collapse_values(c, s):
+    """keras_nc's class pairing on the float64 minimiser, in float32: MIR*, HDR* at every s."""
+    w, h, _ = ufm_minimiser(c, s, DECAYS[0])
+    counts = np.ones(c, dtype="float32")
+    mir, hdr = nc.class_pairing_ratios(counts, h.astype("float32"), w.astype("float32"))
+    k_m, k_w = ref.gram(h, center=True), ref.gram(w)
+    # The minimiser is the ETF to within one float32 delta (asserted above): its
+    # float64 ratios are the closed forms to within the float32 bounds, and the
+    # library's float32 ratios within those bounds of them.
+    tol_mir = information_tolerance(k_m, k_w, "mir")
+    tol_hdr = information_tolerance(k_m, k_w, "hdr")
+    assert ref.mir(k_m, k_w) == pytest.approx(theory.mir_at_collapse(c), abs=tol_mir)
+    assert ref.hdr(k_m, k_w) == pytest.approx(theory.hdr_at_collapse(c), abs=tol_hdr)
+    assert float(to_numpy(mir)) == pytest.approx(theory.mir_at_collapse(c), abs=2 * tol_mir)
+    assert float(to_numpy(hdr)) == pytest.approx(theory.hdr_at_collapse(c), abs=2 * tol_hdr)
