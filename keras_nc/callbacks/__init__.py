@@ -7,7 +7,9 @@
   Collapse measures of a dataset (`collapse_report`, `MEASURES`);
 - `LayerwiseCollapse` (`keras_nc.callbacks.layerwise_collapse`): the same
   through depth (its analysis in `keras_nc.layerwise`);
-- `TerminateOnNonFiniteWeights` (`keras_nc.callbacks.terminate`).
+- `TerminateOnNonFiniteWeights` (`keras_nc.callbacks.terminate`);
+- `KeepPruned` (`keras_nc.callbacks.pruning`): pruned weights stay zero
+  while a pruned model trains (`keras_nc.pruning`).
 
 They only compute: Keras' own callbacks placed after them (`CSVLogger`,
 `TensorBoard`, `History`, the progress bar) write their values. Every key they
@@ -20,6 +22,7 @@ import warnings
 from keras_nc.callbacks.collapse_monitor import MEASURES, CollapseMonitor, collapse_report
 from keras_nc.callbacks.evaluator import EpochEndEvaluator
 from keras_nc.callbacks.layerwise_collapse import LayerwiseCollapse
+from keras_nc.callbacks.pruning import KeepPruned
 from keras_nc.callbacks.terminate import TerminateOnNonFiniteWeights
 from keras_nc.layerwise import block_outputs
 
@@ -27,6 +30,7 @@ __all__ = [
     "MEASURES",
     "CollapseMonitor",
     "EpochEndEvaluator",
+    "KeepPruned",
     "LayerwiseCollapse",
     "TerminateOnNonFiniteWeights",
     "block_outputs",
