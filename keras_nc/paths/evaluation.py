@@ -56,7 +56,7 @@ def evaluate_model(model, data, *, reference=None, metrics=None, loss=None, batc
     0.5
     """
     if not model.compiled:
-        model.compile(**_compile_arguments(reference, loss, metrics))
+        model.compile(**compile_arguments(reference, loss, metrics))
     if isinstance(data, (tuple, list)):
         if len(data) not in (2, 3):
             raise ValueError(
@@ -77,8 +77,15 @@ def evaluate_model(model, data, *, reference=None, metrics=None, loss=None, batc
     return {name: float(keras.ops.convert_to_numpy(value)) for name, value in results.items()}
 
 
-def _compile_arguments(reference, loss, metrics):
-    """The `compile` arguments of an uncompiled model (see `evaluate_model`)."""
+def compile_arguments(reference, loss, metrics):
+    """The `compile` arguments of an uncompiled model (see `evaluate_model`).
+
+    Example:
+
+    >>> from keras_nc.paths.evaluation import compile_arguments
+    >>> compile_arguments(None, "mse", None)
+    {'loss': 'mse'}
+    """
     if reference is None and loss is None and metrics is None:
         raise ValueError(
             "The model is not compiled and nothing says how to evaluate it: pass "
