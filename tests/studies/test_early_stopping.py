@@ -158,3 +158,19 @@ def test_plan_names_the_seeds_and_the_check(tmp_path):
     assert jobs[0].argv[:4] == ("--seed", "0", "--epochs", "4")
     (tmp_path / "seed0.json").write_text(json.dumps({"argv": list(jobs[0].argv)}))
     assert [done for _, done in driver.pending(jobs, str(tmp_path))] == [True, False, False]
+
+
+@tensorflow_only
+def test_test_split_logs_the_split_after_every_epoch():
+    from studies.early_stopping import cell
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), np.arange(16) % 2
+    model = tiny_model(accuracy=True)
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[cell.TestSplit((x, y))])
+    for key in ("test_loss", "test_accuracy", "test_mir", "test_hdr", "test_nc1"):
+        assert len(history.history[key]) == 2, key
+    # The last epoch's entry is the trained model's evaluation of the same split: inference
+    # on the same weights and images, and accuracy a count over 16 images (exact).
+    final = model.evaluate(x, y, batch_size=500, verbose=0, return_dict=True)
+    assert history.history["test_accuracy"][-1] == float(final["accuracy"])
