@@ -1,0 +1,141 @@
+"""`python -m studies.label_smoothing`: MIR, HDR and NC1 of the conv net under label smoothing.
+
+Runs each (smoothing, seed) cell of the grid with
+`python -m studies.label_smoothing.cell`, one at a time, and keeps one JSON
+record per finished cell in `--records` (the exact command and the cell's
+results.json: settings, final values on the training and test splits, the
+per-epoch history). The table (`studies.label_smoothing.table`) is written
+between the `<!-- experiment:start -->` and `<!-- experiment:end -->` markers
+of `docs/label_smoothing.md`, and the figure to
+`docs/images/label_smoothing.png`, from the records of the grid's finished
+cells only. A cell whose record exists is not run again; a cell folder that
+already holds a `results.json` is recorded without rerunning it (`--fresh`
+reruns it). The measures are those of arXiv 2409.16767 (`keras_nc.metrics`),
+the values at collapse those of `keras_nc.theory`.
+
+Example:
+
+```bash
+python -m studies.label_smoothing                # run (or resume) the grid, write the report
+python -m studies.label_smoothing --dry-run      # every cell's command, what is done
+python -m studies.label_smoothing --report       # the table and figure from the records only
+```
+"""
+
+import argparse
+import os
+import sys
+import textwrap
+
+from studies import driver
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RECORDS = os.path.join(HERE, "records")
+DOC = os.path.join(ROOT, "docs", "label_smoothing.md")
+FIGURE = os.path.join(ROOT, "docs", "images", "label_smoothing.png")
+MODULE = "studies.label_smoothing.cell"
+SMOOTHINGS = (0.0, 0.05, 0.1, 0.2, 0.3)
+SEEDS = (0, 1, 2)
+EPOCHS = 12
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.label_smoothing",
+        description="Label smoothing on the Fashion-MNIST subset: accuracy, NC1 and the MIR/HDR "
+        "of arXiv 2409.16767 against their values at collapse; writes docs/label_smoothing.md.",
+    )
+    parser.add_argument("--smoothings", type=float, nargs="+", default=list(SMOOTHINGS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--records", default=RECORDS, help="one JSON per finished cell")
+    parser.add_argument("--output", default=os.path.join("outputs", "studies", "label_smoothing"))
+    parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
+    parser.add_argument("--figure", default=FIGURE, help="PNG file of the figure ('' for none)")
+    parser.add_argument("--fresh", action="store_true", help="rerun cells whose folder is done")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print every cell's command, run nothing"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="run nothing: the report of the recorded cells"
+    )
+    return parser
+
+
+def parse(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def slug(smoothing, seed):
+    return f"s{smoothing:g}-seed{seed}"
+
+
+def plan(args):
+    """The grid's `Job`s, smoothing-major."""
+    jobs = []
+    for smoothing in args.smoothings:
+        for seed in args.seeds:
+            name = slug(smoothing, seed)
+            out = os.path.join(args.output, name)
+            argv = ["--smoothing", f"{smoothing:g}", "--seed", str(seed)]
+            argv += ["--epochs", str(args.epochs), "--output", out]
+            cell = {"smoothing": smoothing, "seed": seed}
+            jobs.append(driver.Job(name, MODULE, tuple(argv), out, cell=cell))
+    return jobs
+
+
+def summarize(results, job, backend, wall_seconds):
+    """The record of a finished cell: the command and its results.json."""
+    backend = results.get("backend", backend)  # a reused run's own backend
+    return {
+        "cell": job.cell,
+        **driver.run_header(job, backend, results, wall_seconds),
+        "keras": results.get("keras"),
+        "settings": results["settings"],
+        "final": results["final"],
+        "history": results["history"],
+    }
+
+
+def records(args):
+    """`{(smoothing, seed): record}` of the grid's recorded cells, in plan order."""
+    found = {}
+    for job in plan(args):
+        record = driver.load_record(args.records, job.name)
+        if record is not None:
+            found[job.cell["smoothing"], job.cell["seed"]] = record
+    return found
+
+
+def write_report(args):
+    """Prints the table; writes it into `--doc` and the figure to `--figure` if asked."""
+    from studies import docs
+    from studies.label_smoothing import figure, table
+
+    found = records(args)
+    text = table.report(found, args.smoothings)
+    print(textwrap.fill(table.LEGEND, width=100))
+    print(text)
+    if args.doc and os.path.exists(args.doc):
+        docs.write(text, args.doc)
+    if args.figure:
+        figure.figure(found, args.smoothings, args.figure)
+    return text
+
+
+def main(argv=None, runner=None):
+    args = parse(argv)
+    if not args.report:
+        status = driver.pending(plan(args), args.records)
+        todo = [job for job, finished in status if not finished]
+        if args.dry_run:
+            driver.print_plan(status, set(todo), driver.backend_name())
+            return [job.name for job in todo]
+        with driver.lock(args.output):
+            driver.run_jobs(todo, summarize, args.records, runner=runner, reuse=not args.fresh)
+    return write_report(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
