@@ -108,6 +108,7 @@ def batches(data, batch_size=None):
             yield data[start : start + size]
         return
     if isinstance(data, keras.utils.PyDataset):
-        data = (data[index] for index in range(len(data)))
+        dataset = data
+        data = (dataset[index] for index in range(len(dataset)))
     for batch in data:
         yield batch[0] if isinstance(batch, (tuple, list)) else batch

@@ -21,10 +21,11 @@ def interpolate(model_a, model_b, alpha, *, batchnorm_data=None, batch_size=None
     copied with `keras.models.clone_model`). Every floating-point weight is
     interpolated, non-trainable ones included (BatchNormalization's moving
     statistics, unless `batchnorm_data` recomputes them); integer and boolean
-    variables (e.g. random seed generators' states) are taken from
-    `model_a`. The arithmetic runs in float64 and is cast to each variable's
-    dtype, so `alpha=0` and `alpha=1` give exactly `model_a`'s and `model_b`'s
-    weights (and predictions).
+    variables (weights, and the random seed generators' states that Keras
+    keeps out of `model.weights`) are taken from `model_a`. The arithmetic
+    runs in float64 and is cast to each variable's dtype, so `alpha=0` and
+    `alpha=1` give exactly `model_a`'s and `model_b`'s weights (and
+    predictions).
 
     Values of `alpha` outside `[0, 1]` extrapolate along the line through the
     two models (`alpha=-0.5` lies beyond `model_a`).
@@ -70,6 +71,7 @@ def interpolate(model_a, model_b, alpha, *, batchnorm_data=None, batch_size=None
     alpha = check_alpha(alpha)
     check_architectures(model_a, model_b)
     model = copy_architecture(model_a)
+    copy_states(model_a, model)
     assign_interpolation(model, weight_arrays(model_a), weight_arrays(model_b), alpha)
     if batchnorm_data is not None:
         batchnorm.recompute_batchnorm_statistics(model, batchnorm_data, batch_size=batch_size)
@@ -126,6 +128,30 @@ def copy_architecture(model):
             "`keras.models.clone_model` rebuilds it."
         )
     return copy
+
+
+def copy_states(source, target):
+    """Copies `source`'s integer and boolean variables outside `weights` (seed states).
+
+    Keras keeps random seed generators' states out of `model.weights`; they
+    are paired in `model.variables` order when both models hold the same
+    number of them, of the same shapes (else `target` keeps its own).
+    """
+
+    def states(model):
+        weights = {id(variable) for variable in model.weights}
+        return [
+            variable
+            for variable in model.variables
+            if id(variable) not in weights and not keras.backend.is_float_dtype(variable.dtype)
+        ]
+
+    mine, theirs = states(target), states(source)
+    if len(mine) == len(theirs) and all(
+        tuple(a.shape) == tuple(b.shape) for a, b in zip(mine, theirs, strict=True)
+    ):
+        for variable, value in zip(mine, theirs, strict=True):
+            variable.assign(keras.ops.convert_to_numpy(value))
 
 
 def weight_arrays(model):

@@ -77,6 +77,7 @@ def interpolation_path(
     arrays_a = interpolation.weight_arrays(model_a)
     arrays_b = interpolation.weight_arrays(model_b)
     model = interpolation.copy_architecture(model_a)
+    interpolation.copy_states(model_a, model)
     model.compile(**compile_arguments(model_a, model_b, loss, metrics))
     progress = keras.utils.Progbar(len(points), unit_name="point") if verbose else None
     rows = []
