@@ -26,6 +26,7 @@ def sparsity_path(
     fine_tune=None,
     metrics=None,
     loss=None,
+    batch_size=None,
     verbose=1,
 ):
     """Evaluates pruned copies of `model` at each of `sparsities`.
@@ -49,6 +50,9 @@ def sparsity_path(
             before each evaluation.
         metrics: metrics to evaluate with (as `compile` takes them).
         loss: loss to evaluate with.
+        batch_size: the evaluation's batch size for array `data` (Keras'
+            default, 32, when None); per-batch measures such as sample-pairing
+            `MIR`/`HDR` depend on it.
         verbose: 1 shows a `keras.utils.Progbar` over the sparsities, 0 nothing.
 
     Returns:
@@ -78,7 +82,9 @@ def sparsity_path(
         pruned, masks = magnitude_prune(model, sparsity, scope=scope, include=include)
         if fine_tune is not None:
             fine_tune(pruned, masks)
-        values = evaluate_model(pruned, data, reference=reference, metrics=metrics, loss=loss)
+        values = evaluate_model(
+            pruned, data, reference=reference, metrics=metrics, loss=loss, batch_size=batch_size
+        )
         rows.append({"sparsity": sparsity, "zeros": _zeros(pruned, masks), **values})
         if bar is not None:
             shown = [(k, v) for k, v in values.items() if k in ("loss", *DEFAULT_KEYS)]
