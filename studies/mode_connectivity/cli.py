@@ -1,0 +1,147 @@
+"""`python -m studies.mode_connectivity`: loss barriers against MIR/HDR/NC1 along the path.
+
+Runs each (spawn epoch, seed) cell of the grid with
+`python -m studies.mode_connectivity.cell`, one at a time, and keeps one JSON
+record per finished cell in `--records` (the exact command and the cell's
+results.json: settings, the children's test values, the interpolation path,
+the barriers, the measures at the midpoint and at the end points). The table
+(`studies.mode_connectivity.table`) is written between the
+`<!-- experiment:start -->` and `<!-- experiment:end -->` markers of
+`docs/mode_connectivity.md`, and the figure to
+`docs/images/mode_connectivity.png`, from the records of the grid's finished
+cells only. A cell whose record exists is not run again; a cell folder that
+already holds a `results.json` is recorded without rerunning it (`--fresh`
+reruns it). The measures are those of arXiv 2409.16767 (`keras_nc.metrics`).
+
+Example:
+
+```bash
+python -m studies.mode_connectivity                # run (or resume) the grid, write the report
+python -m studies.mode_connectivity --dry-run      # every cell's command, what is done
+python -m studies.mode_connectivity --report       # the table and figure from the records only
+```
+"""
+
+import argparse
+import os
+import sys
+
+from studies import driver
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+RECORDS = os.path.join(HERE, "records")
+DOC = os.path.join(ROOT, "docs", "mode_connectivity.md")
+FIGURE = os.path.join(ROOT, "docs", "images", "mode_connectivity.png")
+MODULE = "studies.mode_connectivity.cell"
+# -1: the control, two independent initialisations (`cell.INDEPENDENT`).
+SPAWN_EPOCHS = (-1, 0, 1, 4)
+SEEDS = (0, 1, 2)
+EPOCHS = 8
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.mode_connectivity",
+        description="Linear mode connectivity on the Fashion-MNIST subset: loss and accuracy "
+        "barriers between two children spawned at epoch k, and the MIR/HDR/NC1 of arXiv "
+        "2409.16767 along their segment; writes docs/mode_connectivity.md.",
+    )
+    parser.add_argument("--spawn-epochs", type=int, nargs="+", default=list(SPAWN_EPOCHS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--records", default=RECORDS, help="one JSON per finished cell")
+    parser.add_argument("--output", default=os.path.join("outputs", "studies", "mode_connectivity"))
+    parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
+    parser.add_argument("--figure", default=FIGURE, help="PNG file of the figure ('' for none)")
+    parser.add_argument("--fresh", action="store_true", help="rerun cells whose folder is done")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print every cell's command, run nothing"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="run nothing: the report of the recorded cells"
+    )
+    return parser
+
+
+def parse(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def slug(spawn_epoch, seed):
+    return f"independent-seed{seed}" if spawn_epoch < 0 else f"k{spawn_epoch}-seed{seed}"
+
+
+def plan(args):
+    """The grid's `Job`s, spawn-epoch-major."""
+    jobs = []
+    for spawn_epoch in args.spawn_epochs:
+        for seed in args.seeds:
+            name = slug(spawn_epoch, seed)
+            out = os.path.join(args.output, name)
+            argv = ["--seed", str(seed), "--spawn-epoch", str(spawn_epoch)]
+            argv += ["--epochs", str(args.epochs), "--output", out, "--verbose", "0"]
+            cell = {"spawn_epoch": spawn_epoch, "seed": seed}
+            jobs.append(driver.Job(name, MODULE, tuple(argv), out, cell=cell))
+    return jobs
+
+
+def summarize(results, job, backend, wall_seconds):
+    """The record of a finished cell: the command and its results.json."""
+    backend = results.get("backend", backend)  # a reused run's own backend
+    header = driver.run_header(job, backend, results, wall_seconds)
+    return {
+        "cell": job.cell,
+        **header,
+        "keras": results.get("keras"),
+        "path_seconds": results["path_seconds"],
+        "settings": results["settings"],
+        "children_test": results["children_test"],
+        "loss_barrier": results["loss_barrier"],
+        "accuracy_barrier": results["accuracy_barrier"],
+        "midpoint": results["midpoint"],
+        "end_points": results["end_points"],
+        "path": results["path"],
+    }
+
+
+def records(args):
+    """`{(spawn_epoch, seed): record}` of the grid's recorded cells, in plan order."""
+    found = {}
+    for job in plan(args):
+        record = driver.load_record(args.records, job.name)
+        if record is not None:
+            found[job.cell["spawn_epoch"], job.cell["seed"]] = record
+    return found
+
+
+def write_report(args):
+    """Prints the table; writes it into `--doc` and the figure to `--figure` if asked."""
+    from studies import docs
+    from studies.mode_connectivity import figure, table
+
+    found = records(args)
+    text = table.report(found, args.spawn_epochs)
+    print(text)
+    if args.doc and os.path.exists(args.doc):
+        docs.write(text, args.doc)
+    if args.figure:
+        figure.figure(found, args.spawn_epochs, args.figure)
+    return text
+
+
+def main(argv=None, runner=None):
+    args = parse(argv)
+    if not args.report:
+        status = driver.pending(plan(args), args.records)
+        todo = [job for job, finished in status if not finished]
+        if args.dry_run:
+            driver.print_plan(status, set(todo), driver.backend_name())
+            return [job.name for job in todo]
+        with driver.lock(args.output):
+            driver.run_jobs(todo, summarize, args.records, runner=runner, reuse=not args.fresh)
+    return write_report(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
