@@ -16,8 +16,8 @@ class MaskConstraint(keras.constraints.Constraint):
 
     >>> import numpy as np
     >>> constraint = MaskConstraint(np.array([True, False]))
-    >>> keras.ops.convert_to_numpy(constraint(keras.ops.ones((2,)))).tolist()
-    [1.0, 0.0]
+    >>> print(keras.ops.convert_to_numpy(constraint(keras.ops.ones((2,)))))
+    [1. 0.]
     """
 
     def __init__(self, mask, previous=None):

@@ -23,7 +23,7 @@ def flatten_layers(model):
     >>> import keras
     >>> inputs = keras.Input((3,), name="x")
     >>> model = keras.Model(inputs, keras.layers.Dense(2, name="d")(inputs), name="m")
-    >>> [layer.name for layer in flatten_layers(model)]
-    ['m', 'x', 'd']
+    >>> print(*(layer.name for layer in flatten_layers(model)))
+    m x d
     """
     return list(model._flatten_layers(include_self=True, recursive=True))

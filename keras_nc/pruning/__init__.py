@@ -17,8 +17,8 @@ Example:
 >>> inputs = keras.Input((10,))
 >>> model = keras.Model(inputs, keras.layers.Dense(5)(inputs))
 >>> pruned, masks = magnitude_prune(model, 0.5)
->>> [int((~mask).sum()) for mask in masks.values()]
-[25]
+>>> print(*(int((~mask).sum()) for mask in masks.values()))
+25
 """
 
 from keras_nc.pruning.magnitude import magnitude_prune, prunable_weights, prune_masks

@@ -115,10 +115,10 @@ def prunable_weights(model, include=None):
     >>> inputs = keras.Input((4,))
     >>> hidden = keras.layers.Dense(3, name="hidden")(inputs)
     >>> model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
-    >>> [model.weights[i].path for i in prunable_weights(model)]
-    ['hidden/kernel', 'out/kernel']
-    >>> [model.weights[i].path for i in prunable_weights(model, include=["out"])]
-    ['out/kernel']
+    >>> print(*(model.weights[i].path for i in prunable_weights(model)))
+    hidden/kernel out/kernel
+    >>> print(*(model.weights[i].path for i in prunable_weights(model, include=("out",))))
+    out/kernel
     """
     select = _selector(model, include)
     owners = _owners(model)
@@ -149,8 +149,9 @@ def prune_masks(values, sparsity, scope="global"):
     Example:
 
     >>> import numpy as np
-    >>> [m.tolist() for m in prune_masks([np.array([3.0, -1.0]), np.array([0.5, 2.0])], 0.5)]
-    [[True, False], [False, True]]
+    >>> first, second = prune_masks([np.array([3.0, -1.0]), np.array([0.5, 2.0])], 0.5)
+    >>> print(first, "and", second)
+    [ True False] and [False  True]
     """
     sparsity, scope = check_sparsity(sparsity), check_scope(scope)
     values = [np.asarray(v) for v in values]

@@ -68,8 +68,10 @@ def sparsity_path(
     >>> x, y = np.random.default_rng(0).normal(size=(12, 6)), np.arange(12) % 3
     >>> rows = sparsity_path(model, (x, y), [0.0, 0.5], verbose=0, metrics=["accuracy"],
     ...                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    >>> [(row["sparsity"], round(row["zeros"], 3)) for row in rows]
-    [(0.0, 0.0), (0.5, 0.5)]
+    >>> for row in rows:
+    ...     print(row["sparsity"], round(row["zeros"], 3))
+    0.0 0.0
+    0.5 0.5
     """
     from keras_nc.paths import evaluate_model
 
