@@ -177,3 +177,28 @@ def test_keras_file_keeps_the_zeros(tmp_path):
             np.testing.assert_array_equal(to_numpy(restored), to_numpy(saved))
         zeros = sum(int(np.sum(to_numpy(loaded.weights[i]) == 0)) for i in prunable_weights(loaded))
         assert zeros == sum(int(np.sum(~m)) for m in masks.values())
+
+
+class Block(keras.layers.Layer):
+    """A plain layer holding a `Dense`: its kernel is found although `Model.layers` misses it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(4, name="inner")
+        self.scale = self.add_weight(shape=(4, 4), initializer="ones", name="scale")
+
+    def call(self, x):
+        return keras.ops.matmul(self.inner(x), self.scale)
+
+
+def test_kernels_nested_in_plain_layers_and_the_owner_given_to_include():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(Block(name="block")(inputs)))
+    paths = [model.weights[i].path for i in prunable_weights(model)]
+    assert paths == ["block/inner/kernel", "out/kernel"]
+    # The block's own 2-axis weight belongs to the block, the inner kernel to `inner`.
+    owned = [model.weights[i].path for i in prunable_weights(model, include=["block"])]
+    assert owned == ["block/scale"]
+    seen = []
+    prunable_weights(model, include=lambda layer, v: seen.append((layer.name, v.name)) or True)
+    assert ("block", "scale") in seen and ("inner", "kernel") in seen and ("inner", "bias") in seen
