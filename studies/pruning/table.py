@@ -37,7 +37,8 @@ CHANGE_AT = 0.9
 LEGEND = (
     "Test split (2000 images) of the conv net trained 10 epochs, globally magnitude-pruned at "
     "each sparsity: pruned (stored BN statistics), BN statistics recomputed on the training "
-    "split, and fine-tuned 2 epochs with KeepPruned. Mean ± 95% t half-width over 3 seeds. "
+    "split, and fine-tuned 2 epochs with KeepPruned (BN statistics then recomputed). "
+    "Mean ± 95% t half-width over 3 seeds. "
     "first change: the smallest sparsity whose paired change from sparsity 0 (same variant) "
     "has a 95% t interval excluding 0; change at 0.9: that paired change (p of the paired "
     "t-test); rho: Spearman's rank correlation of the measure's and the accuracy's means over "
