@@ -22,6 +22,10 @@ Keras release changes it, so that a Keras upgrade names what it broke.
   (`torch.nn.Parameter`, `tf.Variable`) instead of Keras' `assign`;
   `rescale_under_cond`: whether `keras.ops.cond` skips work (JAX).
 
+`keras_nc.compat.pruning` (every layer of a model, for `keras_nc.pruning`):
+`flatten_layers` (Keras' private `Layer._flatten_layers`; the public
+`Model.layers` misses layers nested in plain layers).
+
 `keras_nc.compat.distribute` (how the backends distribute a step; no Keras
 private names): `replicas_in_sync`, `scale_loss_for_replicas`,
 `mean_over_replicas` (TensorFlow's `tf.distribute` replicas, as Keras' losses
@@ -100,6 +104,7 @@ from keras_nc.compat.metrics import MetricsList as MetricsList
 from keras_nc.compat.metrics import metric_direction as metric_direction
 from keras_nc.compat.metrics import set_metric_direction as set_metric_direction
 from keras_nc.compat.metrics import untrack as untrack
+from keras_nc.compat.pruning import flatten_layers as flatten_layers
 from keras_nc.compat.training import LocalBatchSymbolicBuild as LocalBatchSymbolicBuild
 from keras_nc.compat.training import jax_on_cpu as jax_on_cpu
 from keras_nc.compat.training import one_blas_thread as one_blas_thread
