@@ -17,7 +17,8 @@ Hypothesis", ICML 2020) with the studies' setting (`studies.fashion_mnist`):
    and NC1 (arXiv 2409.16767) and the loss and accuracy barriers.
 
 The data orders are explicit: epoch `e` of a model visits the training split
-in the permutation drawn by `numpy.random.default_rng((seed, k, who, e))`.
+in the permutation drawn by `numpy.random.default_rng((seed, k, who, e))`
+(`k = INDEPENDENT_OFFSET` for the control).
 
 Example:
 
@@ -132,7 +133,8 @@ def main(argv=None, data=None):
     backend = program.start(args)
     program.banner(f"spawn epoch {args.spawn_epoch}", f"seed {args.seed}")
     data = fashion_mnist.load() if data is None else data
-    key = (args.seed, args.spawn_epoch)
+    # The data orders' key (non-negative for NumPy): the control's `k` is INDEPENDENT_OFFSET.
+    key = (args.seed, args.spawn_epoch if args.spawn_epoch >= 0 else INDEPENDENT_OFFSET)
     start = time.time()
     children = make_children(args.seed, args.spawn_epoch, data, args.verbose)
     epochs = args.epochs - max(args.spawn_epoch, 0)
