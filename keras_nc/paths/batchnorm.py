@@ -10,6 +10,8 @@ weight averaging, removes the loss barriers that stale statistics create
 import keras
 import numpy as np
 
+from keras_nc import compat
+
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -17,7 +19,7 @@ def recompute_batchnorm_statistics(model, data, *, batch_size=None):
     """Sets every BatchNormalization layer's moving statistics to the mean over batches.
 
     Each `keras.layers.BatchNormalization` layer of `model` (nested models
-    included, found through `.layers`) has its moving mean reset to 0 and
+    and layers included) has its moving mean reset to 0 and
     moving variance to 1; then one forward pass per batch of `data` runs in
     training mode with the layer's `momentum` set to `(i - 1) / i` at the
     `i`-th batch, so that the moving statistics end as the exact average of
@@ -82,20 +84,16 @@ def recompute_batchnorm_statistics(model, data, *, batch_size=None):
 
 
 def batchnorm_layers(model):
-    """The `keras.layers.BatchNormalization` layers of `model`, nested models included."""
-    found, seen = [], set()
+    """The `keras.layers.BatchNormalization` layers of `model`, nested ones included.
 
-    def visit(layer):
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        for child in getattr(layer, "layers", None) or []:
-            visit(child)
-
-    visit(model)
-    return found
+    Nested models and plain layers holding sublayers (a residual block) are
+    searched (`keras_nc.compat.flatten_layers`).
+    """
+    return [
+        layer
+        for layer in compat.flatten_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def batches(data, batch_size=None):

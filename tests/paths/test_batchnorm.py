@@ -93,3 +93,26 @@ def test_interpolate_recomputes_the_statistics_of_the_interpolated_network():
     layer = paths.batchnorm.batchnorm_layers(middle)[0]
     scale = np.max(np.abs(hidden))
     assert _error(layer.moving_mean, hidden.mean(0)) <= float32_tolerance(DIM + 32, scale)
+
+
+class Block(keras.layers.Layer):
+    """A plain layer holding a BatchNormalization layer (as a residual block does)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = keras.layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return x + self.norm(x, training=training)
+
+
+def test_batchnormalization_inside_a_plain_layer_is_found():
+    x = np.random.default_rng(3).normal(size=(16, DIM)).astype("float32")
+    inputs = keras.Input((DIM,))
+    block = Block()
+    model = keras.Model(inputs, block(inputs))
+    assert paths.recompute_batchnorm_statistics(model, x, batch_size=16) == 1
+    # One batch of the inputs themselves: a mean of 16 float32 terms.
+    scale = np.max(np.abs(x))
+    expected = x.astype(np.float64).mean(axis=0)
+    assert _error(block.norm.moving_mean, expected) <= float32_tolerance(16, scale)
