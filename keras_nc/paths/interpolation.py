@@ -115,8 +115,18 @@ def check_architectures(model_a, model_b):
 
 
 def copy_architecture(model):
-    """A built copy of `model`'s architecture (`keras.models.clone_model`)."""
-    copy = keras.models.clone_model(model)
+    """A built copy of `model`'s architecture (`keras.models.clone_model`), not compiled.
+
+    A subclassed model is cloned through its `get_config`; one built by a call
+    is built from its build config, as `.keras` loading does.
+    """
+    try:
+        copy = keras.models.clone_model(model)
+    except Exception as error:
+        raise ValueError(
+            f"Cannot copy model {model.name!r} with `keras.models.clone_model` ({error}); a "
+            "subclassed model needs a `get_config` that rebuilds it (Keras' serialisation guide)."
+        ) from error
     if not copy.built or len(copy.weights) != len(model.weights):
         # A subclassed model built by a call: build it as `.keras` loading does.
         copy.build_from_config(model.get_build_config())

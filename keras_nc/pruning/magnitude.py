@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keras_nc.compat.pruning import flatten_layers
+from keras_nc.paths import interpolation
 
 SCOPES = ("global", "layer")
 # The layers whose kernels are pruned by default, and the names of those kernels.
@@ -167,39 +168,15 @@ def prune_masks(values, sparsity, scope="global"):
 
 
 def copy_model(model):
-    """A model of `model`'s architecture holding copies of all its weights.
+    """A model of `model`'s architecture holding copies of all its weights, not compiled.
 
-    Cloned with `keras.models.clone_model` (a subclassed model through its
-    `get_config`); like Keras' clones, it is not compiled.
+    The architecture is copied by `keras_nc.paths.interpolation.copy_architecture`
+    (`keras.models.clone_model`), the weights and seed states from `model`.
     """
-    try:
-        copy = keras.models.clone_model(model)
-    except Exception as error:
-        raise ValueError(
-            f"Cannot copy model {model.name!r} with `keras.models.clone_model` ({error}); a "
-            "subclassed model needs a `get_config` that rebuilds it (see Keras' saving guide)."
-        ) from error
-    if not copy.built or len(copy.weights) != len(model.weights):
-        shapes = [tuple(x.shape) for x in model.inputs] if _has_inputs(model) else None
-        if shapes:
-            copy.build(shapes[0] if len(shapes) == 1 else shapes)
-    mismatch = len(copy.weights) != len(model.weights) or any(
-        tuple(a.shape) != tuple(b.shape) for a, b in zip(copy.weights, model.weights, strict=False)
-    )
-    if mismatch:
-        raise ValueError(
-            f"The clone of model {model.name!r} does not have its weights ({len(copy.weights)} "
-            f"instead of {len(model.weights)}, or other shapes); build it before pruning."
-        )
+    copy = interpolation.copy_architecture(model)
     copy.set_weights(model.get_weights())
+    interpolation.copy_states(model, copy)
     return copy
-
-
-def _has_inputs(model):
-    try:
-        return bool(model.inputs)
-    except (AttributeError, ValueError):
-        return False
 
 
 def magnitude_prune(model, sparsity, *, scope="global", include=None):
