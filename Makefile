@@ -108,7 +108,8 @@ bench: $(STAMP)
 
 ## Fashion-MNIST experiments: supervised recipe -> docs/recipes.md (about an hour),
 ## semi-supervised study -> docs/semi_supervised.md (many hours on 2 cores), grokking
-## study -> docs/grokking.md (about 20 minutes). Resumable: each study keeps one record
+## study -> docs/grokking.md (about 20 minutes), the phenomena studies -> docs/{mode_connectivity,
+## pruning,label_smoothing,early_stopping}.md (about 40 minutes together). Resumable: each study keeps one record
 ## per run in studies/<study>/records/; `--report` rewrites a page from the records alone.
 experiments: $(STAMP)
 	$(BIN)/python benchmarks/fashion_mnist.py dynamics
@@ -117,6 +118,10 @@ experiments: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m studies.grokking --runs default --seeds 0 1 2
 	KERAS_BACKEND=jax $(BIN)/python -m studies.grokking --runs "batch 512" \
 		"batch 512 + MIR/HDR 0.5" "batch 512 + CMA 0.5" --seeds 0
+	KERAS_BACKEND=tensorflow $(BIN)/python -m studies.mode_connectivity
+	KERAS_BACKEND=tensorflow $(BIN)/python -m studies.pruning
+	KERAS_BACKEND=tensorflow $(BIN)/python -m studies.label_smoothing
+	KERAS_BACKEND=tensorflow $(BIN)/python -m studies.early_stopping
 
 clean:
 	rm -rf $(VENV) site outputs build .pytest_cache .hypothesis
