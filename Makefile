@@ -34,7 +34,8 @@ NUMERICS := tests/ops tests/test_theory.py tests/test_layerwise.py tests/test_lo
 	tests/metrics/test_class_statistics.py tests/metrics/test_class_pairing.py \
 	tests/metrics/test_rank.py tests/metrics/test_edge_cases.py tests/metrics/test_sample_weight.py \
 	tests/models/test_edge_cases.py tests/models/test_bad_input.py \
-	tests/callbacks/test_layerwise_collapse.py tests/callbacks/test_terminate.py
+	tests/callbacks/test_layerwise_collapse.py tests/callbacks/test_terminate.py \
+	tests/paths tests/pruning tests/callbacks/test_pruning.py
 test-kernels: $(STAMP)
 	OPENBLAS_CORETYPE=Sandybridge ONEDNN_MAX_CPU_ISA=AVX2 KERAS_BACKEND=tensorflow \
 		$(BIN)/python -m pytest $(PYTEST_ARGS) $(NUMERICS)
