@@ -19,25 +19,20 @@ python -m studies.early_stopping --report                   # the report from th
 ```
 """
 
-import argparse
 import os
 import sys
 
-from studies import docs, driver
+from studies import docs, driver, study
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RECORDS = os.path.join(HERE, "records")
-DOC = os.path.join(ROOT, "docs", "early_stopping.md")
-FIGURE = os.path.join(ROOT, "docs", "images", "early_stopping.png")
+RECORDS, DOC, FIGURE = study.locations(__file__, "early_stopping")
 MODULE = "studies.early_stopping.cell"
 EPOCHS = 30
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m studies.early_stopping",
-        description="Early stopping on the validation loss, accuracy, MIR, HDR and NC1 "
+    parser = study.parser(
+        "early_stopping",
+        "Early stopping on the validation loss, accuracy, MIR, HDR and NC1 "
         "(arXiv 2409.16767) of a Fashion-MNIST conv net; writes docs/early_stopping.md.",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -45,15 +40,18 @@ def build_parser():
     parser.add_argument("--check-seed", type=int, default=0, help="seed of the check run")
     parser.add_argument("--check-monitor", default="val_mir", help="monitor of the check run")
     parser.add_argument("--check-patience", type=int, default=3, help="its patience")
-    parser.add_argument("--records", default=RECORDS, help="one JSON per finished run")
-    parser.add_argument("--output", default=os.path.join("outputs", "studies", "early_stopping"))
-    parser.add_argument("--doc", default=DOC, help="Markdown file to write the report into")
-    parser.add_argument("--figure", default=FIGURE, help="PNG file of the figure")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print every run's command, run nothing"
+    return study.add_common_options(
+        parser,
+        "early_stopping",
+        RECORDS,
+        DOC,
+        figure=FIGURE,
+        unit="run",
+        fresh=False,
+        doc_help="Markdown file to write the report into",
+        figure_help="PNG file of the figure",
+        report_help="run nothing: report the records",
     )
-    parser.add_argument("--report", action="store_true", help="run nothing: report the records")
-    return parser
 
 
 def parse(argv=None):
@@ -80,8 +78,7 @@ def plan(args):
 def summarize(results, job, backend, wall_seconds):
     """The record of a finished run: the command, its settings, per-epoch logs and stop."""
     record = {
-        "cell": job.cell,
-        **driver.run_header(job, backend, results, wall_seconds),
+        **study.header(results, job, backend, wall_seconds),
         "epochs_run": results["epochs_run"],
         "history": results["history"],
     }
@@ -92,15 +89,10 @@ def summarize(results, job, backend, wall_seconds):
 
 def records(args):
     """`(runs, check)`: `{seed: record}` of the full runs, and the check run's record."""
-    runs, check = {}, None
-    for job in plan(args):
-        record = driver.load_record(args.records, job.name)
-        if record is None:
-            continue
-        if "monitor" in job.cell:
-            check = record
-        else:
-            runs[job.cell["seed"]] = record
+    runs = study.recorded(
+        plan(args), args.records, key=lambda job: job.cell.get("monitor", job.cell["seed"])
+    )
+    check = runs.pop(args.check_monitor, None)
     return runs, check
 
 
@@ -120,15 +112,7 @@ def write_report(args):
 
 def main(argv=None, runner=None):
     args = parse(argv)
-    if not args.report:
-        status = driver.pending(plan(args), args.records)
-        todo = [job for job, finished in status if not finished]
-        if args.dry_run:
-            driver.print_plan(status, set(todo), driver.backend_name())
-            return [job.name for job in todo]
-        with driver.lock(args.output):
-            driver.run_jobs(todo, summarize, args.records, runner=runner)
-    return write_report(args)
+    return study.run_or_report(args, plan(args), summarize, write_report, runner)
 
 
 if __name__ == "__main__":

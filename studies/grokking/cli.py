@@ -20,19 +20,15 @@ python -m studies.grokking --report                      # the table from the re
 ```
 """
 
-import argparse
 import csv
 import os
 import sys
 import textwrap
 
-from studies import docs, driver
+from studies import docs, driver, study
 from studies.grokking import table
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RECORDS = os.path.join(HERE, "records")
-DOC = os.path.join(ROOT, "docs", "grokking.md")
+RECORDS, DOC, _ = study.locations(__file__, "grokking")
 MODULE = "recipes.grokking"
 # The mini-batch runs: the collapse losses need one n x n eigendecomposition per
 # step, which the full training set (n = 3764) makes far too slow on a CPU.
@@ -52,23 +48,23 @@ RUNS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m studies.grokking",
-        description="Grokking on (a + b) mod 97: the steps at which test accuracy and the "
+    parser = study.parser(
+        "grokking",
+        "Grokking on (a + b) mod 97: the steps at which test accuracy and the "
         "collapse measures of arXiv 2409.16767 move; writes the table into docs/grokking.md.",
     )
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--common", default="", help="options shared by every run")
-    parser.add_argument("--records", default=RECORDS, help="one JSON per finished run")
-    parser.add_argument("--output", default=os.path.join("outputs", "studies", "grokking"))
-    parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
-    parser.add_argument("--fresh", action="store_true", help="rerun runs whose folder is done")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print every run's command, run nothing"
+    return study.add_common_options(
+        parser,
+        "grokking",
+        RECORDS,
+        DOC,
+        unit="run",
+        report_help="run nothing: tabulate the recorded runs",
+        deprecated_report="--table-only",
     )
-    driver.report_flag(parser, "--table-only", "run nothing: tabulate the recorded runs")
-    return parser
 
 
 def parse(argv=None):
@@ -103,10 +99,8 @@ def read_history(path):
 
 def summarize(results, job, backend, wall_seconds):
     """The record of a finished run: the command, its results.json and its history."""
-    backend = results.get("backend", backend)  # a reused run's own backend
     return {
-        "cell": job.cell,
-        **driver.run_header(job, backend, results, wall_seconds),
+        **study.header(results, job, backend, wall_seconds),
         "train_size": results["train_size"],
         "test_size": results["test_size"],
         "steps_to": results["steps_to"],
@@ -118,12 +112,7 @@ def summarize(results, job, backend, wall_seconds):
 
 def records(args):
     """`{(run, seed): record}` of the grid's recorded runs, in plan order."""
-    found = {}
-    for job in plan(args):
-        record = driver.load_record(args.records, job.name)
-        if record is not None:
-            found[job.cell["run"], job.cell["seed"]] = record
-    return found
+    return study.recorded(plan(args), args.records)
 
 
 def write_report(args):
@@ -138,15 +127,7 @@ def write_report(args):
 
 def main(argv=None, runner=None):
     args = parse(argv)
-    if not args.report:
-        status = driver.pending(plan(args), args.records)
-        todo = [job for job, finished in status if not finished]
-        if args.dry_run:
-            driver.print_plan(status, set(todo), driver.backend_name())
-            return [job.name for job in todo]
-        with driver.lock(args.output):
-            driver.run_jobs(todo, summarize, args.records, runner=runner, reuse=not args.fresh)
-    return write_report(args)
+    return study.run_or_report(args, plan(args), summarize, write_report, runner)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,12 @@ python -m studies.mode_connectivity --report       # the table and figure from t
 ```
 """
 
-import argparse
 import os
 import sys
 
-from studies import driver
+from studies import driver, study
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RECORDS = os.path.join(HERE, "records")
-DOC = os.path.join(ROOT, "docs", "mode_connectivity.md")
-FIGURE = os.path.join(ROOT, "docs", "images", "mode_connectivity.png")
+RECORDS, DOC, FIGURE = study.locations(__file__, "mode_connectivity")
 MODULE = "studies.mode_connectivity.cell"
 # -1: the control, two independent initialisations (`cell.INDEPENDENT`).
 SPAWN_EPOCHS = (-1, 0, 1, 4)
@@ -41,27 +36,16 @@ EPOCHS = 8
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m studies.mode_connectivity",
-        description="Linear mode connectivity on the Fashion-MNIST subset: loss and accuracy "
+    parser = study.parser(
+        "mode_connectivity",
+        "Linear mode connectivity on the Fashion-MNIST subset: loss and accuracy "
         "barriers between two children spawned at epoch k, and the MIR/HDR/NC1 of arXiv "
         "2409.16767 along their segment; writes docs/mode_connectivity.md.",
     )
     parser.add_argument("--spawn-epochs", type=int, nargs="+", default=list(SPAWN_EPOCHS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--records", default=RECORDS, help="one JSON per finished cell")
-    parser.add_argument("--output", default=os.path.join("outputs", "studies", "mode_connectivity"))
-    parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
-    parser.add_argument("--figure", default=FIGURE, help="PNG file of the figure ('' for none)")
-    parser.add_argument("--fresh", action="store_true", help="rerun cells whose folder is done")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print every cell's command, run nothing"
-    )
-    parser.add_argument(
-        "--report", action="store_true", help="run nothing: the report of the recorded cells"
-    )
-    return parser
+    return study.add_common_options(parser, "mode_connectivity", RECORDS, DOC, figure=FIGURE)
 
 
 def parse(argv=None):
@@ -88,11 +72,8 @@ def plan(args):
 
 def summarize(results, job, backend, wall_seconds):
     """The record of a finished cell: the command and its results.json."""
-    backend = results.get("backend", backend)  # a reused run's own backend
-    header = driver.run_header(job, backend, results, wall_seconds)
     return {
-        "cell": job.cell,
-        **header,
+        **study.header(results, job, backend, wall_seconds),
         "keras": results.get("keras"),
         "path_seconds": results["path_seconds"],
         "settings": results["settings"],
@@ -107,12 +88,7 @@ def summarize(results, job, backend, wall_seconds):
 
 def records(args):
     """`{(spawn_epoch, seed): record}` of the grid's recorded cells, in plan order."""
-    found = {}
-    for job in plan(args):
-        record = driver.load_record(args.records, job.name)
-        if record is not None:
-            found[job.cell["spawn_epoch"], job.cell["seed"]] = record
-    return found
+    return study.recorded(plan(args), args.records)
 
 
 def write_report(args):
@@ -132,15 +108,7 @@ def write_report(args):
 
 def main(argv=None, runner=None):
     args = parse(argv)
-    if not args.report:
-        status = driver.pending(plan(args), args.records)
-        todo = [job for job, finished in status if not finished]
-        if args.dry_run:
-            driver.print_plan(status, set(todo), driver.backend_name())
-            return [job.name for job in todo]
-        with driver.lock(args.output):
-            driver.run_jobs(todo, summarize, args.records, runner=runner, reuse=not args.fresh)
-    return write_report(args)
+    return study.run_or_report(args, plan(args), summarize, write_report, runner)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,13 @@ python -m studies.pruning --report       # the table and figure from the records
 ```
 """
 
-import argparse
 import os
 import sys
 import textwrap
 
-from studies import driver
+from studies import driver, study
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-RECORDS = os.path.join(HERE, "records")
-DOC = os.path.join(ROOT, "docs", "pruning.md")
-FIGURE = os.path.join(ROOT, "docs", "images", "pruning.png")
+RECORDS, DOC, FIGURE = study.locations(__file__, "pruning")
 MODULE = "studies.pruning.cell"
 SEEDS = (0, 1, 2)
 # The cell's defaults (studies.pruning.cell imports Keras; this module does not).
@@ -41,27 +36,16 @@ FINE_TUNE_EPOCHS = 2
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m studies.pruning",
-        description="Global magnitude pruning of the conv net on the Fashion-MNIST subset: "
+    parser = study.parser(
+        "pruning",
+        "Global magnitude pruning of the conv net on the Fashion-MNIST subset: "
         "accuracy and the MIR/HDR/NC1 of arXiv 2409.16767 against sparsity, with and without "
         "fine-tuning; writes docs/pruning.md and docs/images/pruning.png.",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--fine-tune-epochs", type=int, default=FINE_TUNE_EPOCHS)
-    parser.add_argument("--records", default=RECORDS, help="one JSON per finished cell")
-    parser.add_argument("--output", default=os.path.join("outputs", "studies", "pruning"))
-    parser.add_argument("--doc", default=DOC, help="Markdown file to write the table into")
-    parser.add_argument("--figure", default=FIGURE, help="PNG file of the figure ('' for none)")
-    parser.add_argument("--fresh", action="store_true", help="rerun cells whose folder is done")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print every cell's command, run nothing"
-    )
-    parser.add_argument(
-        "--report", action="store_true", help="run nothing: the report of the recorded cells"
-    )
-    return parser
+    return study.add_common_options(parser, "pruning", RECORDS, DOC, figure=FIGURE)
 
 
 def parse(argv=None):
@@ -85,10 +69,8 @@ def plan(args):
 
 def summarize(results, job, backend, wall_seconds):
     """The record of a finished cell: the command and its results.json."""
-    backend = results.get("backend", backend)  # a reused run's own backend
     return {
-        "cell": job.cell,
-        **driver.run_header(job, backend, results, wall_seconds),
+        **study.header(results, job, backend, wall_seconds),
         "keras": results.get("keras"),
         "prune_seconds": results.get("prune_seconds"),
         "settings": results["settings"],
@@ -98,12 +80,7 @@ def summarize(results, job, backend, wall_seconds):
 
 def records(args):
     """`{seed: record}` of the grid's recorded cells, in plan order."""
-    found = {}
-    for job in plan(args):
-        record = driver.load_record(args.records, job.name)
-        if record is not None:
-            found[job.cell["seed"]] = record
-    return found
+    return study.recorded(plan(args), args.records)
 
 
 def write_report(args):
@@ -124,15 +101,7 @@ def write_report(args):
 
 def main(argv=None, runner=None):
     args = parse(argv)
-    if not args.report:
-        status = driver.pending(plan(args), args.records)
-        todo = [job for job, finished in status if not finished]
-        if args.dry_run:
-            driver.print_plan(status, set(todo), driver.backend_name())
-            return [job.name for job in todo]
-        with driver.lock(args.output):
-            driver.run_jobs(todo, summarize, args.records, runner=runner, reuse=not args.fresh)
-    return write_report(args)
+    return study.run_or_report(args, plan(args), summarize, write_report, runner)
 
 
 if __name__ == "__main__":
