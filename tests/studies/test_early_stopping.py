@@ -6,7 +6,6 @@ replay, the tables and the report are bookkeeping around Keras' own
 """
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -16,6 +15,7 @@ import keras_nc
 from studies import driver
 from studies.early_stopping import cli, replay, table
 from tests.helpers import BACKEND
+from tests.studies.reports import reproduces_report
 
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow", reason="backend-independent: the study's replay and report"
@@ -111,22 +111,9 @@ def test_measure_row_finds_the_measures_best_epoch():
 def test_report_of_the_committed_records_is_the_docs_page(tmp_path):
     # Every committed record was run with the planned command, and `--report` writes, byte
     # for byte, the report docs/early_stopping.md holds and the figure it shows.
-    with open(cli.DOC) as f:
-        committed = f.read()
-    args = cli.parse([])
-    runs, check = cli.records(args)
+    runs, check = cli.records(cli.parse([]))
     assert sorted(runs) == [0, 1, 2] and check is not None
-    status = driver.pending(cli.plan(args), args.records)
-    assert all(finished for _, finished in status)
-    assert "images/early_stopping.png" in committed and os.path.exists(cli.FIGURE)
-    doc = tmp_path / "early_stopping.md"
-    head, rest = committed.split("<!-- experiment:start -->")
-    doc.write_text(f"{head}<!-- experiment:start -->{rest.replace('| none (', '| (', 1)}")
-    assert doc.read_text() != committed
-    figure = tmp_path / "early_stopping.png"
-    cli.main(["--report", "--doc", str(doc), "--figure", str(figure)])
-    assert doc.read_text() == committed
-    assert figure.read_bytes() == open(cli.FIGURE, "rb").read()
+    assert all(reproduces_report(cli, tmp_path, "| none (", "| (", exact_figure=True))
     for seed, record in runs.items():
         assert record["backend"] == "tensorflow" and len(record["history"]["test_accuracy"]) == 30
         assert record["cell"] == {"seed": seed}

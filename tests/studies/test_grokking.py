@@ -13,6 +13,7 @@ import pytest
 from studies import driver
 from studies.grokking import cli, table
 from tests.helpers import BACKEND
+from tests.studies.reports import reproduces_report
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "tensorflow", reason="backend-independent: the study's bookkeeping and report"
@@ -22,19 +23,10 @@ pytestmark = pytest.mark.skipif(
 def test_report_of_the_committed_records_is_the_docs_table(tmp_path):
     # Every committed record was run with the planned command, and `--report` writes,
     # byte for byte, the table that docs/grokking.md holds.
-    with open(cli.DOC) as f:
-        committed = f.read()
-    args = cli.parse([])
-    recorded = cli.records(args)
+    recorded = cli.records(cli.parse([]))
     assert len(recorded) >= 5  # the five runs the docs discuss
-    status = driver.pending(cli.plan(args), args.records)
-    assert sum(finished for _, finished in status) == len(recorded)
-    doc = tmp_path / "grokking.md"
-    head, rest = committed.split("<!-- experiment:start -->")
-    doc.write_text(f"{head}<!-- experiment:start -->{rest.replace('| default | 0 |', '|', 1)}")
-    assert doc.read_text() != committed
-    cli.main(["--report", "--doc", str(doc)])
-    assert doc.read_text() == committed
+    finished = reproduces_report(cli, tmp_path, "| default | 0 |", figure=False)
+    assert sum(finished) == len(recorded)
     for (name, seed), record in recorded.items():
         assert record["cell"] == {"run": name, "seed": seed}
         assert record["settings"]["seed"] == seed and record["backend"] == "jax"

@@ -17,6 +17,7 @@ from keras_nc import theory
 from studies import driver, fashion_mnist
 from studies.label_smoothing import cell, cli, table
 from tests.helpers import BACKEND
+from tests.studies.reports import reproduces_report
 
 pytestmark = pytest.mark.skipif(
     BACKEND != "tensorflow", reason="backend-independent: the study's bookkeeping and report"
@@ -28,38 +29,12 @@ PRINTED = 5e-4
 PRINTED_PERCENT = 0.05
 
 
-def _png_software(data):
-    """The `Software` text chunk of a PNG (Matplotlib writes its version there), or None."""
-    start = data.find(b"tEXtSoftware\x00")
-    if start < 0:
-        return None
-    length = int.from_bytes(data[start - 4 : start], "big")  # the chunk's length field
-    return data[start + 4 : start + 4 + length].split(b"\x00", 1)[1].decode("latin-1")
-
-
 def test_report_of_the_committed_records_is_the_docs_report(tmp_path):
     # Every planned cell has its record, run with the planned command (else `pending`
     # stops), and `--report` writes, byte for byte, the tables docs/label_smoothing.md holds.
-    import matplotlib
-
-    with open(cli.DOC) as f:
-        committed = f.read()
-    args = cli.parse([])
-    status = driver.pending(cli.plan(args), args.records)
-    assert len(status) == 15 and all(finished for _, finished in status)
-    doc = tmp_path / "label_smoothing.md"
-    head, rest = committed.split("<!-- experiment:start -->")
-    doc.write_text(f"{head}<!-- experiment:start -->{rest.replace('| 0.05 | 3 |', '|', 1)}")
-    assert doc.read_text() != committed
-    figure = tmp_path / "label_smoothing.png"
-    cli.main(["--report", "--doc", str(doc), "--figure", str(figure)])
-    assert doc.read_text() == committed
-    assert "(images/label_smoothing.png)" in committed
-    made, kept = figure.read_bytes(), open(cli.FIGURE, "rb").read()
-    assert made[16:24] == kept[16:24]  # the PNG header's width and height
-    if _png_software(kept) == _png_software(made):  # the same Matplotlib: the same bytes
-        assert made == kept, matplotlib.__version__
-    for (smoothing, seed), record in cli.records(args).items():
+    finished = reproduces_report(cli, tmp_path, "| 0.05 | 3 |")
+    assert len(finished) == 15 and all(finished)
+    for (smoothing, seed), record in cli.records(cli.parse([])).items():
         assert record["cell"] == {"smoothing": smoothing, "seed": seed}
         assert record["backend"] == "tensorflow"
         settings = record["settings"]

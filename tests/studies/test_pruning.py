@@ -9,9 +9,10 @@ tests/callbacks/test_pruning.py.
 import numpy as np
 import pytest
 
-from studies import driver, fashion_mnist, statistics
+from studies import fashion_mnist, statistics
 from studies.pruning import cell, cli, table
 from tests.helpers import BACKEND
+from tests.studies.reports import reproduces_report
 
 # One weight out of the conv net's 27,920 kernel weights (the prunable ones): the counts
 # of zeros are exact integers, rounded from sparsity * 27,920.
@@ -22,38 +23,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _png_software(data):
-    """The `Software` text chunk of a PNG (Matplotlib writes its version there), or None."""
-    start = data.find(b"tEXtSoftware\x00")
-    if start < 0:
-        return None
-    length = int.from_bytes(data[start - 4 : start], "big")  # the chunk's length field
-    return data[start + 4 : start + 4 + length].split(b"\x00", 1)[1].decode("latin-1")
-
-
 def test_report_of_the_committed_records_is_the_docs_report(tmp_path):
     # Every planned cell has its record, run with the planned command (else `pending`
     # stops), and `--report` writes, byte for byte, the tables docs/pruning.md holds.
-    import matplotlib
-
-    with open(cli.DOC) as f:
-        committed = f.read()
-    args = cli.parse([])
-    status = driver.pending(cli.plan(args), args.records)
-    assert len(status) == 3 and all(finished for _, finished in status)
-    doc = tmp_path / "pruning.md"
-    head, rest = committed.split("<!-- experiment:start -->")
-    doc.write_text(f"{head}<!-- experiment:start -->{rest.replace('| pruned | 0.5 |', '|', 1)}")
-    assert doc.read_text() != committed
-    figure = tmp_path / "pruning.png"
-    cli.main(["--report", "--doc", str(doc), "--figure", str(figure)])
-    assert doc.read_text() == committed
-    assert "(images/pruning.png)" in committed
-    made, kept = figure.read_bytes(), open(cli.FIGURE, "rb").read()
-    assert made[16:24] == kept[16:24]  # the PNG header's width and height
-    if _png_software(kept) == _png_software(made):  # the same Matplotlib: the same bytes
-        assert made == kept, matplotlib.__version__
-    for seed, record in cli.records(args).items():
+    finished = reproduces_report(cli, tmp_path, "| pruned | 0.5 |")
+    assert len(finished) == 3 and all(finished)
+    for seed, record in cli.records(cli.parse([])).items():
         assert record["cell"] == {"seed": seed} and record["backend"] == "tensorflow"
         assert record["settings"]["seed"] == seed
         assert record["settings"]["epochs"] == cli.EPOCHS
