@@ -25,8 +25,9 @@ print(study.recorded(jobs, args.records, key=lambda job: job.name))  # {} : noth
 
 import argparse
 import os
+import textwrap
 
-from studies import driver
+from studies import docs, driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,8 +106,30 @@ def recorded(jobs, records, key=cell_key):
     return found
 
 
-def run_or_report(args, jobs, summarize, write_report, runner=None):
-    """The study's `main`: runs the unrecorded `jobs` (under the lock), then writes the report.
+def publish(args, text, legend=None, draw=None):
+    """Prints the report (after `legend`, wrapped); writes it into `--doc` and draws `--figure`.
+
+    The page is written only where `--doc` names an existing file (`docs.write`
+    replaces its experiment block); `draw(path)` draws the figure where
+    `--figure` names one. Returns `text`.
+    """
+    if legend:
+        print(textwrap.fill(legend, width=100))
+    print(text)
+    if args.doc and os.path.exists(args.doc):
+        docs.write(text, args.doc)
+    path = getattr(args, "figure", None)
+    if path and draw is not None:
+        draw(path)
+    return text
+
+
+def run_or_report(args, plan, summarize, write_report, runner=None):
+    """The study's `main`: runs the grid's unrecorded jobs (under the lock), then the report.
+
+    `plan(args)` is the grid's `driver.Job`s, `summarize` makes a record
+    (`driver.run_job`), `write_report(args)` the report; `runner` replaces the
+    run's process (tests).
 
     `--dry-run` prints the plan and returns the names of the jobs to run;
     `--report` runs nothing. A run folder that holds a `results.json` is
@@ -114,7 +137,7 @@ def run_or_report(args, jobs, summarize, write_report, runner=None):
     `--fresh`). Returns `write_report(args)` otherwise.
     """
     if not args.report:
-        status = driver.pending(jobs, args.records)
+        status = driver.pending(plan(args), args.records)
         todo = [job for job, finished in status if not finished]
         if args.dry_run:
             driver.print_plan(status, set(todo), driver.backend_name())

@@ -19,10 +19,11 @@ python -m studies.early_stopping --report                   # the report from th
 ```
 """
 
+import functools
 import os
 import sys
 
-from studies import docs, driver, study
+from studies import driver, study
 
 RECORDS, DOC, FIGURE = study.locations(__file__, "early_stopping")
 MODULE = "studies.early_stopping.cell"
@@ -101,18 +102,12 @@ def write_report(args):
     from studies.early_stopping import figure, table  # Keras: only when reporting
 
     runs, check = records(args)
-    text = table.report(runs, check)
-    print(text)
-    if args.doc and os.path.exists(args.doc):
-        docs.write(text, args.doc)
-    if args.figure and runs:
-        figure.draw(runs, args.figure)
-    return text
+    draw = functools.partial(figure.draw, runs) if runs else None
+    return study.publish(args, table.report(runs, check), draw=draw)
 
 
 def main(argv=None, runner=None):
-    args = parse(argv)
-    return study.run_or_report(args, plan(args), summarize, write_report, runner)
+    return study.run_or_report(parse(argv), plan, summarize, write_report, runner)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,8 @@ python -m studies.grokking --report                      # the table from the re
 import csv
 import os
 import sys
-import textwrap
 
-from studies import docs, driver, study
+from studies import driver, study
 from studies.grokking import table
 
 RECORDS, DOC, _ = study.locations(__file__, "grokking")
@@ -117,17 +116,11 @@ def records(args):
 
 def write_report(args):
     """Prints the legend and the table; writes the table into `--doc` if it exists."""
-    text = table.table(records(args))
-    print(textwrap.fill(table.LEGEND, width=100))
-    print(text)
-    if args.doc and os.path.exists(args.doc):
-        docs.write(text, args.doc)
-    return text
+    return study.publish(args, table.table(records(args)), legend=table.LEGEND)
 
 
 def main(argv=None, runner=None):
-    args = parse(argv)
-    return study.run_or_report(args, plan(args), summarize, write_report, runner)
+    return study.run_or_report(parse(argv), plan, summarize, write_report, runner)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ python -m studies.label_smoothing --report       # the table and figure from the
 ```
 """
 
+import functools
 import os
 import sys
-import textwrap
 
 from studies import driver, study
 
@@ -87,23 +87,16 @@ def records(args):
 
 def write_report(args):
     """Prints the table; writes it into `--doc` and the figure to `--figure` if asked."""
-    from studies import docs
     from studies.label_smoothing import figure, table
 
     found = records(args)
     text = table.report(found, args.smoothings)
-    print(textwrap.fill(table.LEGEND, width=100))
-    print(text)
-    if args.doc and os.path.exists(args.doc):
-        docs.write(text, args.doc)
-    if args.figure:
-        figure.figure(found, args.smoothings, args.figure)
-    return text
+    draw = functools.partial(figure.figure, found, args.smoothings)
+    return study.publish(args, text, legend=table.LEGEND, draw=draw)
 
 
 def main(argv=None, runner=None):
-    args = parse(argv)
-    return study.run_or_report(args, plan(args), summarize, write_report, runner)
+    return study.run_or_report(parse(argv), plan, summarize, write_report, runner)
 
 
 if __name__ == "__main__":

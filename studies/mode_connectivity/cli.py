@@ -22,6 +22,7 @@ python -m studies.mode_connectivity --report       # the table and figure from t
 ```
 """
 
+import functools
 import os
 import sys
 
@@ -93,22 +94,17 @@ def records(args):
 
 def write_report(args):
     """Prints the table; writes it into `--doc` and the figure to `--figure` if asked."""
-    from studies import docs
     from studies.mode_connectivity import figure, table
 
     found = records(args)
     text = table.report(found, args.spawn_epochs)
-    print(text)
-    if args.doc and os.path.exists(args.doc):
-        docs.write(text, args.doc)
-    if args.figure:
-        figure.figure(found, args.spawn_epochs, args.figure)
-    return text
+    return study.publish(
+        args, text, draw=functools.partial(figure.figure, found, args.spawn_epochs)
+    )
 
 
 def main(argv=None, runner=None):
-    args = parse(argv)
-    return study.run_or_report(args, plan(args), summarize, write_report, runner)
+    return study.run_or_report(parse(argv), plan, summarize, write_report, runner)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ python -m studies.pruning --report       # the table and figure from the records
 ```
 """
 
+import functools
 import os
 import sys
-import textwrap
 
 from studies import driver, study
 
@@ -85,23 +85,15 @@ def records(args):
 
 def write_report(args):
     """Prints the tables; writes them into `--doc` and the figure to `--figure` if asked."""
-    from studies import docs
     from studies.pruning import figure, table
 
     found = records(args)
-    text = table.report(found)
-    print(textwrap.fill(table.LEGEND, width=100))
-    print(text)
-    if args.doc and os.path.exists(args.doc):
-        docs.write(text, args.doc)
-    if args.figure and found:
-        figure.figure(found, args.figure)
-    return text
+    draw = functools.partial(figure.figure, found) if found else None
+    return study.publish(args, table.report(found), legend=table.LEGEND, draw=draw)
 
 
 def main(argv=None, runner=None):
-    args = parse(argv)
-    return study.run_or_report(args, plan(args), summarize, write_report, runner)
+    return study.run_or_report(parse(argv), plan, summarize, write_report, runner)
 
 
 if __name__ == "__main__":

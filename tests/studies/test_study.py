@@ -24,6 +24,10 @@ def _study(tmp_path, figure=None, fresh=True):
     return parser
 
 
+def _planner(tmp_path):
+    return lambda args: _plan(args, tmp_path)
+
+
 def _plan(args, tmp_path):
     jobs = []
     for seed in args.seeds:
@@ -71,22 +75,22 @@ def test_run_or_report_runs_records_and_reports_in_plan_order(tmp_path, capsys):
         return study.recorded(_plan(args, tmp_path), args.records)
 
     args = parser.parse_args(["--dry-run"])
-    assert study.run_or_report(args, _plan(args, tmp_path), _summarize, report) == [
+    assert study.run_or_report(args, _planner(tmp_path), _summarize, report) == [
         "seed0",
         "seed1",
     ]
     assert calls == [] and not os.path.exists(args.records)
     args = parser.parse_args(["--seeds", "1"])
-    found = study.run_or_report(args, _plan(args, tmp_path), _summarize, report, runner)
+    found = study.run_or_report(args, _planner(tmp_path), _summarize, report, runner)
     assert calls == ["seed1"] and list(found) == [1]  # a one-key cell: its value is the key
     record = found[1]
     assert record["cell"] == {"seed": 1} and record["accuracy"] == 0.6  # 0.5 + seed / 10
     assert record["argv"] == ["--seed", "1", "--output", str(tmp_path / "runs" / "seed1")]
     args = parser.parse_args(["--report"])  # runs nothing: seed 0 stays unrecorded
-    assert list(study.run_or_report(args, _plan(args, tmp_path), _summarize, report, runner)) == [1]
+    assert list(study.run_or_report(args, _planner(tmp_path), _summarize, report, runner)) == [1]
     assert calls == ["seed1"]
     args = parser.parse_args([])
-    found = study.run_or_report(args, _plan(args, tmp_path), _summarize, report, runner)
+    found = study.run_or_report(args, _planner(tmp_path), _summarize, report, runner)
     assert calls == ["seed1", "seed0"] and list(found) == [0, 1]  # plan order, not run order
 
 
@@ -111,5 +115,19 @@ def test_a_finished_run_folder_is_reused_unless_fresh_or_no_fresh_option(tmp_pat
             calls.append(job.name)
             fake_recipe.main(job.argv)
 
-        study.run_or_report(args, _plan(args, folder), _summarize, lambda _: None, runner)
+        study.run_or_report(args, _planner(folder), _summarize, lambda _: None, runner)
         assert calls == expected, (fresh_option, argv)
+
+
+def test_publish_writes_the_page_only_where_it_exists_and_draws_where_asked(tmp_path, capsys):
+    page = tmp_path / "toy.md"
+    page.write_text("# Toy\n\n<!-- experiment:start -->\nold\n<!-- experiment:end -->\n")
+    drawn = []
+    args = _study(tmp_path, figure=str(tmp_path / "toy.png")).parse_args(["--doc", str(page)])
+    assert study.publish(args, "| new |", legend="the legend", draw=drawn.append) == "| new |"
+    assert capsys.readouterr().out == "the legend\n| new |\n"
+    assert "| new |" in page.read_text() and "old" not in page.read_text()
+    assert drawn == [str(tmp_path / "toy.png")]
+    args = _study(tmp_path).parse_args(["--doc", str(tmp_path / "missing.md")])
+    study.publish(args, "| new |", draw=drawn.append)  # no --figure option: nothing drawn
+    assert drawn == [str(tmp_path / "toy.png")] and not (tmp_path / "missing.md").exists()
