@@ -5,7 +5,8 @@ grid (`plan(args)`: one `driver.Job` per cell), what a record keeps of a
 cell's results.json (`summarize`, starting with `header`) and its report
 (`write_report(args)`); this module adds the options they all take
 (`add_common_options`), gathers the recorded cells in plan order
-(`recorded`) and runs the grid or only reports it (`run_or_report`). See
+(`recorded`), prints and writes the report (`publish`) and runs the grid or
+only reports it (`run_or_report`). See
 docs/grokking.md for a study's page; the measures are those of
 arXiv 2409.16767.
 
