@@ -26,6 +26,7 @@ def sparsity_path(
     fine_tune=None,
     metrics=None,
     loss=None,
+    batchnorm_data=None,
     batch_size=None,
     verbose=1,
 ):
@@ -50,6 +51,11 @@ def sparsity_path(
             before each evaluation.
         metrics: metrics to evaluate with (as `compile` takes them).
         loss: loss to evaluate with.
+        batchnorm_data: if given, data (as `keras_nc.paths.interpolate` takes
+            it) on which each pruned (and fine-tuned) copy's BatchNormalization
+            statistics are recomputed before it is evaluated
+            (`keras_nc.paths.recompute_batchnorm_statistics`): pruning changes
+            the activations the stored moving statistics describe.
         batch_size: the evaluation's batch size for array `data` (Keras'
             default, 32, when None); per-batch measures such as sample-pairing
             `MIR`/`HDR` depend on it.
@@ -73,7 +79,7 @@ def sparsity_path(
     0.0 0.0
     0.5 0.5
     """
-    from keras_nc.paths import evaluate_model
+    from keras_nc.paths import evaluate_model, recompute_batchnorm_statistics
 
     sparsities = [check_sparsity(s) for s in sparsities]
     check_scope(scope)
@@ -84,6 +90,8 @@ def sparsity_path(
         pruned, masks = magnitude_prune(model, sparsity, scope=scope, include=include)
         if fine_tune is not None:
             fine_tune(pruned, masks)
+        if batchnorm_data is not None:
+            recompute_batchnorm_statistics(pruned, batchnorm_data, batch_size=batch_size)
         values = evaluate_model(
             pruned, data, reference=reference, metrics=metrics, loss=loss, batch_size=batch_size
         )

@@ -8,6 +8,7 @@ from keras_nc.metrics import MIR
 from keras_nc.models import CollapseClassifier
 from keras_nc.pruning import plot_sparsity, sparsity_path
 from tests.helpers import to_numpy
+from tests.tolerances import float32_tolerance
 
 
 def model_and_data():
@@ -73,3 +74,40 @@ def test_plot_sparsity_draws_each_present_key(tmp_path):
     np.testing.assert_array_equal(figure.axes[1].lines[0].get_ydata(), [0.0, 0.25, 0.45])
     with pytest.raises(ValueError, match="No row has any"):
         plot_sparsity(rows, keys=("nc1",))
+
+
+def test_batchnorm_data_recomputes_each_pruned_copys_statistics():
+    # Dense (no bias) -> BatchNormalization -> head: after pruning, the moving mean must be
+    # the average over the batches of the pruned kernel's outputs' batch means.
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(4, use_bias=False, name="dense")(inputs)
+    features = keras.layers.BatchNormalization(name="bn")(hidden)
+    model = CollapseClassifier(keras.Model(inputs, features), num_classes=3)
+    x = np.random.default_rng(1).normal(loc=2.0, size=(30, 5)).astype("float32")
+    y = (np.arange(30) % 3).astype("int32")
+    copies = []
+    keep = lambda pruned, masks: copies.append(pruned)  # noqa: E731
+    rows = sparsity_path(
+        model,
+        (x, y),
+        [0.0, 0.5],
+        loss=LOSS,
+        batchnorm_data=x,
+        batch_size=10,
+        fine_tune=keep,
+        verbose=0,
+    )
+    assert len(rows) == 2
+    for copy in copies:
+        kernel = to_numpy(copy.backbone.get_layer("dense").kernel).astype("float64")
+        outputs = x.astype("float64") @ kernel
+        expected = np.mean([outputs[i : i + 10].mean(axis=0) for i in range(0, 30, 10)], axis=0)
+        moving = to_numpy(copy.backbone.get_layer("bn").moving_mean)
+        # Dot products of length 5 and a mean of 10 rows, then of 3 batches, in float32.
+        bound = float32_tolerance(terms=5 + 10 + 3, scale=np.abs(outputs).max())
+        assert np.max(np.abs(moving - expected)) <= bound
+    # Without `batchnorm_data` the copies keep the model's (initial) moving mean of 0.
+    copies.clear()
+    sparsity_path(model, (x, y), [0.5], loss=LOSS, fine_tune=keep, verbose=0)
+    np.testing.assert_array_equal(to_numpy(copies[0].backbone.get_layer("bn").moving_mean), 0.0)
