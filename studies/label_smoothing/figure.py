@@ -12,7 +12,7 @@ figure.figure(cli.records(cli.parse([])), cli.SMOOTHINGS, "outputs/label_smoothi
 import numpy as np
 
 from keras_nc import theory
-from studies import docs, statistics
+from studies import docs, plots
 from studies.label_smoothing.table import NUM_CLASSES, values
 
 # (title, [(split, key, label)], reference): one panel each; the reference is drawn as a
@@ -42,17 +42,8 @@ def _panel(axis, records, smoothings, series, reference):
     colors = ["C0", "C1"]
     for index, (split, key, label) in enumerate(series):
         scale = 100.0 if key == "accuracy" else 1.0
-        means, halves, xs = [], [], []
-        for s in smoothings:
-            points = statistics.finite(values(records, s, split, key, scale))
-            axis.scatter([s] * len(points), points, s=10, color=colors[index], alpha=0.5)
-            interval = statistics.mean_interval(points)
-            if interval.count:
-                xs.append(s)
-                means.append(interval.mean)
-                halves.append(0.0 if interval.count < 2 else interval.half_width)
-        axis.errorbar(xs, means, yerr=halves, color=colors[index], marker="o", ms=4,
-                      capsize=3, label=f"{label} (mean, 95% t)")  # fmt: skip
+        points = [values(records, s, split, key, scale) for s in smoothings]
+        plots.seeds_and_means(axis, smoothings, points, colors[index], f"{label} (mean, 95% t)")
     _reference(axis, reference, smoothings)
 
 

@@ -9,7 +9,7 @@ figure.figure(cli.records(cli.parse([])), "outputs/pruning.png")
 ```
 """
 
-from studies import docs, statistics
+from studies import docs, plots
 from studies.pruning.table import MEASURES, VARIANTS, sparsities, values
 
 PANELS = [(key, title, scale) for key, title, scale in MEASURES if key != "loss"]
@@ -19,17 +19,8 @@ COLORS = {"direct": "C3", "bn": "C1", "tuned": "C0"}
 def _panel(axis, records, key, title, scale):
     grid = sparsities(records)
     for variant, label in VARIANTS:
-        xs, means, halves = [], [], []
-        for s in grid:
-            points = statistics.finite(values(records, variant, s, key, scale))
-            axis.scatter([s] * len(points), points, s=8, color=COLORS[variant], alpha=0.4)
-            interval = statistics.mean_interval(points)
-            if interval.count:
-                xs.append(s)
-                means.append(interval.mean)
-                halves.append(0.0 if interval.count < 2 else interval.half_width)
-        axis.errorbar(xs, means, yerr=halves, color=COLORS[variant], marker="o", ms=4,
-                      capsize=3, label=label)  # fmt: skip
+        points = [values(records, variant, s, key, scale) for s in grid]
+        plots.seeds_and_means(axis, grid, points, COLORS[variant], label, size=8, alpha=0.4)
     if key == "nc1":  # from about 1 to 1e5 at 0.95 without fine-tuning
         axis.set_yscale("log")
     axis.set_title(f"{title} (test split)", fontsize=10)
